@@ -1,0 +1,69 @@
+"""Checkpoint files: written atomically, read only with ``weights_only=True``.
+
+A checkpoint is a plain dict of tensors and Python scalars (model, optimiser, schedule and RNG state,
+iteration, the flat config), so ``torch.load(..., weights_only=True)`` can read it and a malicious pickle
+cannot run code on load.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated, corrupt or not one of ours."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``state`` to ``path`` atomically: a temp file in the same directory, fsync, then rename.
+
+    A crash mid-write leaves either the old file or none, never a half-written one under ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({**state, "format_version": FORMAT_VERSION}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; raise CheckpointError for anything unreadable."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist") from None
+    except Exception as exc:  # truncated zip, bad magic, or a pickle asking for a forbidden global
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or unsafe and was refused: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a resnet_core checkpoint (format {FORMAT_VERSION})")
+    return state
+
+
+def load_latest_checkpoint(paths: list[str | os.PathLike], map_location: str | torch.device = "cpu") -> tuple[Path, dict[str, Any]]:
+    """Load the newest readable checkpoint from ``paths`` (oldest first), skipping corrupt ones.
+
+    Raises CheckpointError when none can be read, listing why each was refused.
+    """
+    errors = []
+    for path in reversed(paths):
+        try:
+            return Path(path), load_checkpoint(path, map_location)
+        except CheckpointError as exc:
+            errors.append(str(exc))
+    raise CheckpointError("no readable checkpoint: " + "; ".join(errors) if errors else "no checkpoint given")

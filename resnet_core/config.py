@@ -1,0 +1,206 @@
+"""Training configuration: plain dataclasses whose defaults are the paper's CIFAR-10 recipe (§4.2).
+
+One flat dict (``"model.depth": 56``, ...) serves as Ray Tune's param space, MLflow's params and the
+checkpoint's config; ``TrainConfig.to_dict`` / ``TrainConfig.from_dict`` convert both ways. All validation
+lives in ``validate`` so every entry point (CLI, sweeps, resume) rejects bad input the same way, with a
+message that names the bad value and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+FAMILIES = ("cifar", "imagenet")
+SHORTCUTS = ("A", "B", "C")
+DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
+PRECISIONS = ("auto", "fp32", "bf16")
+IMAGENET_DEPTHS = (18, 34, 50, 101, 152)
+
+
+def _opt(default: Any, help: str) -> Any:
+    """A dataclass field carrying its command-line help text (one place documents every option)."""
+    if isinstance(default, tuple):
+        return field(default_factory=lambda: default, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class ModelConfig:
+    """Which network: family, depth, plain or residual, shortcut option (§3.3), width."""
+
+    family: str = _opt("cifar", f"model family: {' or '.join(FAMILIES)}")
+    depth: int = _opt(20, "layers: 6n+2 for cifar (20, 32, 44, 56, 110, 1202, ...); 18/34/50/101/152 for imagenet")
+    residual: bool = _opt(True, "residual net (y = F(x) + x); --no-residual / --plain gives the plain twin")
+    shortcut: str = _opt("A", "shortcut option A (identity + zero-pad), B (projection where the shape changes), "
+                              "C (projection everywhere); ignored by plain nets, which have no shortcuts")
+    width: float = _opt(1.0, "multiplies the stage widths (16/32/64 on cifar, 64..512 on imagenet)")
+    zero_init_residual: bool = _opt(False, "zero-init the last BN of each block")
+    dropout: float = _opt(0.0, "dropout before the classifier (the paper uses none)")
+
+
+@dataclass
+class DataConfig:
+    """Which data set and how it is split and augmented."""
+
+    dataset: str = _opt("cifar10", f"data set: {', '.join(DATASETS)} (digits ships with scikit-learn: works offline)")
+    data_dir: str = _opt("data", "directory holding (or receiving) the CIFAR files")
+    download: bool = _opt(False, "download CIFAR into --data-dir if it is missing (needs internet)")
+    val_size: int = _opt(0, "training images held out for validation (5000 = the paper's 45k/5k split)")
+    augment: bool = _opt(True, "pad 4 + random crop + horizontal flip (flip only where the data set allows it)")
+    train_limit: int = _opt(0, "use only the first N training images (0 = all)")
+
+
+@dataclass
+class OptimConfig:
+    """SGD with a step schedule counted in iterations, plus the regularisation knobs sweeps vary."""
+
+    lr: float = _opt(0.1, "initial learning rate")
+    momentum: float = _opt(0.9, "SGD momentum")
+    weight_decay: float = _opt(1e-4, "L2 weight decay")
+    batch_size: int = _opt(128, "images per iteration")
+    iterations: int = _opt(64_000, "training iterations")
+    milestones: tuple[int, ...] = _opt((32_000, 48_000), "iterations where the lr is multiplied by --gamma "
+                                       "(default: 50%% and 75%% of --iterations, as the paper's 32k/48k of 64k)")
+    gamma: float = _opt(0.1, "lr factor at each milestone")
+    label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy loss")
+    warmup: bool = _opt(False, "ResNet-110 rule: train at --warmup-lr until the training error falls below "
+                               "--warmup-until-error, then the normal schedule")
+    warmup_lr: float = _opt(0.01, "learning rate during warm-up")
+    warmup_until_error: float = _opt(80.0, "training error (%%) that ends warm-up")
+
+
+@dataclass
+class RunConfig:
+    """How a run executes: seed, device, precision, evaluation cadence."""
+
+    seed: int = _opt(0, "random seed (weights, data order, augmentation, validation split)")
+    device: str = _opt("auto", "auto (cuda when present, else cpu), cpu, cuda, cuda:N or mps")
+    precision: str = _opt("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16")
+    channels_last: bool = _opt(True, "channels-last memory format for the model and batches")
+    compile: bool = _opt(False, "torch.compile the model")
+    eval_every: int = _opt(2000, "iterations between evaluations (the last iteration is always evaluated)")
+    eval_batch_size: int = _opt(1000, "batch size for evaluation")
+    probe_images: int = _opt(256, "test images for the layer-response probe (paper Fig. 7); 0 disables probes")
+    threads: int = _opt(0, "torch CPU threads (0 = torch's default)")
+
+
+def scaled_milestones(iterations: int) -> tuple[int, ...]:
+    """The paper's schedule (÷10 at 50% and 75% of training) for any number of iterations."""
+    return (iterations // 2, iterations * 3 // 4)
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    SECTIONS = ("model", "data", "optim", "run")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat ``{"section.field": value}`` dict of plain Python values (tuples become lists)."""
+        flat: dict[str, Any] = {}
+        for section in self.SECTIONS:
+            for f in dataclasses.fields(getattr(self, section)):
+                value = getattr(getattr(self, section), f.name)
+                flat[f"{section}.{f.name}"] = list(value) if isinstance(value, tuple) else value
+        return flat
+
+    @classmethod
+    def from_dict(cls, flat: dict[str, Any], validate_config: bool = True) -> TrainConfig:
+        """Inverse of ``to_dict``; missing keys take their defaults, unknown keys are an error."""
+        config = cls()
+        known = set(config.to_dict())
+        unknown = sorted(set(flat) - known)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {unknown}; valid keys are {sorted(known)}")
+        for key, value in flat.items():
+            section, name = key.split(".", 1)
+            target = getattr(config, section)
+            setattr(target, name, _coerce(key, value, type(getattr(target, name))))
+        if validate_config:
+            validate(config)
+        return config
+
+    def replace(self, **flat: Any) -> TrainConfig:
+        """A copy with some flat keys changed, e.g. ``cfg.replace(**{"model.depth": 56})``."""
+        merged = self.to_dict()
+        merged.update(flat)
+        return TrainConfig.from_dict(merged)
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    """Convert a value from a CLI string, JSON or MLflow param into the field's type."""
+    try:
+        if kind is tuple:
+            if isinstance(value, str):
+                value = [v for v in value.replace(" ", "").strip("[]()").split(",") if v]
+            return tuple(int(v) for v in value)
+        if kind is bool:
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return lowered in ("true", "1", "yes")
+            return bool(value)
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if kind is float:
+            return float(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}={value!r} is not a valid {kind.__name__}") from None
+
+
+def cifar_depths_hint() -> str:
+    return ", ".join(str(6 * n + 2) for n in range(1, 10)) + ", …, 110, …, 1202"
+
+
+def validate(config: TrainConfig) -> None:
+    """Raise ValueError naming the first bad value and the valid choices."""
+    m, d, o, r = config.model, config.data, config.optim, config.run
+    _choice("model.family", m.family, FAMILIES)
+    _choice("model.shortcut", m.shortcut, SHORTCUTS)
+    if m.family == "cifar":
+        if m.depth < 8 or (m.depth - 2) % 6:
+            raise ValueError(f"CIFAR depth must be 6n+2, e.g. {cifar_depths_hint()}; got model.depth={m.depth}")
+    elif m.depth not in IMAGENET_DEPTHS:
+        raise ValueError(f"ImageNet depth must be one of {list(IMAGENET_DEPTHS)}; got model.depth={m.depth}")
+    _positive("model.width", m.width)
+    if not 0.0 <= m.dropout < 1.0:
+        raise ValueError(f"model.dropout must be in [0, 1); got {m.dropout}")
+    _choice("data.dataset", d.dataset, DATASETS)
+    if d.val_size < 0 or d.train_limit < 0:
+        raise ValueError(f"data.val_size and data.train_limit must be >= 0; got {d.val_size}, {d.train_limit}")
+    for name in ("lr", "batch_size", "iterations", "gamma", "warmup_lr"):
+        _positive(f"optim.{name}", getattr(o, name))
+    if o.weight_decay < 0 or not 0.0 <= o.momentum < 1.0:
+        raise ValueError(f"optim.weight_decay must be >= 0 and optim.momentum in [0, 1); got {o.weight_decay}, {o.momentum}")
+    if not 0.0 <= o.label_smoothing < 1.0:
+        raise ValueError(f"optim.label_smoothing must be in [0, 1); got {o.label_smoothing}")
+    if list(o.milestones) != sorted(o.milestones) or any(ms <= 0 for ms in o.milestones):
+        raise ValueError(f"optim.milestones must be increasing positive iterations; got {list(o.milestones)}")
+    if not 0.0 < o.warmup_until_error <= 100.0:
+        raise ValueError(f"optim.warmup_until_error is a percentage in (0, 100]; got {o.warmup_until_error}")
+    _choice("run.precision", r.precision, PRECISIONS)
+    if r.device != "auto" and r.device.split(":")[0] not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"run.device must be 'auto', 'cpu', 'cuda[:N]' or 'mps'; got {r.device!r}")
+    for name in ("eval_every", "eval_batch_size"):
+        _positive(f"run.{name}", getattr(r, name))
+    if r.probe_images < 0 or r.threads < 0:
+        raise ValueError(f"run.probe_images and run.threads must be >= 0; got {r.probe_images}, {r.threads}")
+
+
+def _choice(key: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{key}={value!r} is not valid; choose one of {list(choices)}")
+
+
+def _positive(key: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{key} must be > 0; got {value}")
