@@ -136,9 +136,10 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
     """Convert a value from a CLI string, JSON or MLflow param into the field's type."""
     try:
         if kind is tuple:
-            if isinstance(value, str):
-                value = [v for v in value.replace(" ", "").strip("[]()").split(",") if v]
-            return tuple(int(v) for v in value)
+            items = value
+            if isinstance(value, str):  # keep ``value`` as given, for the error message
+                items = [v for v in value.replace(" ", "").strip("[]()").split(",") if v]
+            return tuple(int(v) for v in items)
         if kind is bool:
             if isinstance(value, str):
                 lowered = value.strip().lower()
@@ -154,7 +155,8 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
             return float(value)
         return kind(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{key}={value!r} is not a valid {kind.__name__}") from None
+        expected = "comma-separated list of integers" if kind is tuple else kind.__name__
+        raise ValueError(f"{key}={value!r} is not a valid {expected}") from None
 
 
 def cifar_depths_hint() -> str:

@@ -12,7 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+from resnet_core.checkpoint import CheckpointError
 from resnet_core.config import TrainConfig, scaled_milestones
+from resnet_core.data import DatasetUnavailableError
 from resnet_core.trainer import fit, resolve_device
 
 
@@ -81,16 +83,21 @@ def main(argv: list[str] | None = None) -> int:
           f"(device {resolve_device(config.run.device)})")
     bar = tqdm(total=config.optim.iterations, disable=args.no_progress, unit="it", dynamic_ncols=True)
     start, last, first_error = time.perf_counter(), None, None
-    for result in fit(config, resume=args.resume):
-        bar.update(result.iteration - bar.n)
-        m = result.metrics
-        if first_error is None and "train/error" in m:
-            first_error = m["train/error"]
-        summary = "  ".join(f"{k}={v:.4g}" for k, v in m.items())
-        bar.write(f"[{result.iteration:>6}] {summary}")
-        if args.checkpoint:
-            result.save_checkpoint(args.checkpoint)
-        last = result
+    try:
+        for result in fit(config, resume=args.resume):
+            bar.update(result.iteration - bar.n)
+            m = result.metrics
+            if first_error is None and "train/error" in m:
+                first_error = m["train/error"]
+            summary = "  ".join(f"{k}={v:.4g}" for k, v in m.items())
+            bar.write(f"[{result.iteration:>6}] {summary}")
+            if args.checkpoint and result.status != "diverged":  # keep the last good checkpoint, not NaN weights
+                result.save_checkpoint(args.checkpoint)
+            last = result
+    except (ValueError, CheckpointError, DatasetUnavailableError) as exc:
+        bar.close()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     bar.close()
     if last is None:
         return 1

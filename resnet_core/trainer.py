@@ -8,6 +8,7 @@ resumed run continues exactly as an uninterrupted one would.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 import time
@@ -151,6 +152,10 @@ def fit(config: TrainConfig, resume: str | os.PathLike | dict | None = None,
         torch.backends.cudnn.benchmark = True
     m, o, r = config.model, config.optim, config.run
 
+    state = None
+    if resume is not None:  # read and check the checkpoint before any expensive work
+        state = resume if isinstance(resume, dict) else load_checkpoint(resume, map_location=device)
+        check_resume_config(state["config"], config)
     torch.manual_seed(r.seed)
     data = dataset if dataset is not None else load_dataset(config.data, device, seed=r.seed)
     model = build_model(m.family, m.depth, residual=m.residual, shortcut=m.shortcut,
@@ -165,9 +170,10 @@ def fit(config: TrainConfig, resume: str | os.PathLike | dict | None = None,
     iteration = 0
 
     if resume is not None:
-        state = resume if isinstance(resume, dict) else load_checkpoint(resume, map_location=device)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        # A deep copy: load_state_dict keeps the given momentum buffers (no copy) and SGD updates them in
+        # place, which would otherwise change the caller's state dict (a second resume from it would differ).
+        optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         iteration = int(state["iteration"])
         sampler.order, sampler.position = state["order"].to(device), int(state["position"])
         generator.set_state(state["generator"].cpu())
@@ -266,6 +272,21 @@ def fit(config: TrainConfig, resume: str | os.PathLike | dict | None = None,
             window_wrong.zero_()
             window_start = iteration
             tic = time.perf_counter()
+
+
+# Settings that may change when a run is resumed: how it executes, and how long it trains.
+RESUMABLE_CHANGES = ("optim.iterations", "data.data_dir", "data.download")
+
+
+def check_resume_config(saved: dict[str, Any], config: TrainConfig) -> None:
+    """Refuse to resume a checkpoint into a different experiment (model, data, recipe or seed)."""
+    current = config.to_dict()
+    differ = sorted(key for key in current
+                    if key in saved and saved[key] != current[key] and key not in RESUMABLE_CHANGES
+                    and not (key.startswith("run.") and key != "run.seed"))
+    if differ:
+        details = ", ".join(f"{key}: checkpoint {saved[key]!r} vs now {current[key]!r}" for key in differ)
+        raise ValueError(f"cannot resume: the checkpoint was made with a different config ({details})")
 
 
 def _diverged(iteration: int, lr: float, loss: float, state: Any) -> Result:

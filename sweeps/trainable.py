@@ -96,7 +96,9 @@ def train_trial(config: dict[str, Any], tracking: TrialTracking, sweep_env: dict
             run.log_dict(train_config.to_dict(), "config.json")
             run.log_dict(environment_record(sweep_env, trial_id, _device_name(train_config.run.device)),
                          "environment.json")
+        outcome = "completed"  # also when resumed from the final checkpoint, where fit has nothing left to do
         for result in fit(train_config, resume=state):
+            outcome = "diverged" if result.status == "diverged" else "completed"
             run.log_metrics(result.iteration, result.metrics)
             _append(history, "layer_response_std", result.iteration, result.layer_response_std)
             _append(history, "grad_norms", result.iteration, result.grad_norms)
@@ -108,7 +110,7 @@ def train_trial(config: dict[str, Any], tracking: TrialTracking, sweep_env: dict
                 tune.report({**result.metrics, "iteration": result.iteration, "status": result.status,
                              "diverged": result.status == "diverged"},
                             checkpoint=tune.Checkpoint.from_directory(directory))
-        run.finish("completed" if result.status == "completed" else "diverged")
+        run.finish(outcome)
     except BaseException:
         run.finish("failed")  # a retry reopens the run and sets it RUNNING again
         raise

@@ -1,0 +1,143 @@
+"""Tests for resnet_core.config: the flat-dict round trip, string coercion and validation messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from resnet_core.config import TrainConfig, scaled_milestones, validate
+
+
+def test_defaults_are_the_papers_cifar_recipe() -> None:
+    flat = TrainConfig().to_dict()
+    assert flat["model.family"] == "cifar" and flat["model.shortcut"] == "A" and flat["model.residual"] is True
+    assert flat["optim.lr"] == 0.1 and flat["optim.momentum"] == 0.9 and flat["optim.weight_decay"] == 1e-4
+    assert flat["optim.batch_size"] == 128 and flat["optim.iterations"] == 64_000
+    assert flat["optim.milestones"] == [32_000, 48_000]
+    assert scaled_milestones(64_000) == (32_000, 48_000)
+    assert flat["optim.warmup_lr"] == 0.01 and flat["optim.warmup_until_error"] == 80.0
+    assert flat["data.augment"] is True and flat["model.dropout"] == 0.0
+
+
+def test_to_dict_from_dict_round_trip() -> None:
+    config = TrainConfig().replace(**{
+        "model.depth": 56, "model.residual": False, "model.shortcut": "B", "model.dropout": 0.25,
+        "data.dataset": "digits", "data.val_size": 100, "optim.lr": 0.05, "optim.milestones": [7, 9],
+        "optim.warmup": True, "run.seed": 3, "run.device": "cpu", "run.precision": "fp32",
+    })
+    flat = config.to_dict()
+    assert all("." in key for key in flat)
+    assert flat["optim.milestones"] == [7, 9]  # plain list, not a tuple
+    json.dumps(flat)  # plain values only: usable as MLflow params / Tune param space
+    again = TrainConfig.from_dict(flat)
+    assert again == config
+    assert again.optim.milestones == (7, 9)
+    assert TrainConfig.from_dict(json.loads(json.dumps(flat))) == config
+
+
+def test_round_trip_through_strings_as_mlflow_params_store_them() -> None:
+    config = TrainConfig().replace(**{"model.residual": False, "optim.milestones": [10, 20], "model.width": 2.0,
+                                      "data.augment": False, "run.threads": 2})
+    as_strings = {key: str(value) for key, value in config.to_dict().items()}
+    assert TrainConfig.from_dict(as_strings) == config
+    empty = TrainConfig().replace(**{"optim.milestones": []})
+    assert TrainConfig.from_dict({k: str(v) for k, v in empty.to_dict().items()}).optim.milestones == ()
+
+
+def test_missing_keys_take_defaults_and_replace_does_not_mutate() -> None:
+    config = TrainConfig.from_dict({"model.depth": 32})
+    assert config.model.depth == 32 and config.optim.lr == 0.1
+    changed = config.replace(**{"model.depth": 44})
+    assert changed.model.depth == 44 and config.model.depth == 32
+
+
+def test_unknown_key_error_lists_valid_keys() -> None:
+    with pytest.raises(ValueError) as info:
+        TrainConfig.from_dict({"model.detph": 20})
+    message = str(info.value)
+    assert "model.detph" in message
+    for valid in ("model.depth", "optim.lr", "data.dataset", "run.seed"):
+        assert valid in message
+    with pytest.raises(ValueError, match="depth"):
+        TrainConfig().replace(depth=20)  # a key without its section is unknown too
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragments"),
+    [
+        ("model.depth", 21, ["6n+2", "21"]),
+        ("model.depth", 4, ["6n+2", "4"]),
+        ("model.family", "mnist", ["mnist", "cifar", "imagenet"]),
+        ("model.shortcut", "D", ["'D'", "'A'", "'B'", "'C'"]),
+        ("model.dropout", 1.0, ["model.dropout", "1.0"]),
+        ("model.dropout", -0.1, ["model.dropout", "-0.1"]),
+        ("model.width", 0, ["model.width", "0"]),
+        ("data.dataset", "imagenet", ["imagenet", "cifar10", "digits", "synthetic"]),
+        ("data.val_size", -1, ["data.val_size", "-1"]),
+        ("optim.lr", 0, ["optim.lr", "0"]),
+        ("optim.lr", float("nan"), ["optim.lr", "nan"]),
+        ("optim.batch_size", -1, ["optim.batch_size", "-1"]),
+        ("optim.iterations", 0, ["optim.iterations", "0"]),
+        ("optim.milestones", [20, 10], ["optim.milestones", "[20, 10]"]),
+        ("optim.milestones", [0, 10], ["optim.milestones", "[0, 10]"]),
+        ("optim.momentum", 1.0, ["optim.momentum", "1.0"]),
+        ("optim.warmup_until_error", 0, ["optim.warmup_until_error", "0"]),
+        ("optim.warmup_until_error", 120, ["optim.warmup_until_error", "120"]),
+        ("run.precision", "fp16", ["fp16", "fp32", "bf16", "auto"]),
+        ("run.device", "tpu", ["tpu", "cpu", "cuda"]),
+        ("run.eval_every", 0, ["run.eval_every", "0"]),
+        ("run.probe_images", -5, ["run.probe_images", "-5"]),
+    ],
+)
+def test_bad_values_are_rejected_naming_value_and_choices(key: str, value: object, fragments: list[str]) -> None:
+    with pytest.raises(ValueError) as info:
+        TrainConfig().replace(**{key: value})
+    for fragment in fragments:
+        assert fragment in str(info.value), (fragment, str(info.value))
+
+
+def test_imagenet_depths() -> None:
+    with pytest.raises(ValueError) as info:
+        TrainConfig().replace(**{"model.family": "imagenet", "model.depth": 20})
+    assert "20" in str(info.value) and "[18, 34, 50, 101, 152]" in str(info.value)
+    assert TrainConfig().replace(**{"model.family": "imagenet", "model.depth": 50}).model.depth == 50
+    # 6n+2 is a CIFAR rule only: 18 is fine for imagenet, not for cifar.
+    with pytest.raises(ValueError, match="6n\\+2"):
+        TrainConfig().replace(**{"model.depth": 18})
+
+
+def test_validation_can_be_deferred_but_validate_still_rejects() -> None:
+    config = TrainConfig.from_dict({"model.depth": 21}, validate_config=False)
+    assert config.model.depth == 21
+    with pytest.raises(ValueError, match="6n\\+2"):
+        validate(config)
+
+
+@pytest.mark.parametrize(("text", "expected"), [("true", True), ("True", True), ("1", True), ("yes", True),
+                                                ("false", False), ("FALSE", False), ("0", False), ("no", False)])
+def test_bool_strings_are_coerced(text: str, expected: bool) -> None:
+    config = TrainConfig().replace(**{"model.residual": text, "optim.warmup": text})
+    assert config.model.residual is expected and config.optim.warmup is expected
+
+
+def test_milestone_and_number_strings_are_coerced() -> None:
+    config = TrainConfig().replace(**{"optim.milestones": "1,2", "model.depth": "56", "optim.lr": "0.05",
+                                      "optim.iterations": 3.0})
+    assert config.optim.milestones == (1, 2)
+    assert config.model.depth == 56 and isinstance(config.model.depth, int)
+    assert config.optim.lr == 0.05 and isinstance(config.optim.lr, float)
+    assert config.optim.iterations == 3 and isinstance(config.optim.iterations, int)
+    assert TrainConfig().replace(**{"optim.milestones": "[5, 9]"}).optim.milestones == (5, 9)
+    assert TrainConfig().replace(**{"optim.milestones": ""}).optim.milestones == ()
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("model.depth", "abc"), ("model.depth", 20.5), ("optim.lr", "fast"), ("model.residual", "maybe"),
+     ("optim.milestones", "1,x"), ("run.threads", "2.5")],
+)
+def test_uncoercible_values_name_key_and_value(key: str, value: object) -> None:
+    with pytest.raises(ValueError) as info:
+        TrainConfig().replace(**{key: value})
+    assert key in str(info.value) and repr(value) in str(info.value)

@@ -1,0 +1,95 @@
+"""The README's cluster path for real: start a Ray head node, `ray job submit` a tiny sweep, check MLflow."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def head_node():
+    """A real Ray head node in its own process group (so stopping it leaves other Ray runtimes alone)."""
+    temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's unix socket paths have a length limit
+    dashboard = free_port()
+    # Ray clusters require an auth token by default (~/.ray/auth_token); clients send it in "token" mode.
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_ADDRESS", None)
+    command = [str(BIN / "ray"), "start", "--head", "--block", "--port", str(free_port()), "--num-cpus", "2",
+               "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+               "--ray-client-server-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port()),
+               "--metrics-export-port", str(free_port()), "--temp-dir", temp_dir, "--disable-usage-stats"]
+    log = open(Path(temp_dir) / "head.log", "w")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            probe = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=env,
+                                   capture_output=True, text=True)
+            if probe.returncode == 0:
+                break
+            assert process.poll() is None, (Path(temp_dir) / "head.log").read_text()
+            time.sleep(2)
+        else:
+            pytest.fail("the Ray head node's job server did not come up:\n" + (Path(temp_dir) / "head.log").read_text())
+        yield address, env, Path(temp_dir)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+def test_ray_job_submit_runs_the_sweep_on_a_head_node(head_node, tmp_path):
+    address, env, _ = head_node
+    store = tmp_path / "mlflow.db"
+    submit = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--no-wait", "--",
+         "python", "sweeps/depth_vs_error.py", "--preset", "smoke", "--dataset", "synthetic", "--depths", "8",
+         "--seeds", "1", "--iterations", "6", "--eval-every", "3", "--set", "optim.batch_size=32",
+         "--experiment", "job", "--tracking-uri", f"sqlite:///{store}", "--storage-path", str(tmp_path / "rr"),
+         "--no-report"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert submit.returncode == 0, submit.stdout + submit.stderr
+    job_id = re.search(r"raysubmit_\w+", submit.stdout + submit.stderr).group(0)
+
+    deadline, status = time.time() + 400, ""
+    while time.time() < deadline:
+        status = subprocess.run([str(BIN / "ray"), "job", "status", "--address", address, job_id], env=env,
+                                capture_output=True, text=True).stdout
+        if re.search(r"succeeded|failed|stopped", status, re.I):
+            break
+        time.sleep(3)
+    logs = subprocess.run([str(BIN / "ray"), "job", "logs", "--address", address, job_id], env=env,
+                          capture_output=True, text=True).stdout
+    assert re.search(r"succeeded", status, re.I), status + logs
+    assert logs.splitlines()[0].startswith("preset: smoke (--preset given)"), logs[:500]
+
+    client = MlflowClient(f"sqlite:///{store}")
+    runs = client.search_runs([client.get_experiment_by_name("job").experiment_id])
+    trials = [r for r in runs if r.data.tags.get("role") == "trial"]
+    assert sorted(r.info.run_name for r in trials) == ["plain-8 seed 0", "residual-8 seed 0"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert all([m.step for m in client.get_metric_history(r.info.run_id, "train/error")] == [3, 6] for r in trials)
