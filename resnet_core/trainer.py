@@ -199,6 +199,7 @@ def fit(config: TrainConfig, resume: str | os.PathLike | dict | None = None,
     probe_images = _prepare(data.test.images[: r.probe_images], r.channels_last) if r.probe_images else None
     images, labels = data.train.images, data.train.labels
     flip = data.hflip
+    pad = max(1, data.image_size // 8)  # the paper's 4 pixels on 32x32 images, in proportion for smaller ones
 
     # Running sums since the last evaluation / the last check, kept on the device to avoid syncs.
     window_loss = torch.zeros((), device=device)
@@ -216,7 +217,7 @@ def fit(config: TrainConfig, resume: str | os.PathLike | dict | None = None,
         batch = sampler.next_indices()
         x = images[batch]
         if config.data.augment:
-            x = augment_batch(x, generator, pad=4, flip=flip)
+            x = augment_batch(x, generator, pad=pad, flip=flip)
         x, y = _prepare(x, r.channels_last), labels[batch]
         with autocast or contextlib.nullcontext():
             logits = step_model(x)

@@ -1,0 +1,400 @@
+"""One self-contained HTML report of a sweep experiment, and its command line.
+
+    python -m dashboards.report --experiment depth_vs_error [--tracking-uri URI] [--out report.html] [--no-log]
+
+The page works offline: plotly.js is embedded once in the page head and every figure is a ``<div>`` drawn
+by an inline script — no CDN, no network request. Everything shown is computed from what the sweep logged
+(docs/tracking.md), so the report of any past experiment can be rebuilt. Unless told not to, the HTML is
+logged as the artifact ``report.html`` of the experiment's newest sweep (parent) run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import logging
+import shutil
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+from dashboards import figures, paper, search
+from dashboards.loader import ExperimentData, ExperimentNotFoundError, load_experiment, open_client
+from dashboards.stats import comparison_runs, like_for_like, net_label, primary_shortcut, usable, varied_params
+from dashboards.verdict import verdicts
+
+log = logging.getLogger("dashboards.report")
+
+HISTORY_METRICS = ("train/error", "test/error")  # the only histories the report draws; finals come with the runs
+ARTIFACT_NAME = "report.html"
+_PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+
+
+def build_report(experiment: str, tracking_uri: str | None = None, out: str | Path = "report.html",
+                 log_to_parent: bool = True) -> Path:
+    """Read the experiment, write the report to ``out`` and (by default) log it to the newest sweep run.
+
+    Raises ExperimentNotFoundError (listing the experiments that exist) for an unknown name.
+    """
+    data = load_experiment(experiment, tracking_uri, metrics=HISTORY_METRICS)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_report(data), encoding="utf-8")
+    log.info("wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
+    if log_to_parent:
+        log_report(data, out)
+    return out
+
+
+def log_report(data: ExperimentData, path: Path) -> str | None:
+    """Log ``path`` as ``report.html`` of the newest sweep run; returns its run id (None if there is none)."""
+    parent = data.parent_run_id
+    if parent is None:
+        log.warning("experiment %r has no sweep run (tag role=sweep); the report was not logged", data.name)
+        return None
+    client = open_client(data.tracking_uri)
+    if path.name == ARTIFACT_NAME:
+        client.log_artifact(parent, str(path))
+    else:  # the artifact keeps the file's name, so log a copy called report.html
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / ARTIFACT_NAME
+            shutil.copyfile(path, copy)
+            client.log_artifact(parent, str(copy))
+    log.info("logged %s to sweep run %s", ARTIFACT_NAME, parent)
+    return parent
+
+
+# ------------------------------------------------------------------------------------------------ the page
+
+def render_report(data: ExperimentData, generated_at: datetime | None = None) -> str:
+    """The whole HTML document for one experiment."""
+    generated_at = generated_at or datetime.now(timezone.utc)
+    caveats = paper.reproduction_caveats(data.sweep_tags, data.runs)
+    sections = [
+        _verdict_section(data),
+        _curves_section(data),
+        _depth_section(data),
+        _paper_section(data),
+        _responses_section(data),
+        _shortcut_section(data),
+        _search_section(data),
+        _runs_section(data),
+    ]
+    body = "\n".join(s for s in sections if s)
+    title = f"ResNet depth study — {data.name}"
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_e(title)}</title>
+<style>{_CSS}</style>
+<script id="plotly-js" type="text/javascript">{get_plotlyjs()}</script>
+</head>
+<body>
+<header>
+<h1>{_e(title)}</h1>
+{_summary_line(data, generated_at)}
+</header>
+{_banner(caveats)}
+<main>
+{body}
+</main>
+</body>
+</html>
+"""
+
+
+def _summary_line(data: ExperimentData, generated_at: datetime) -> str:
+    tags = data.sweep_tags
+    described = ", ".join(f"{k} <b>{_e(tags[k])}</b>" for k in ("study", "preset", "dataset", "recipe") if k in tags)
+    counts = data.runs["outcome"].value_counts()
+    outcome = ", ".join(f"{n} {_e(k)}" for k, n in counts.items())
+    parent = f" · sweep run <code>{_e(data.parent_run_id)}</code>" if data.parent_run_id else ""
+    return (f'<p class="meta">{described or "no sweep run found"} · {len(data.runs)} trial runs ({outcome})'
+            f'{parent}<br>MLflow experiment <b>{_e(data.name)}</b> (id {_e(data.experiment_id)}) at '
+            f'<code>{_e(data.tracking_uri)}</code> · generated {generated_at:%Y-%m-%d %H:%M UTC}</p>')
+
+
+def _banner(caveats: list[str]) -> str:
+    if not caveats:
+        return ('<div class="recipe-ok" id="recipe">Paper recipe: CIFAR-10, full training schedule '
+                f'({paper.PAPER_ITERATIONS:,} iterations). Numbers below are comparable with the paper.</div>')
+    items = "".join(f"<li>{_e(c)}</li>" for c in caveats)
+    return (f'<div class="banner" id="not-paper-recipe" role="alert"><strong>Not a reproduction of the paper.</strong> '
+            f'This experiment does not follow the paper\'s CIFAR-10 recipe, so its numbers are not comparable with '
+            f'Table 6:<ul>{items}</ul></div>')
+
+
+def _section(anchor: str, title: str, *parts: str) -> str:
+    return f'<section id="{anchor}">\n<h2>{_e(title)}</h2>\n' + "\n".join(p for p in parts if p) + "\n</section>"
+
+
+def _figure(fig, div_id: str) -> str:
+    div = pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id, config=_PLOT_CONFIG)
+    return f'<div class="figure">{div}</div>'
+
+
+def _excluded_note(data: ExperimentData) -> str:
+    """Which runs the means and verdicts leave out, and why."""
+    excluded = data.runs[~usable(data.runs)]
+    if excluded.empty:
+        return ""
+    names = "; ".join(f"{_e(r.name)} ({_e(r.outcome)})" for r in excluded.itertuples(index=False))
+    return (f'<p class="note">Excluded from means, spreads and verdicts: {len(excluded)} run(s) that failed, '
+            f'diverged or were interrupted — {names}. They are marked in the run table.</p>')
+
+
+def _residual_shortcuts(data: ExperimentData) -> list[str]:
+    table = like_for_like(data.runs)
+    return sorted(table.loc[table["family"].eq("residual"), "shortcut"].dropna().unique())
+
+
+def _comparison_note(data: ExperimentData) -> str:
+    """Which usable runs the depth comparisons leave out (other shortcut option, other hyper-parameters)."""
+    notes = []
+    if len(_residual_shortcuts(data)) > 1:
+        notes.append(f"Residual nets here use shortcut option {_e(primary_shortcut(like_for_like(data.runs)))} only "
+                     f"(the most common); options are compared under <a href=\"#shortcuts\">Shortcut options</a>.")
+    others = usable(data.runs).sum() - len(like_for_like(data.runs))
+    if others:
+        varied = ", ".join(_e(p) for p in varied_params(data.runs))
+        where = ' They appear in the <a href="#search">search views</a>.' if search.has_search(data.runs) else ""
+        notes.append(f"{others} run(s) with other settings of {varied} are left out of the depth comparisons "
+                     f"(compared like for like at the most common setting).{where}")
+    return "".join(f'<p class="note">{n}</p>' for n in notes)
+
+
+def _verdict_section(data: ExperimentData) -> str:
+    table, found = verdicts(data.history, data.runs)
+    if not found:
+        return _section("verdict", "Degradation verdict", '<p class="note">No plain or residual runs found.</p>')
+    sentences = "".join(f'<li class="verdict-{v.label.replace(" ", "-")}">{_e(v.sentence)}</li>' for v in found)
+    shown = table.assign(
+        net=[net_label(f, d) for f, d in zip(table["family"], table["depth"])],
+        iteration=table["iteration"].map(lambda i: f"{int(i):,}" if pd.notna(i) else "—"),
+    )[["net", "iteration", "mean", "min", "max", "n"]]
+    shown.columns = ["net", "matched iteration", "train error mean (%)", "min (%)", "max (%)", "runs"]
+    rule = ("Training error at the matched iteration (the last iteration every compared run of the family "
+            "reached). Spread = min–max over seeds; a verdict is <em>inconclusive</em> when the difference between "
+            "the shallowest and the deepest net is not larger than the larger seed range.")
+    return _section("verdict", "Degradation verdict", f'<ul class="verdicts">{sentences}</ul>', _table(shown),
+                    f'<p class="note">{rule}</p>', _excluded_note(data), _comparison_note(data))
+
+
+def _curves_section(data: ExperimentData) -> str:
+    fig = figures.degradation_curves(data.history, data.runs)
+    return _section("curves", "Training curves (Fig. 6)",
+                    '<p class="note">Error (%) vs iteration. Dashed: training error (averaged since the previous '
+                    'evaluation, augmented batches); solid: test error. Line = mean over seeds, shaded band = '
+                    'min–max over seeds. Diverged runs are drawn in grey and are not part of the means.</p>',
+                    _figure(fig, "fig-curves"))
+
+
+def _depth_section(data: ExperimentData) -> str:
+    return _section("depth", "Final error vs depth",
+                    '<p class="note">Final iterate of each run; error bars = min–max over seeds.</p>',
+                    _figure(figures.error_vs_depth(data.runs), "fig-depth"))
+
+
+def _paper_section(data: ExperimentData) -> str:
+    comparison = paper.paper_comparison(data.runs)
+    imagenet = data.runs["model_family"].eq("imagenet").any()
+    source = "Table 3 (ImageNet top-1, 10-crop)" if imagenet else "Table 6 (CIFAR-10)"
+    protocol = f'<p class="protocol">Selection protocol: {_e(paper.SELECTION_PROTOCOL)}. Paper values: {source}.</p>'
+    if comparison.empty:
+        return _section("paper", "The paper beside us", protocol,
+                        '<p class="note">No depth of this experiment appears in the paper\'s table.</p>')
+    shown = pd.DataFrame({
+        "net": comparison["net"],
+        "paper (%)": comparison["paper"].map(lambda v: f"{v:.2f}"),
+        "this experiment (%)": [f"{row.ours_mean:.2f} ({row.ours_min:.2f}–{row.ours_max:.2f}, n={row.n})"
+                                for row in comparison.itertuples(index=False)],
+        "difference (pp)": comparison["difference"].map(lambda v: f"{v:+.2f}"),
+        "note": [paper.TABLE6_NOTES.get(int(d), "") if not imagenet else "" for d in comparison["depth"]],
+    })
+    plain = "" if imagenet else ('<p class="note">Table 6 has no plain-net numbers (plain nets appear only as '
+                                 'curves in Fig. 6).</p>')
+    return _section("paper", "The paper beside us", protocol, _table(shown, raw=False), plain,
+                    _figure(figures.paper_comparison(comparison), "fig-paper"))
+
+
+def _responses_section(data: ExperimentData) -> str:
+    members = comparison_runs(data.runs)
+    have = data.responses[data.responses["run_id"].isin(members["run_id"])]
+    names = dict(zip(data.runs["run_id"], data.runs["name"]))
+    outcomes = dict(zip(data.runs["run_id"], data.runs["outcome"]))
+
+    def described(run_id: str) -> str:  # a failed or diverged run says so: that is usually why it has no probes
+        name, outcome = _e(names.get(run_id, run_id)), outcomes.get(run_id)
+        return name if outcome == "completed" else f"{name} ({_e(outcome)})"
+
+    missing = [described(r) for r in data.missing_probes]
+    lacking = (f'<p class="note missing-probes">No layer-response data (<code>probes/layer_response_std.json</code>) '
+               f'for {len(missing)} run(s): {"; ".join(missing)}.</p>') if missing else ""
+    intro = ('<p class="note">Standard deviation of each 3×3 layer\'s response at the final evaluation '
+             '(mean over each net\'s runs). Plain nets dotted, ResNets solid.</p>')
+    if have.empty:
+        return _section("responses", "Layer responses (Fig. 7)", lacking,
+                        '<p class="note">No layer-response data for the compared runs.</p>')
+    return _section("responses", "Layer responses (Fig. 7)", intro, lacking,
+                    _figure(figures.layer_responses(data.responses, data.runs), "fig-responses"))
+
+
+def _shortcut_section(data: ExperimentData) -> str:
+    if len(_residual_shortcuts(data)) < 2:
+        return ""
+    return _section("shortcuts", "Shortcut options A / B / C",
+                    '<p class="note">A: zero-padding identity; B: projections where the shape changes; '
+                    'C: projections everywhere (§3.3). Final iterate; error bars = min–max over seeds.</p>',
+                    _figure(figures.shortcut_options(data.runs), "fig-shortcuts"))
+
+
+def _search_section(data: ExperimentData) -> str:
+    if not search.has_search(data.runs):
+        return ""
+    table, params = search.search_view(data.runs)
+    target = "final test error (%)"
+    table = table.rename(columns={search.TARGET: target})
+    nets = ", ".join(f"{_e(net)} ({n} runs)" for net, n in table["net"].value_counts().sort_index().items())
+    parts = [f'<p class="note">Nets in which {", ".join(_e(p) for p in params)} were varied: {nets}. Target: '
+             f'final test error (%). Choosing settings by test error is for looking only — select on validation.</p>',
+             _figure(figures.search_parallel_coordinates(table, params, target), "fig-parcoords")]
+    try:
+        scores = search.importance(table, params, target)
+        parts.append(_figure(figures.parameter_importance(scores, target), "fig-importance"))
+    except Exception as error:  # importance is a nicety; a degenerate search must not sink the report
+        parts.append(f'<p class="note">Parameter importance unavailable: {_e(error)}</p>')
+    return _section("search", "Regularisation search", *parts)
+
+
+def _runs_section(data: ExperimentData) -> str:
+    runs = data.runs.sort_values(["family", "depth", "shortcut", "seed", "start_time"], na_position="last")
+    missing = set(data.missing_probes)
+
+    def metric(column: str):
+        return runs[column].map(_fmt_error) if column in runs else "—"
+
+    shown = pd.DataFrame({
+        "run": runs["name"].map(_e),
+        "outcome": [f'<span class="badge {_e(o)}">{_e(o)}</span>' for o in runs["outcome"]],
+        "status": runs["status"].map(_e),
+        "family": runs["family"].fillna("—").map(_e),
+        "depth": runs["depth"].map(_fmt_int),
+        "shortcut": runs["shortcut"].fillna("—").map(_e),
+        "seed": runs["seed"].map(_fmt_int),
+        "lr": runs["lr"].map(_fmt_num),
+        "weight decay": runs["weight_decay"].map(_fmt_num),
+        "iterations": [f"{_fmt_int(s)} / {_fmt_int(i)}" for s, i in zip(runs["last_step"], runs["iterations"])],
+        "train err (%)": metric("metrics.train/error"),
+        "test err (%)": metric("metrics.test/error"),
+        "duration": runs["duration_s"].map(_fmt_duration),
+        "probes": ["missing" if r in missing else "yes" for r in runs["run_id"]],
+        "MLflow run id": [f"<code>{_e(r)}</code>" for r in runs["run_id"]],
+    })
+    classes = [f"run-{o}" for o in runs["outcome"]]
+    return _section("runs", "Runs",
+                    '<p class="note">Final metrics are each run\'s last logged value (final iterate). '
+                    'Iterations: last logged / configured.</p>', _table(shown, row_classes=classes, raw=True))
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+def _table(frame: pd.DataFrame, row_classes: list[str] | None = None, raw: bool = False) -> str:
+    """A plain HTML table; cells are escaped unless ``raw`` (then the caller escaped them)."""
+    head = "".join(f"<th>{_e(c)}</th>" for c in frame.columns)
+    rows = []
+    for i, values in enumerate(frame.itertuples(index=False)):
+        cls = f' class="{row_classes[i]}"' if row_classes else ""
+        cells = "".join(f"<td>{v if raw else _e(_fmt_cell(v))}</td>" for v in values)
+        rows.append(f"<tr{cls}>{cells}</tr>")
+    return f'<table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _e(value) -> str:
+    return html.escape(str(value))
+
+
+def _fmt_cell(value) -> str:
+    if isinstance(value, float):
+        return "—" if pd.isna(value) else f"{value:.2f}"
+    return "—" if value is None or value is pd.NA else str(value)
+
+
+def _fmt_error(value) -> str:
+    return "—" if pd.isna(value) else f"{value:.2f}"
+
+
+def _fmt_int(value) -> str:
+    return "—" if pd.isna(value) else f"{int(value):,}"
+
+
+def _fmt_num(value) -> str:
+    return "—" if pd.isna(value) else f"{value:g}"
+
+
+def _fmt_duration(seconds) -> str:
+    if pd.isna(seconds):
+        return "—"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto; max-width: 1200px;
+       padding: 0 24px 48px; color: #222; }
+h1 { margin-bottom: 4px; } h2 { margin-top: 40px; border-bottom: 1px solid #ddd; padding-bottom: 4px; }
+.meta, .note { color: #555; font-size: 14px; }
+.banner { background: #fff3cd; border: 2px solid #d39e00; border-radius: 6px; padding: 12px 16px; margin: 16px 0;
+          font-size: 16px; }
+.banner ul { margin: 6px 0 0; }
+.recipe-ok { background: #e8f5e9; border: 1px solid #66bb6a; border-radius: 6px; padding: 8px 16px; margin: 16px 0; }
+.protocol { font-weight: 600; }
+ul.verdicts li { font-size: 17px; margin: 4px 0; }
+li.verdict-degrades { color: #b71c1c; } li.verdict-improves { color: #1b5e20; }
+li.verdict-inconclusive { color: #8d6e00; }
+table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
+th, td { border-bottom: 1px solid #e0e0e0; padding: 4px 8px; text-align: left; white-space: nowrap; }
+th { background: #f5f5f5; position: sticky; top: 0; }
+tr.run-diverged td { background: #fdecea; } tr.run-failed td, tr.run-interrupted td { background: #f3e5f5; }
+.badge { border-radius: 4px; padding: 1px 6px; font-size: 12px; background: #e0e0e0; }
+.badge.completed { background: #c8e6c9; } .badge.diverged { background: #ffcdd2; }
+.badge.failed, .badge.interrupted { background: #e1bee7; }
+.badge.running { background: #bbdefb; }
+#runs { overflow-x: auto; }
+code { font-size: 12px; }
+"""
+
+
+# ------------------------------------------------------------------------------------------------- the CLI
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dashboards.report",
+                                     description="Write a self-contained HTML report of a sweep's MLflow experiment.")
+    parser.add_argument("--experiment", required=True, help="MLflow experiment name (the sweep's --experiment)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
+    parser.add_argument("--out", default="report.html", help="where to write the HTML (default: report.html)")
+    parser.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        build_report(args.experiment, args.tracking_uri, args.out, log_to_parent=not args.no_log)
+    except (ExperimentNotFoundError, FileNotFoundError) as error:
+        print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

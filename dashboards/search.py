@@ -1,0 +1,70 @@
+"""Views of a hyper-parameter search: which numeric params varied, and how much each one mattered.
+
+Importance is fANOVA (optuna's evaluator) on a study rebuilt from the finished runs: it fits a random
+forest to (params → final test error) and reports the fraction of variance each param explains. With few
+runs this is a rough guide, which is why the report shows it only from ``MIN_RUNS`` runs up.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from dashboards.stats import net_label, usable, varied_params
+
+MIN_RUNS = 8
+TARGET = "metrics.test/error"
+_NET = ["family", "depth", "shortcut"]
+
+
+def search_view(runs: pd.DataFrame, target: str = TARGET) -> tuple[pd.DataFrame, list[str]]:
+    """The searched runs and the search dimensions: (table, params).
+
+    Only nets (family × depth × shortcut) in which some numeric param was varied take part, so a depth grid
+    run beside the search does not pass as a search point. The table has run_id, name, net, each param as
+    a float under its bare key (``optim.lr``), and the target; runs without a finite target are dropped.
+    When the searched nets differ in depth, ``model.depth`` becomes a dimension too.
+    """
+    params = varied_params(runs)
+    table = runs[usable(runs)].copy()
+    if not params or target not in table.columns:
+        return table.iloc[0:0], []
+    for param in params:
+        table[param] = pd.to_numeric(table[f"params.{param}"], errors="coerce").astype(float)
+    net_keys = table[_NET].astype(str).agg("|".join, axis=1)
+    varied_nets = {net for net, rows in table.groupby(net_keys) if rows[params].nunique().max() > 1}
+    table = table[net_keys.isin(varied_nets)]
+    dims = [p for p in params if table[p].nunique() > 1]
+    if table["depth"].nunique() > 1:
+        table["model.depth"] = table["depth"].astype(float)
+        dims.append("model.depth")
+    table = table.assign(net=[net_label(f, d) for f, d in zip(table["family"], table["depth"])])
+    finite = table[target].map(lambda v: isinstance(v, float) and math.isfinite(v))
+    return table.loc[finite, ["run_id", "name", "net", *dims, target]].reset_index(drop=True), dims
+
+
+def has_search(runs: pd.DataFrame) -> bool:
+    """True when enough usable runs vary numeric params to show the search views."""
+    table, params = search_view(runs)
+    return bool(params) and len(table) >= MIN_RUNS
+
+
+def importance(table: pd.DataFrame, params: list[str], target: str = TARGET, seed: int = 0) -> pd.DataFrame:
+    """fANOVA importance of each param for ``target``: DataFrame param, importance (sums to 1)."""
+    import optuna  # heavy; only reports with a search pay for it
+    from optuna.distributions import FloatDistribution
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    distributions = {}
+    for column in params:
+        low, high = float(table[column].min()), float(table[column].max())
+        distributions[column] = FloatDistribution(low, high, log=low > 0 and high / low > 20)
+    trials = [optuna.trial.create_trial(params={c: float(row[c]) for c in params}, distributions=distributions,
+                                        value=float(row[target]))
+              for _, row in table.iterrows()]
+    study = optuna.create_study(direction="minimize")
+    study.add_trials(trials)
+    scores = optuna.importance.get_param_importances(
+        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed), normalize=True)
+    return pd.DataFrame({"param": list(scores), "importance": [float(v) for v in scores.values()]})

@@ -1,0 +1,123 @@
+"""Small aggregations shared by the verdict, the figures and the report: which runs count, seed spreads.
+
+The spread over seeds is always the **min–max range** (not ±std): with the 2–5 seeds a sweep affords, the
+range shows every run and needs no distributional assumption.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+FAMILIES = ("plain", "residual")
+EXCLUDED_OUTCOMES = ("failed", "diverged", "interrupted")  # "interrupted": left RUNNING by a dead driver
+FAMILY_LABEL = {"plain": "plain", "residual": "ResNet"}
+
+
+def usable(runs: pd.DataFrame) -> pd.Series:
+    """True for runs that count in means and verdicts: not failed, crashed, interrupted (killed) or diverged."""
+    return ~runs["outcome"].isin(EXCLUDED_OUTCOMES) & ~runs["status"].isin(("FAILED", "KILLED"))
+
+
+def primary_shortcut(runs: pd.DataFrame) -> str | None:
+    """The shortcut option most usable residual runs share (ties go to the earlier letter, so A)."""
+    residual = runs[usable(runs) & runs["family"].eq("residual")]
+    counts = residual["shortcut"].dropna().value_counts()
+    if counts.empty:
+        return None
+    return sorted(counts.index[counts == counts.max()])[0]
+
+
+def varied_params(runs: pd.DataFrame) -> list[str]:
+    """Param keys (``optim.lr``, ...) that are numeric and take ≥ 2 values among usable runs.
+
+    Seeds and other ``run.*`` settings, depth, family and shortcut are not counted: every sweep varies them.
+    """
+    table = runs[usable(runs)]
+    found = []
+    for column in sorted(c for c in table.columns if c.startswith("params.")):
+        key = column[len("params."):]
+        if key.startswith("run.") or key in _IDENTITY_PARAMS:
+            continue
+        values = pd.to_numeric(table[column], errors="coerce")
+        if values.notna().all() and values.nunique() >= 2:
+            found.append(key)
+    return found
+
+
+_IDENTITY_PARAMS = ("model.depth", "model.family", "model.residual", "model.shortcut", "data.dataset", "data.data_dir")
+
+
+def like_for_like(runs: pd.DataFrame) -> pd.DataFrame:
+    """Usable runs at the most common setting of the varied params (all usable runs when none vary).
+
+    Why: a depth or shortcut comparison must not mix in search trials with another learning rate or weight
+    decay; those are shown in the search views instead.
+    """
+    table = runs[usable(runs)]
+    params = [f"params.{p}" for p in varied_params(runs)]
+    if not params:
+        return table
+    settings = table[params].astype(str).agg("|".join, axis=1)
+    counts = settings.value_counts()
+    modal = sorted(counts.index[counts == counts.max()])[0]
+    return table[settings.eq(modal)]
+
+
+def comparison_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Like-for-like plain and residual runs with a depth; residual runs only with the primary shortcut option.
+
+    Why: the depth comparison (Fig. 6, verdict, Table 6) must vary depth alone; other shortcut options
+    are compared in their own section, other hyper-parameters in the search views.
+    """
+    table = like_for_like(runs)
+    keep = table["family"].isin(FAMILIES) & table["depth"].notna()
+    shortcut = primary_shortcut(table)
+    if shortcut is not None:
+        keep &= table["family"].ne("residual") | table["shortcut"].eq(shortcut)
+    return table[keep]
+
+
+def spread(values: pd.DataFrame, by: list[str], column: str) -> pd.DataFrame:
+    """Mean, min, max, std and count of ``column`` per group (std is NaN for a single run)."""
+    grouped = values.dropna(subset=[column]).groupby(by, observed=True)[column]
+    out = grouped.agg(["mean", "min", "max", "std", "count"]).reset_index()
+    return out.rename(columns={"count": "n"})
+
+
+def curve_bands(history: pd.DataFrame, runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per (family, depth, step): mean, min, max, std, n of ``metric`` over the given runs (seeds)."""
+    points = history[history["metric"].eq(metric) & history["run_id"].isin(runs["run_id"])]
+    points = points.merge(runs[["run_id", "family", "depth"]], on="run_id")
+    return spread(points, ["family", "depth", "step"], "value")
+
+
+def matched_iteration(history: pd.DataFrame, run_ids: pd.Series, metric: str) -> int | None:
+    """The last iteration every one of the runs reached (the smallest of their last logged steps)."""
+    points = history[history["metric"].eq(metric) & history["run_id"].isin(run_ids)]
+    if points.empty or points["run_id"].nunique() < len(set(run_ids)):
+        return None
+    return int(points.groupby("run_id")["step"].max().min())
+
+
+def value_at(history: pd.DataFrame, run_ids: pd.Series, metric: str, step: int) -> pd.Series:
+    """Each run's ``metric`` at the last logged step ≤ ``step`` (indexed by run_id)."""
+    points = history[history["metric"].eq(metric) & history["run_id"].isin(run_ids) & history["step"].le(step)]
+    return points.sort_values("step").groupby("run_id")["value"].last()
+
+
+def final_errors(runs: pd.DataFrame) -> pd.DataFrame:
+    """Long table run_id, family, depth, shortcut, split (train/test), error — the final iterate of each run."""
+    frames = []
+    for split in ("train", "test"):
+        column = f"metrics.{split}/error"
+        if column in runs:
+            frame = runs[["run_id", "family", "depth", "shortcut"]].assign(split=split, error=runs[column])
+            frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=["run_id", "family", "depth", "shortcut", "split", "error"])
+    return pd.concat(frames, ignore_index=True).dropna(subset=["error"])
+
+
+def net_label(family: str, depth: int) -> str:
+    """``plain-20`` / ``ResNet-56``, the paper's names."""
+    return f"{FAMILY_LABEL.get(family, family)}-{int(depth)}"

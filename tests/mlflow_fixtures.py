@@ -1,0 +1,317 @@
+"""Write a realistic sweep experiment to MLflow, exactly as docs/tracking.md describes, without training.
+
+Why: the report (dashboards/) and its benchmark need an experiment with the sweep's tags, metric names and
+artifacts, with failed, diverged and probe-less runs in it, in well under a second per run. The curves are
+synthetic but shaped like the paper's Fig. 6: deeper plain nets train worse, deeper residual nets better.
+Everything is written through ``MlflowClient`` (``log_batch`` for speed), never through SQL.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+from urllib.parse import urlparse
+
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from resnet_core.config import TrainConfig
+
+PAPER_ITERATIONS = 64_000
+
+
+@dataclass
+class FixtureExperiment:
+    """What was written: ids and the names of the special runs, for tests to assert on."""
+
+    tracking_uri: str
+    name: str
+    experiment_id: str
+    parent_run_id: str
+    runs: dict[str, str] = field(default_factory=dict)  # child run id -> run name
+    failed: list[str] = field(default_factory=list)  # run names
+    diverged: list[str] = field(default_factory=list)
+    missing_probes: list[str] = field(default_factory=list)
+
+    def run_id(self, name: str) -> str:
+        """The id of the (first) child run with this name."""
+        return next(run_id for run_id, run_name in self.runs.items() if run_name == name)
+
+
+@dataclass
+class _Trial:
+    """One child run to write: its identity, the config overrides and how it ends."""
+
+    family: str
+    depth: int
+    seed: int
+    shortcut: str = "A"
+    outcome: str = "completed"  # completed / diverged / failed
+    probes: bool = True
+    overrides: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        shortcut = f" {self.shortcut}" if self.family == "residual" and self.shortcut != "A" else ""
+        return f"{self.family}-{self.depth}{shortcut} seed {self.seed}"
+
+
+def write_fixture_experiment(
+    tracking_uri: str,
+    name: str,
+    *,
+    depths: Iterable[int] = (20, 56),
+    families: Iterable[str] = ("plain", "residual"),
+    seeds: int = 2,
+    iterations: int = 2000,
+    points: int = 20,
+    with_failed: bool = True,
+    with_diverged: bool = True,
+    missing_probes_for: Iterable[str] = (),
+    shortcuts: Iterable[str] | None = None,
+    search_trials: int = 0,
+    dataset: str = "cifar10",
+    preset: str | None = None,
+    recipe: str | None = None,
+    study: str = "depth_vs_error",
+    val_size: int = 0,
+    probe_history: bool = True,
+    artifact_root: str | Path | None = None,
+    start_time_ms: int | None = None,
+    random_seed: int = 0,
+) -> FixtureExperiment:
+    """Write one parent run (role=sweep) and its child runs (role=trial) into a new experiment.
+
+    Args:
+        depths, families, seeds: the grid of completed trials (family × depth × seed).
+        iterations, points: training length and number of evaluations per run (the last one at ``iterations``).
+        with_failed: add a crashed run (status FAILED, outcome=failed, partial curves, no probes).
+        with_diverged: add a diverged run (status FAILED, outcome=diverged, diverged=true, NaN loss).
+        missing_probes_for: run names written without ``probes/*.json`` artifacts.
+        shortcuts: residual runs are repeated for each option, e.g. ``("A", "B", "C")``.
+        search_trials: extra residual trials of the deepest depth with random lr / weight decay / dropout,
+            as a regularisation search writes them.
+        recipe: the parent's recipe tag; by default ``paper`` exactly when the run is the paper's recipe.
+        probe_history: write probes at every evaluation (True) or only the final one (smaller artifacts).
+        artifact_root: where artifacts go; by default ``mlartifacts/`` beside a SQLite store.
+    """
+    rng = random.Random(random_seed)
+    depths, families = tuple(depths), tuple(families)
+    missing = set(missing_probes_for)
+    preset = preset or ("paper" if iterations >= PAPER_ITERATIONS else "smoke")
+    if recipe is None:
+        recipe = "paper" if iterations >= PAPER_ITERATIONS and dataset == "cifar10" and val_size == 0 else "reduced"
+
+    client = MlflowClient(tracking_uri)
+    location = _artifact_location(tracking_uri, name, artifact_root)
+    experiment_id = client.create_experiment(name, artifact_location=location)
+    now = start_time_ms or int(time.time() * 1000) - 3_600_000
+
+    trials = _trial_grid(families, depths, seeds, tuple(shortcuts or ("A",)), rng, search_trials)
+    if with_diverged:
+        trials.append(_Trial("plain", depths[-1], seeds, outcome="diverged"))
+    if with_failed:
+        trials.append(_Trial("residual", depths[0], seeds, outcome="failed", probes=False))
+    for trial in trials:
+        trial.probes = trial.probes and trial.name not in missing
+
+    parent = client.create_run(
+        experiment_id,
+        start_time=now,
+        run_name=f"sweep {study} {preset}",
+        tags={"role": "sweep", "study": study, "preset": preset, "dataset": dataset, "recipe": recipe},
+    )
+    parent_id = parent.info.run_id
+    sweep_settings = {
+        "study": study, "preset": preset, "dataset": dataset, "depths": list(depths), "families": list(families),
+        "seeds": seeds, "iterations": iterations, "shortcuts": list(shortcuts or ("A",)),
+        "search_trials": search_trials,
+    }
+    client.log_batch(parent_id, params=[Param(k, _param_str(v)) for k, v in sweep_settings.items()])
+    client.log_dict(parent_id, sweep_settings, "sweep.json")
+
+    fixture = FixtureExperiment(tracking_uri, name, experiment_id, parent_id)
+    end = now
+    for index, trial in enumerate(trials):
+        run_id, run_end = _write_trial(client, experiment_id, parent_id, trial, index, now + 1000 * index, rng,
+                                       iterations=iterations, points=points, dataset=dataset, preset=preset,
+                                       val_size=val_size, probe_history=probe_history)
+        end = max(end, run_end)
+        fixture.runs[run_id] = trial.name
+        if trial.outcome == "failed":
+            fixture.failed.append(trial.name)
+        if trial.outcome == "diverged":
+            fixture.diverged.append(trial.name)
+        if not trial.probes:
+            fixture.missing_probes.append(trial.name)
+    client.set_terminated(parent_id, "FINISHED", end_time=end + 1000)
+    return fixture
+
+
+def sqlite_uri(directory: str | Path, filename: str = "mlflow.db") -> str:
+    """``sqlite:///<abs path>`` for a store file inside ``directory``."""
+    return f"sqlite:///{(Path(directory) / filename).resolve()}"
+
+
+# ----------------------------------------------------------------------------------------------- internals
+
+def _trial_grid(families, depths, seeds, shortcuts, rng: random.Random, search_trials: int) -> list[_Trial]:
+    trials = []
+    for family in families:
+        for depth in depths:
+            for shortcut in (shortcuts if family == "residual" else ("none",)):
+                for seed in range(seeds):
+                    trials.append(_Trial(family, depth, seed, shortcut=shortcut if family == "residual" else "A"))
+    for _ in range(search_trials):
+        overrides = {
+            "optim.lr": round(10 ** rng.uniform(-1.7, -0.4), 4),
+            "optim.weight_decay": round(10 ** rng.uniform(-5, -3), 7),
+            "model.dropout": round(rng.uniform(0.0, 0.5), 3),
+        }
+        trials.append(_Trial("residual", depths[-1], 0, overrides=overrides))
+    return trials
+
+
+def _artifact_location(tracking_uri: str, name: str, artifact_root: str | Path | None) -> str | None:
+    if artifact_root is None:
+        parsed = urlparse(tracking_uri)
+        if parsed.scheme != "sqlite":
+            return None  # a tracking server chooses its own artifact root
+        artifact_root = Path(parsed.path).parent / "mlartifacts"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return (Path(artifact_root).resolve() / safe).as_uri()
+
+
+def _param_str(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def _final_errors(trial: _Trial, rng: random.Random) -> tuple[float, float]:
+    """Final (train, test) error in percent: the shape of the paper's Fig. 6 and Table 6, plus seed noise."""
+    d = trial.depth
+    if trial.family == "plain":
+        train = 5.0 * (d / 20) ** 0.6
+        test = train + 5.0
+    else:
+        train = 4.0 * (20 / d) ** 0.9
+        test = 6.3 + 2.6 * (20 / d) ** 1.2
+        test += {"A": 0.0, "B": -0.15, "C": -0.25}.get(trial.shortcut, 0.0)
+    if trial.overrides:  # regularisation search: a bowl around lr 0.1, weight decay 1e-4, little dropout
+        lr, wd, dropout = (trial.overrides[k] for k in ("optim.lr", "optim.weight_decay", "model.dropout"))
+        test += 2.0 * (math.log10(wd) + 4) ** 2 + 1.0 * math.log10(lr / 0.1) ** 2 + 2.0 * dropout
+        train += 1.5 * (math.log10(wd) + 4) ** 2 + 3.0 * dropout
+    noise = rng.gauss(0, 0.2)
+    return max(0.05, train + noise * 0.5), test + noise
+
+
+def _train_error_at(u: float, final: float) -> float:
+    """Training error at fraction ``u`` of training: fast fall, then two steps at the lr drops (50 %, 75 %)."""
+    p3, p2 = final, final * 1.6 + 1.0
+    p1 = final * 2.5 + 8.0
+    if u < 0.5:
+        return p1 + (90.0 - p1) * math.exp(-u / 0.06)
+    if u < 0.75:
+        return p2 + (p1 - p2) * math.exp(-(u - 0.5) / 0.01)
+    return p3 + (p2 - p3) * math.exp(-(u - 0.75) / 0.01)
+
+
+def _layer_names(depth: int) -> list[str]:
+    n = (depth - 2) // 6
+    return ["conv1"] + [f"layer{s}.{b}.conv{c}" for s in (1, 2, 3) for b in range(n) for c in (1, 2)]
+
+
+def _layer_stds(trial: _Trial, layers: int, rng: random.Random) -> list[float]:
+    """Final response std per 3×3 layer: plain nets larger, residual nets smaller and smaller with depth (Fig. 7)."""
+    if trial.family == "plain":
+        return [round(1.0 + 0.8 * (i / layers) + 0.5 * rng.random(), 4) for i in range(layers)]
+    scale = (20 / trial.depth) ** 0.5
+    return [1.0 if i == 0 else round(scale * (0.5 + 0.6 * rng.random()), 4) for i in range(layers)]
+
+
+def _write_trial(client: MlflowClient, experiment_id: str, parent_id: str, trial: _Trial, index: int,
+                 start_ms: int, rng: random.Random, *, iterations: int, points: int, dataset: str, preset: str,
+                 val_size: int, probe_history: bool) -> tuple[str, int]:
+    """Write one child run; returns its run id and end time in ms."""
+    eval_every = max(1, iterations // points)
+    steps = sorted({min(iterations, eval_every * k) for k in range(1, points + 1)} | {iterations})
+    if trial.outcome == "failed":
+        steps = steps[: max(2, len(steps) // 3)]
+    diverge_at = len(steps) // 2 if trial.outcome == "diverged" else None
+
+    overrides = {
+        "model.depth": trial.depth, "model.residual": trial.family == "residual", "model.shortcut": trial.shortcut,
+        "data.dataset": dataset, "data.val_size": val_size, "optim.iterations": iterations,
+        "optim.milestones": [iterations // 2, iterations * 3 // 4], "run.seed": trial.seed,
+        "run.eval_every": eval_every,
+        **trial.overrides,
+    }
+    config = TrainConfig().replace(**overrides).to_dict()
+    seconds_per_iter = 0.004 * trial.depth / 20
+    duration_ms = int(steps[-1] * seconds_per_iter * 1000) + 5000
+
+    tags = {
+        "role": "trial", "family": trial.family, "depth": str(trial.depth),
+        "shortcut": trial.shortcut if trial.family == "residual" else "none", "seed": str(trial.seed),
+        "preset": preset, "dataset": dataset, "model_family": "cifar", "trial_id": f"trainable_{index:05d}",
+        "outcome": trial.outcome, "mlflow.parentRunId": parent_id,
+    }
+    if trial.outcome == "diverged":
+        tags["diverged"] = "true"
+    run = client.create_run(experiment_id, start_time=start_ms, tags=tags, run_name=trial.name)
+    run_id = run.info.run_id
+
+    final_train, final_test = _final_errors(trial, rng)
+    layers = _layer_names(trial.depth)
+    final_stds = _layer_stds(trial, len(layers), rng)
+    metrics: list[Metric] = []
+    probe_iters, probe_stds, grad_norms = [], [], []
+    for k, step in enumerate(steps):
+        u = step / iterations
+        ts = start_ms + int(duration_ms * step / steps[-1])
+        train = _train_error_at(u, final_train) + rng.gauss(0, 0.3 if u < 0.5 else 0.05)
+        test = _train_error_at(u, final_test) + rng.gauss(0, 1.5 if u < 0.5 else 0.15)
+        if diverge_at is not None and k >= diverge_at:
+            train = test = 90.0
+        values = {
+            "train/error": train, "train/loss": _loss(train), "test/error": test, "test/loss": _loss(test),
+            "opt/lr": 0.1 * 0.1 ** sum(step >= m for m in (iterations // 2, iterations * 3 // 4)),
+            "perf/images_per_sec": 3000.0 * 20 / trial.depth * (1 + rng.gauss(0, 0.03)),
+            "probe/grad_norm": 2.0 * math.exp(-2 * u) + 0.2 + abs(rng.gauss(0, 0.05)),
+        }
+        if val_size:
+            val = test + rng.gauss(0, 0.3)
+            values.update({"val/error": val, "val/loss": _loss(val)})
+        if diverge_at is not None and k >= diverge_at:
+            values.update({"train/loss": math.nan, "test/loss": math.nan, "probe/grad_norm": math.inf})
+        ramp = 0.6 + 0.4 * u  # responses grow a little during training
+        stds = [round(s * ramp, 4) for s in final_stds]
+        values["probe/response_std_mean"] = sum(stds) / len(stds)
+        metrics += [Metric(key, float(v), ts, step) for key, v in values.items()]
+        if probe_history or k == len(steps) - 1:
+            probe_iters.append(step)
+            probe_stds.append(stds)
+            grad_norms.append([round(0.05 + 0.1 * rng.random(), 4) for _ in layers])
+
+    params = [Param(k, _param_str(v)) for k, v in config.items()]
+    client.log_batch(run_id, metrics=metrics, params=params)
+    client.log_dict(run_id, config, "config.json")
+    client.log_dict(run_id, {"git_commit": "0" * 40, "git_dirty": False, "device": "fixture",
+                             "packages": {"torch": "fixture"}, "trial_id": tags["trial_id"]}, "environment.json")
+    if trial.probes:
+        client.log_dict(run_id, {"layers": layers, "iterations": probe_iters, "std": probe_stds},
+                        "probes/layer_response_std.json")
+        client.log_dict(run_id, {"layers": layers, "iterations": probe_iters, "std": grad_norms},
+                        "probes/grad_norms.json")
+    end_ms = start_ms + duration_ms
+    status = "FINISHED" if trial.outcome == "completed" else "FAILED"
+    client.set_terminated(run_id, status, end_time=end_ms)
+    return run_id, end_ms
+
+
+def _loss(error_percent: float) -> float:
+    return -math.log(max(1e-3, 1.0 - 0.95 * error_percent / 100.0)) * 1.5 + 0.01
+

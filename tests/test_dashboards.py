@@ -1,0 +1,411 @@
+"""The report package against a real SQLite MLflow store written as docs/tracking.md describes.
+
+One module-scoped store holds four experiments (a smoke depth study with a failed, a diverged and a
+probe-less run; a paper-recipe study; a shortcut study; a regularisation search), so the whole module
+runs in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage pings from tests
+
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from dashboards import figures, loader, paper, search, stats, verdict  # noqa: E402
+from dashboards.loader import ExperimentNotFoundError, load_experiment  # noqa: E402
+from dashboards.report import build_report, main, render_report  # noqa: E402
+from mlflow_fixtures import sqlite_uri, write_fixture_experiment  # noqa: E402
+
+MISSING = "residual-56 seed 1"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A SQLite store with the four fixture experiments; yields (uri, {name: FixtureExperiment})."""
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = sqlite_uri(root)
+    experiments = {
+        "smoke": write_fixture_experiment(uri, "smoke", missing_probes_for=[MISSING]),
+        "paper": write_fixture_experiment(uri, "paper", seeds=1, iterations=64_000, points=8,
+                                          with_failed=False, with_diverged=False),
+        "shortcuts": write_fixture_experiment(uri, "shortcuts", families=("residual",), depths=(20,), seeds=2,
+                                              shortcuts=("A", "B", "C"), with_failed=False, with_diverged=False),
+        "search": write_fixture_experiment(uri, "search", families=("residual",), depths=(56,), seeds=1,
+                                           search_trials=10, with_failed=False, with_diverged=False,
+                                           study="regularization"),
+    }
+    return uri, experiments
+
+
+@pytest.fixture(scope="module")
+def smoke(store):
+    uri, _ = store
+    return load_experiment("smoke", uri)
+
+
+@pytest.fixture(scope="module")
+def smoke_html(smoke):
+    return render_report(smoke)
+
+
+# ------------------------------------------------------------------------------------------------ loader
+
+def test_loader_tables_have_counts_columns_and_dtypes(store, smoke):
+    _, fx = store
+    written = fx["smoke"]
+    assert len(smoke.runs) == len(written.runs) == 10  # 2 families × 2 depths × 2 seeds + failed + diverged
+    assert len(smoke.sweeps) == 1 and smoke.parent_run_id == written.parent_run_id
+    assert set(smoke.runs["run_id"]) == set(written.runs)
+    assert smoke.sweep_tags["recipe"] == "reduced"
+
+    runs = smoke.runs
+    for column in ("run_id", "name", "status", "outcome", "family", "depth", "shortcut", "seed", "lr",
+                   "weight_decay", "iterations", "start_time", "end_time", "duration_s", "last_step",
+                   "metrics.train/error", "metrics.test/error", "params.optim.lr", "tags.family"):
+        assert column in runs.columns, column
+    assert runs["depth"].dtype == "Int64" and runs["seed"].dtype == "Int64"
+    assert runs["lr"].dtype == "float64" and runs["metrics.test/error"].dtype == "float64"
+    assert isinstance(runs["start_time"].dtype, pd.DatetimeTZDtype)
+    assert (runs["duration_s"] > 0).all()
+    assert set(runs["outcome"]) == {"completed", "failed", "diverged"}
+
+    history = smoke.history
+    assert list(history.columns) == ["run_id", "metric", "step", "value"]
+    assert history["step"].dtype == "int64" and history["value"].dtype == "float64"
+    assert {"train/error", "test/error", "opt/lr", "probe/grad_norm"} <= set(history["metric"])
+    completed = runs.loc[runs["outcome"].eq("completed"), "run_id"]
+    per_run = history[history["metric"].eq("test/error")].groupby("run_id").size()
+    assert (per_run[completed] == 20).all()  # points=20 evaluations per completed run
+    assert (runs.loc[runs["outcome"].eq("completed"), "last_step"] == 2000).all()
+
+    responses = smoke.responses
+    assert list(responses.columns) == ["run_id", "layer_index", "layer", "std", "iteration"]
+    names = dict(zip(runs["run_id"], runs["name"]))
+    assert {names[r] for r in smoke.missing_probes} == set(written.missing_probes) == {MISSING, "residual-20 seed 2"}
+    plain56 = responses[responses["run_id"].eq(written.run_id("plain-56 seed 0"))]
+    assert len(plain56) == 55 and plain56["iteration"].eq(2000).all()  # 6n+1 3×3 layers, final evaluation
+
+
+def test_loader_reads_only_requested_metrics(store):
+    uri, _ = store
+    data = load_experiment("smoke", uri, metrics=["test/error"])
+    assert set(data.history["metric"]) == {"test/error"}
+
+
+def test_bulk_and_per_run_history_agree(store, monkeypatch):
+    uri, fx = store
+    client = loader.open_client(uri)
+    run_ids = list(fx["smoke"].runs)[:3]
+    bulk = loader.fetch_histories(client, run_ids, ["train/error", "test/loss"])
+
+    class NoBulkStore:  # what a tracking server's REST store looks like to the loader
+        pass
+
+    monkeypatch.setattr(loader, "_tracking_store", lambda c: NoBulkStore())
+    naive = loader.fetch_histories(client, run_ids, ["train/error", "test/loss"])
+    pd.testing.assert_frame_equal(bulk, naive)
+    expected = sorted((m.step, m.value) for m in client.get_metric_history(run_ids[0], "train/error"))
+    got = bulk[bulk["run_id"].eq(run_ids[0]) & bulk["metric"].eq("train/error")]
+    assert list(zip(got["step"], got["value"])) == expected
+
+
+def test_default_tracking_uri_and_missing_store(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert loader.default_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    with pytest.raises(FileNotFoundError, match="no MLflow store"):
+        loader.open_client()  # does not create an empty store as a side effect
+    assert not (tmp_path / "mlflow.db").exists()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/x.db")
+    assert loader.default_tracking_uri() == "sqlite:////elsewhere/x.db"
+
+
+def test_unknown_experiment_lists_the_valid_ones(store, capsys):
+    uri, _ = store
+    with pytest.raises(ExperimentNotFoundError) as error:
+        build_report("no-such-study", uri, log_to_parent=False)
+    for name in ("smoke", "paper", "shortcuts", "search"):
+        assert repr(name) in str(error.value)
+    assert main(["--experiment", "no-such-study", "--tracking-uri", uri, "--no-log"]) == 2
+    err = capsys.readouterr().err
+    assert "no-such-study" in err and "'smoke'" in err
+
+
+# ------------------------------------------------------------------------------------------------ figures
+
+def _traces(fig: go.Figure, **meta) -> list:
+    return [t for t in fig.data if t.meta and all(t.meta.get(k) == v for k, v in meta.items())]
+
+
+def test_degradation_curves_dashed_train_solid_test_one_group_per_net(smoke):
+    fig = figures.degradation_curves(smoke.history, smoke.runs)
+    assert isinstance(fig, go.Figure)
+    for family in ("plain", "residual"):
+        for depth in (20, 56):
+            train = _traces(fig, family=family, depth=depth, metric="train/error", kind="mean")
+            test = _traces(fig, family=family, depth=depth, metric="test/error", kind="mean")
+            assert len(train) == 1 and len(test) == 1
+            assert train[0].line.dash == "dash" and test[0].line.dash == "solid"
+            assert train[0].legendgroup == test[0].legendgroup == f"{family}-{depth}"
+            assert train[0].line.color == test[0].line.color  # colour = depth
+            assert len(_traces(fig, family=family, depth=depth, kind="band")) == 2  # 2 seeds → a range each
+    groups = {t.legendgroup for t in _traces(fig, kind="mean")}
+    assert groups == {"plain-20", "plain-56", "residual-20", "residual-56"}
+    diverged = _traces(fig, kind="diverged")
+    assert [t.name for t in diverged] == ["plain-56 seed 2 (diverged)"]
+    # the failed run (residual-20 seed 2) is in no mean: each mean is over n=2 seeds
+    assert all("(n=2)" in t.name for t in _traces(fig, kind="mean"))
+    legend = sorted(t.name for t in fig.data if t.showlegend is not False)
+    assert legend == ["ResNet-20 (n=2)", "ResNet-56 (n=2)", "plain-20 (n=2)", "plain-56 (n=2)",
+                      "plain-56 seed 2 (diverged)"]  # one entry per net, toggling its train and test lines
+
+
+def test_error_vs_depth_and_paper_figures(smoke):
+    fig = figures.error_vs_depth(smoke.runs)
+    names = sorted(t.name for t in fig.data)
+    assert names == ["ResNet test", "ResNet train", "plain test", "plain train"]
+    for trace in fig.data:
+        assert list(trace.x) == [20, 56] and trace.error_y.array is not None
+        assert trace.line.dash == ("dash" if trace.name.endswith("train") else "solid")
+
+    comparison = paper.paper_comparison(smoke.runs)
+    assert list(comparison["depth"]) == [20, 56]
+    assert list(comparison["paper"]) == [8.75, 6.97]
+    assert comparison["n"].tolist() == [2, 2]  # the failed residual-20 run is not counted
+    assert (comparison["difference"] - (comparison["ours_mean"] - comparison["paper"])).abs().max() < 1e-12
+    fig = figures.paper_comparison(comparison)
+    assert [t.meta["kind"] for t in fig.data] == ["paper", "ours"]
+
+
+def test_layer_response_figure_orders_and_sorts(smoke):
+    fig = figures.layer_responses(smoke.responses, smoke.runs)
+    for family in ("plain", "residual"):
+        for depth in (20, 56):
+            order = _traces(fig, family=family, depth=depth, kind="order")
+            ranked = _traces(fig, family=family, depth=depth, kind="sorted")
+            assert len(order) == len(ranked) == 1
+            assert len(order[0].y) == depth - 1
+            assert list(ranked[0].y) == sorted(order[0].y, reverse=True)
+    plain = _traces(fig, family="plain", depth=56, kind="order")[0]
+    res = _traces(fig, family="residual", depth=56, kind="order")[0]
+    assert sum(res.y) < sum(plain.y)  # the fixture follows Fig. 7: ResNet responses are smaller
+
+
+def test_shortcut_and_search_figures(store):
+    uri, _ = store
+    shortcuts = load_experiment("shortcuts", uri)
+    fig = figures.shortcut_options(shortcuts.runs)
+    assert sorted({t.name for t in fig.data}) == ["option A", "option B", "option C"]
+    assert all(isinstance(t, go.Bar) for t in fig.data)
+
+    searched = load_experiment("search", uri)
+    table, params = search.search_view(searched.runs)
+    assert params == ["model.dropout", "optim.lr", "optim.weight_decay"]
+    assert len(table) == 11 and search.has_search(searched.runs)
+    assert table[params].dtypes.eq("float64").all() and set(table["net"]) == {"ResNet-56"}
+    fig = figures.search_parallel_coordinates(table, params, search.TARGET)
+    assert isinstance(fig.data[0], go.Parcoords) and len(fig.data[0].dimensions) == 4
+    scores = search.importance(table, params)
+    assert set(scores["param"]) == set(params) and abs(scores["importance"].sum() - 1) < 1e-6
+    assert isinstance(figures.parameter_importance(scores, "test error").data[0], go.Bar)
+
+
+# ------------------------------------------------------------------------------------------------ verdict
+
+def _hand_made(train_errors: dict[tuple[str, int], list[float]], stop_early: str | None = None):
+    """Runs + history tables for given final training errors per (family, depth), one value per seed."""
+    runs, points = [], []
+    for (family, depth), values in train_errors.items():
+        for seed, final in enumerate(values):
+            run_id = f"{family}-{depth}-{seed}"
+            runs.append({"run_id": run_id, "name": run_id, "status": "FINISHED", "outcome": "completed",
+                         "family": family, "depth": depth, "shortcut": "A" if family == "residual" else "none",
+                         "seed": seed})
+            last = 500 if run_id == stop_early else 1000
+            for step in range(100, last + 1, 100):
+                points.append({"run_id": run_id, "metric": "train/error", "step": step,
+                               "value": final + (1000 - step) / 100})  # falls by 1 pp per 100 iterations
+    runs = pd.DataFrame(runs).astype({"depth": "Int64", "seed": "Int64"})
+    return runs, pd.DataFrame(points)
+
+
+def test_verdict_degrades_improves_and_inconclusive():
+    runs, history = _hand_made({("plain", 20): [5.0, 5.4], ("plain", 56): [9.0, 9.2],
+                                ("residual", 20): [4.0, 4.2], ("residual", 56): [2.0, 2.1]})
+    table, found = verdict.verdicts(history, runs)
+    by_family = {v.family: v for v in found}
+    plain, res = by_family["plain"], by_family["residual"]
+    assert plain.label == "degrades" and plain.gap == pytest.approx(3.9) and plain.spread == pytest.approx(0.4)
+    assert res.label == "improves" and res.gap == pytest.approx(-2.05)
+    assert plain.sentence.startswith("plain nets degrade: training error +3.90 pp from 20 to 56 layers")
+    assert res.sentence.startswith("residual nets improve: training error \u22122.05 pp from 20 to 56 layers")
+    assert plain.iteration == 1000 and len(table) == 4
+
+    runs, history = _hand_made({("plain", 20): [5.0, 7.0], ("plain", 56): [6.0, 6.5]})
+    (v,) = verdict.verdicts(history, runs)[1]
+    assert v.label == "inconclusive" and v.gap == pytest.approx(0.25) and v.spread == pytest.approx(2.0)
+    assert "inconclusive" in v.sentence
+
+
+def test_verdict_uses_matched_iteration_and_skips_excluded_runs():
+    runs, history = _hand_made({("plain", 20): [5.0, 5.0], ("plain", 56): [9.0, 9.0]}, stop_early="plain-56-1")
+    v = verdict.family_verdict(history, runs, "plain")
+    assert v.iteration == 500  # the last iteration every compared run reached
+    assert v.gap == pytest.approx(4.0)  # both depths read at 500: (9 + 5) − (5 + 5)
+
+    runs.loc[runs["run_id"].eq("plain-56-1"), ["outcome", "status"]] = ["diverged", "FAILED"]
+    v = verdict.family_verdict(history, runs, "plain")
+    assert v.iteration == 1000 and v.seeds == 1  # the diverged run no longer limits or counts
+    assert "one seed" in v.sentence
+
+    runs, history = _hand_made({("plain", 20): [5.0]})
+    assert verdict.family_verdict(history, runs, "plain").label == "not measured"
+    assert verdict.decide(1.0, 1.0) == "inconclusive" and verdict.decide(-1.5, 1.0) == "improves"
+
+
+def test_fixture_verdict_matches_the_paper_shape(smoke):
+    found = {v.family: v for v in verdict.verdicts(smoke.history, smoke.runs)[1]}
+    assert found["plain"].label == "degrades" and found["residual"].label == "improves"
+
+
+def test_search_view_keeps_only_nets_with_varied_params():
+    lrs = {"plain": [0.1, 0.1, 0.1], "residual": [0.1, 0.1, 0.05, 0.2, 0.3]}
+    rows = [{"run_id": f"{family}-{i}", "name": f"{family}-{i}", "status": "FINISHED", "outcome": "completed",
+             "family": family, "depth": 20 if family == "plain" else 56, "shortcut": "A", "params.optim.lr": str(lr),
+             "params.run.seed": str(i), "metrics.test/error": 7.0 + i}
+            for family, values in lrs.items() for i, lr in enumerate(values)]
+    runs = pd.DataFrame(rows).astype({"depth": "Int64"})
+    table, params = search.search_view(runs)
+    assert params == ["optim.lr"]  # run.seed never counts as a search dimension
+    assert set(table["net"]) == {"ResNet-56"} and len(table) == 5
+    assert not search.has_search(runs)  # fewer than MIN_RUNS points
+
+
+def test_spread_and_like_for_like(store):
+    uri, _ = store
+    searched = load_experiment("search", uri)
+    assert len(stats.like_for_like(searched.runs)) == 1  # only the default-setting run is compared by depth
+    values = pd.DataFrame({"g": [1, 1, 2], "v": [1.0, 3.0, 5.0]})
+    out = stats.spread(values, ["g"], "v")
+    assert out[["mean", "min", "max", "n"]].values.tolist() == [[2.0, 1.0, 3.0, 2], [5.0, 5.0, 5.0, 1]]
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+def test_banner_for_reduced_recipe_only(store, smoke_html):
+    uri, _ = store
+    assert 'id="not-paper-recipe"' in smoke_html
+    assert "Runs trained for 2,000 iterations; the paper trains 64,000." in smoke_html
+    paper_html = render_report(load_experiment("paper", uri))
+    assert 'id="not-paper-recipe"' not in paper_html and 'id="recipe-ok"' not in paper_html
+    assert 'id="recipe"' in paper_html
+    # the banner is at the top: before the first section
+    assert smoke_html.index('id="not-paper-recipe"') < smoke_html.index("<section")
+
+
+def test_caveats_name_each_departure():
+    runs = pd.DataFrame({"dataset": ["digits"], "iterations": [500], "last_step": [500]})
+    caveats = paper.reproduction_caveats({"recipe": "reduced", "preset": "smoke", "dataset": "digits"}, runs)
+    assert len(caveats) == 3 and "digits" in caveats[1] and "500" in caveats[2]
+    ok = pd.DataFrame({"dataset": ["cifar10"], "iterations": [64_000], "last_step": [64_000]})
+    assert paper.reproduction_caveats({"recipe": "paper", "dataset": "cifar10"}, ok) == []
+    assert paper.reproduction_caveats({}, ok)  # no sweep run: cannot claim the paper's recipe
+    running = ok.assign(last_step=[30_000])
+    (caveat,) = paper.reproduction_caveats({"recipe": "paper", "dataset": "cifar10"}, running)
+    assert "30,000 of 64,000" in caveat
+
+
+def test_failed_diverged_and_probe_less_runs_are_marked(smoke_html):
+    rows = re.findall(r'<tr class="run-(\w+)">(.*?)</tr>', smoke_html)
+    marked = {re.search(r"<td>(.*?)</td>", cells).group(1): outcome for outcome, cells in rows}
+    assert marked["plain-56 seed 2"] == "diverged" and marked["residual-20 seed 2"] == "failed"
+    assert sum(o == "completed" for o in marked.values()) == 8
+    assert "Excluded from means, spreads and verdicts: 2 run(s)" in smoke_html
+    missing = re.search(r'<p class="note missing-probes">(.*?)</p>', smoke_html).group(1)
+    assert MISSING in missing and "residual-20 seed 2 (failed)" in missing
+
+
+def test_report_is_self_contained(smoke_html):
+    assert smoke_html.count('<script id="plotly-js"') == 1
+    assert len(re.findall(r"\* plotly\.js v\d", smoke_html)) == 1  # the library itself, once
+    assert not re.search(r"<script[^>]*\ssrc=", smoke_html)
+    assert not re.search(r"<link[^>]*\shref=", smoke_html)
+    start = smoke_html.index('<script id="plotly-js"')
+    rest = smoke_html[:start] + smoke_html[smoke_html.index("</script>", start):]
+    assert "cdn" not in rest.lower() and "http://" not in rest and "https://" not in rest
+    assert smoke_html.count('class="plotly-graph-div"') == 4  # curves, depth, paper, responses
+
+
+def test_optional_sections_appear_only_with_their_data(store, smoke_html):
+    uri, _ = store
+    assert 'id="shortcuts"' not in smoke_html and 'id="search"' not in smoke_html
+    assert 'id="shortcuts"' in render_report(load_experiment("shortcuts", uri))
+    search_html = render_report(load_experiment("search", uri))
+    assert 'id="search"' in search_html and 'id="fig-parcoords"' in search_html and 'id="fig-importance"' in search_html
+
+
+def test_build_report_logs_to_newest_parent_and_cli(store, tmp_path):
+    uri, _ = store
+    fx = write_fixture_experiment(uri, "relaunched", depths=(20,), seeds=1, points=4,
+                                  with_failed=False, with_diverged=False)
+    client = MlflowClient(uri)
+    newer = client.create_run(fx.experiment_id, start_time=int(pd.Timestamp.now().timestamp() * 1000) + 10_000,
+                              run_name="sweep depth_vs_error smoke", tags={"role": "sweep", "recipe": "reduced"})
+    out = build_report("relaunched", uri, out=tmp_path / "sub" / "mine.html")
+    assert out.exists() and out.name == "mine.html"
+    assert [a.path for a in client.list_artifacts(newer.info.run_id)] == ["report.html"]
+    assert "report.html" not in [a.path for a in client.list_artifacts(fx.parent_run_id)]
+
+    cli_out = tmp_path / "cli.html"
+    assert main(["--experiment", "relaunched", "--tracking-uri", uri, "--out", str(cli_out), "--no-log"]) == 0
+    assert cli_out.stat().st_size > 1_000_000  # plotly.js is in it
+    assert main(["--experiment", "relaunched", "--tracking-uri", uri, "--out", str(cli_out)]) == 0
+    logged = client.download_artifacts(newer.info.run_id, "report.html", str(tmp_path))
+    assert open(logged, encoding="utf-8").read() == cli_out.read_text(encoding="utf-8")
+
+
+def test_missing_browser_says_how_to_install(monkeypatch, tmp_path):
+    from dashboards import screenshot
+
+    monkeypatch.delenv("CHROMIUM", raising=False)
+    monkeypatch.setattr(screenshot, "DEFAULT_CHROMIUM", str(tmp_path / "no-chromium"))
+    monkeypatch.setattr(screenshot.shutil, "which", lambda name: None)
+    with pytest.raises(screenshot.BrowserMissingError, match="apt-get install -y chromium"):
+        screenshot.chromium_path()
+    assert screenshot.main([str(tmp_path / "r.html"), str(tmp_path / "r.png")]) == 2
+
+
+def test_report_of_an_empty_or_still_running_sweep(store, tmp_path):
+    """A sweep that has only just started (a parent run, one RUNNING trial with two points) still reports."""
+    uri, _ = store
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("just-started", artifact_location=(tmp_path / "a").as_uri())
+    parent = client.create_run(experiment_id, run_name="sweep depth_vs_error smoke",
+                               tags={"role": "sweep", "recipe": "reduced", "dataset": "cifar10"})
+    assert 'id="not-paper-recipe"' in render_report(load_experiment("just-started", uri))
+    trial = client.create_run(experiment_id, run_name="plain-20 seed 0",
+                              tags={"role": "trial", "family": "plain", "depth": "20", "seed": "0",
+                                    "mlflow.parentRunId": parent.info.run_id})
+    for step in (100, 200):
+        client.log_metric(trial.info.run_id, "train/error", 50.0 - step / 10, step=step)
+    data = load_experiment("just-started", uri)
+    assert data.runs["outcome"].tolist() == ["running"] and data.missing_probes == [trial.info.run_id]
+    html = render_report(data)
+    assert "not measured" in html and 'class="run-running"' in html
+
+
+def test_imports_stay_light():
+    code = ("import sys, dashboards; assert len([m for m in sys.modules if m.startswith('dashboards')]) == 1; "
+            "import dashboards.report, dashboards.loader, dashboards.figures, dashboards.verdict; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('ray', 'resnet_core', 'torch')]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
