@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -55,9 +56,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
-def load_latest_checkpoint(paths: list[str | os.PathLike], map_location: str | torch.device = "cpu") -> tuple[Path, dict[str, Any]]:
+def load_latest_checkpoint(paths: list[str | os.PathLike], map_location: str | torch.device = "cpu",
+                           on_skip: Callable[[Path, CheckpointError], None] | None = None) -> tuple[Path, dict[str, Any]]:
     """Load the newest readable checkpoint from ``paths`` (oldest first), skipping corrupt ones.
 
+    ``on_skip(path, error)`` is called for each refused checkpoint (to log why a run fell back).
     Raises CheckpointError when none can be read, listing why each was refused.
     """
     errors = []
@@ -66,4 +69,6 @@ def load_latest_checkpoint(paths: list[str | os.PathLike], map_location: str | t
             return Path(path), load_checkpoint(path, map_location)
         except CheckpointError as exc:
             errors.append(str(exc))
+            if on_skip is not None:
+                on_skip(Path(path), exc)
     raise CheckpointError("no readable checkpoint: " + "; ".join(errors) if errors else "no checkpoint given")

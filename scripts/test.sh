@@ -11,4 +11,5 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q -e ".[test]"
+export MLFLOW_DISABLE_TELEMETRY=true  # no usage pings from the test suite
 exec .venv/bin/python -m pytest "$@"

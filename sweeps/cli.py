@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,8 @@ import ray
 
 from resnet_core.config import TrainConfig, scaled_milestones
 from sweeps.presets import PRESETS, Preset, get_preset
-from sweeps.runner import FAMILIES, SweepPlan
-from sweeps.tracking import absolute_tracking_uri
+from sweeps.runner import FAMILIES, SweepPlan, run_sweep
+from sweeps.tracking import TrackingError, absolute_tracking_uri
 
 
 def default_home() -> Path:
@@ -55,7 +56,12 @@ def study_arg_parser(study: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--storage-path", help="where Tune keeps trial checkpoints and state (default: "
                                                "<launch dir>/ray_results; shared storage on a multi-node cluster)")
     parser.add_argument("--resume", action="store_true", help="continue the sweep of the same --experiment "
-                                                              "and --storage-path after an interruption")
+                                                              "and --storage-path after an interruption (the "
+                                                              "driver was killed, the machine rebooted): "
+                                                              "finished trials are kept, unfinished ones continue "
+                                                              "from their last checkpoint, in the same MLflow runs. "
+                                                              "Required: without it, an interrupted sweep is "
+                                                              "reported and nothing starts")
     parser.add_argument("--no-report", action="store_true", help="do not build the HTML report at the end")
     parser.add_argument("--report-path", help="where to write the report (default: <launch dir>/reports/<experiment>.html)")
     return parser
@@ -149,3 +155,26 @@ def connect_ray(num_cpus: int | None = None) -> None:
     ray.init(address=os.environ.get("RAY_ADDRESS"), num_cpus=None if os.environ.get("RAY_ADDRESS") else num_cpus,
              include_dashboard=False if not os.environ.get("RAY_ADDRESS") else None,
              logging_level="WARNING", log_to_driver=True)
+
+
+def sweep_main(study: str, description: str, argv: list[str] | None = None) -> int:
+    """The whole command line of a study script. Exit codes: 0 all trials finished, 1 some trial errored,
+    2 bad input or an unsuitable cluster (nothing was started), 3 the tracking store missed data (spooled)."""
+    args = study_arg_parser(study, description).parse_args(argv)
+    try:
+        if args.preset is None:
+            connect_ray()
+        preset, why = choose_preset(args)
+        print(f"preset: {preset.name} ({why}): {preset.description}", flush=True)
+        plan = build_plan(study, args, preset)
+        connect_ray()
+        plan.check_cluster()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        results = run_sweep(plan)
+    except TrackingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    return 0 if not results.errors else 1

@@ -3,23 +3,35 @@
 Order of work at each evaluation: log to MLflow, then report to Tune with a checkpoint. If the trial dies in
 between, it is retried from the previous checkpoint and re-logs nothing twice: training is deterministic on
 resume, and steps already in the MLflow run are skipped.
+
+Restoring tries the checkpoint Tune hands back first and, if that one is truncated, corrupt or unsafe (it
+is only ever read with ``weights_only=True``), the older ones Tune kept next to it (``num_to_keep``).
+A diverged evaluation is reported without a checkpoint, so the last checkpoint stays a good one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import platform
+import posixpath
+import re
 import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 import torch
 from ray import tune
 
-from resnet_core import TrainConfig, fit, load_checkpoint, save_checkpoint
+from resnet_core import TrainConfig, fit, save_checkpoint
 from resnet_core.checkpoint import CheckpointError, load_latest_checkpoint
+from sweeps.faults import TrialFaults
 from sweeps.tracking import TrialRun, TrialTracking
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 PROBES_FILE = "probes.json"
@@ -69,50 +81,97 @@ def _device_name(device: str) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def _restore() -> tuple[dict | None, dict]:
-    """The newest readable Tune checkpoint of this trial (state, probe history), or (None, empty history)."""
+def _older_checkpoints(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
+    """The checkpoints Tune kept in the same trial directory before ``checkpoint`` (oldest first).
+
+    Only older ones: a ``checkpoint_N`` newer than the one Tune hands back was never registered (its upload
+    may have been cut short by a kill).
+    """
+    parent, name = posixpath.split(checkpoint.path.rstrip("/"))
+    newest = re.fullmatch(r"checkpoint_(\d+)", name)
+    if newest is None:
+        return []
+    older = []
+    for info in checkpoint.filesystem.get_file_info(pyarrow.fs.FileSelector(parent)):
+        match = re.fullmatch(r"checkpoint_(\d+)", info.base_name)
+        if info.type == pyarrow.fs.FileType.Directory and match and int(match[1]) < int(newest[1]):
+            older.append((int(match[1]), info.path))
+    return [tune.Checkpoint(path, filesystem=checkpoint.filesystem) for _, path in sorted(older)]
+
+
+def _restore() -> tuple[dict | None, dict, list[str]]:
+    """The newest readable checkpoint of this trial: (state, probe history, why newer ones were refused).
+
+    (None, {}, []) when Tune has no checkpoint for it (a fresh start).
+    """
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        return None, {}
-    with checkpoint.as_directory() as directory:
-        directory = Path(directory)
+        return None, {}, []
+    refused: list[str] = []
+    with contextlib.ExitStack() as stack:
+        directories = [Path(stack.enter_context(c.as_directory()))
+                       for c in [*_older_checkpoints(checkpoint), checkpoint]]
         try:
-            _, state = load_latest_checkpoint([directory / CHECKPOINT_FILE])
+            path, state = load_latest_checkpoint(
+                [d / CHECKPOINT_FILE for d in directories],
+                on_skip=lambda p, exc: refused.append(f"{posixpath.basename(str(p.parent))}: {exc}"))
         except CheckpointError as exc:
             raise RuntimeError(f"cannot resume trial {tune.get_context().get_trial_id()}: {exc}") from exc
-        probes_path = directory / PROBES_FILE
+        probes_path = path.parent / PROBES_FILE
         history = json.loads(probes_path.read_text()) if probes_path.exists() else {}
-    return state, history
+    for reason in refused:
+        log.warning("refused a checkpoint, resuming from an older one: %s", reason)
+    return state, history, refused
 
 
-def train_trial(config: dict[str, Any], tracking: TrialTracking, sweep_env: dict[str, Any]) -> None:
-    """Tune function trainable (bind ``tracking`` and ``sweep_env`` with ``tune.with_parameters``)."""
+def train_trial(config: dict[str, Any], tracking: TrialTracking, sweep_env: dict[str, Any],
+                faults: dict[str, Any] | None = None) -> None:
+    """Tune function trainable (bind ``tracking``, ``sweep_env`` and ``faults`` with ``tune.with_parameters``).
+
+    ``faults`` is the test-only fault spec (sweeps/faults.py); None in normal use.
+    """
     train_config = trial_config(config)
     trial_id = tune.get_context().get_trial_id()
-    run = TrialRun(tracking, trial_id, run_name(train_config), run_tags(train_config), train_config.to_dict())
+    name = run_name(train_config)
+    injected = TrialFaults(faults, name, trial_id)
+    run = TrialRun(tracking, trial_id, name, run_tags(train_config), train_config.to_dict())
     try:
-        state, history = _restore()
+        state, history, refused = _restore()
+        if refused:
+            run.set_tags({"checkpoint_refused": "; ".join(refused)[:4000]})
         if state is None:
             run.log_dict(train_config.to_dict(), "config.json")
             run.log_dict(environment_record(sweep_env, trial_id, _device_name(train_config.run.device)),
                          "environment.json")
+        else:
+            run.set_tags({"resumed_from_iteration": str(int(state["iteration"]))})
         outcome = "completed"  # also when resumed from the final checkpoint, where fit has nothing left to do
         for result in fit(train_config, resume=state):
-            outcome = "diverged" if result.status == "diverged" else "completed"
+            diverged = result.status == "diverged"
+            outcome = "diverged" if diverged else "completed"
             run.log_metrics(result.iteration, result.metrics)
             _append(history, "layer_response_std", result.iteration, result.layer_response_std)
             _append(history, "grad_norms", result.iteration, result.grad_norms)
+            report = {**result.metrics, "iteration": result.iteration, "status": result.status, "diverged": diverged}
+            if diverged:  # no checkpoint of non-finite weights: the previous one stays the newest
+                _log_final_artifacts(run, result, history, None)
+                tune.report(report)
+                continue
             with tempfile.TemporaryDirectory() as directory:
-                save_checkpoint(result.state(), Path(directory) / CHECKPOINT_FILE)
+                with injected.checkpoint_write(result.iteration, directory):
+                    save_checkpoint(result.state(), Path(directory) / CHECKPOINT_FILE)
                 (Path(directory) / PROBES_FILE).write_text(json.dumps(history))
                 if result.done:
                     _log_final_artifacts(run, result, history, Path(directory))
-                tune.report({**result.metrics, "iteration": result.iteration, "status": result.status,
-                             "diverged": result.status == "diverged"},
-                            checkpoint=tune.Checkpoint.from_directory(directory))
+                tune.report(report, checkpoint=tune.Checkpoint.from_directory(directory))
+            persisted = tune.get_checkpoint()
+            injected.after_report(result.iteration, persisted.path if persisted else None, CHECKPOINT_FILE)
         run.finish(outcome)
     except BaseException:
-        run.finish("failed")  # a retry reopens the run and sets it RUNNING again
+        try:
+            run.finish("failed")  # a retry reopens the run and sets it RUNNING again
+        except Exception:  # never hide why the trial failed behind a tracking error
+            log.exception("could not mark the MLflow run of trial %s as failed", trial_id)
         raise
 
 
@@ -124,12 +183,12 @@ def _append(history: dict, key: str, iteration: int, values: dict[str, float]) -
     entry["std" if key == "layer_response_std" else "norm"].append([values[name] for name in entry["layers"]])
 
 
-def _log_final_artifacts(run: TrialRun, result: Any, history: dict, directory: Path) -> None:
+def _log_final_artifacts(run: TrialRun, result: Any, history: dict, directory: Path | None) -> None:
     if "layer_response_std" in history:
         run.log_dict(history["layer_response_std"], "probes/layer_response_std.json")
     if "grad_norms" in history:
         run.log_dict(history["grad_norms"], "probes/grad_norms.json")
-    if result.status == "completed":
+    if result.status == "completed" and directory is not None:
         weights = directory / "final_weights.pt"
         torch.save(result.state()["model"], weights)
         run.log_file(weights, "model")

@@ -229,8 +229,8 @@ def test_unknown_dataset_names_the_choices() -> None:
 
 def test_digits() -> None:
     data = load_dataset(DataConfig(dataset="digits"), seed=0)
-    assert (data.num_classes, data.image_size, data.in_channels, data.hflip) == (10, 16, 3, False)
-    assert data.train.images.shape == (1437, 3, 16, 16) and data.test.images.shape == (360, 3, 16, 16)
+    assert (data.num_classes, data.image_size, data.in_channels, data.hflip) == (10, 8, 3, False)
+    assert data.train.images.shape == (1437, 3, 8, 8) and data.test.images.shape == (360, 3, 8, 8)
     assert data.val is None
     for split in (data.train, data.test):
         assert split.images.dtype == torch.float32 and split.labels.dtype == torch.int64

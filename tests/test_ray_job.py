@@ -85,11 +85,16 @@ def test_ray_job_submit_runs_the_sweep_on_a_head_node(head_node, tmp_path):
     logs = subprocess.run([str(BIN / "ray"), "job", "logs", "--address", address, job_id], env=env,
                           capture_output=True, text=True).stdout
     assert re.search(r"succeeded", status, re.I), status + logs
-    assert logs.splitlines()[0].startswith("preset: smoke (--preset given)"), logs[:500]
+    # The sweep's own first line comes right after Ray's "Running entrypoint ..." line
+    lines = logs.splitlines()
+    entry = next(i for i, line in enumerate(lines) if line.startswith("Running entrypoint"))
+    assert lines[entry + 1].startswith("preset: smoke (--preset given)"), logs[:1000]
 
     client = MlflowClient(f"sqlite:///{store}")
     runs = client.search_runs([client.get_experiment_by_name("job").experiment_id])
     trials = [r for r in runs if r.data.tags.get("role") == "trial"]
     assert sorted(r.info.run_name for r in trials) == ["plain-8 seed 0", "residual-8 seed 0"]
     assert {r.info.status for r in runs} == {"FINISHED"}
+    artifacts = {a.path for a in client.list_artifacts(trials[0].info.run_id)}
+    assert "config.json" in artifacts and (tmp_path / "mlartifacts").is_dir()  # beside the store, not in the job's temp dir
     assert all([m.step for m in client.get_metric_history(r.info.run_id, "train/error")] == [3, 6] for r in trials)

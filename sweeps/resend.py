@@ -1,0 +1,45 @@
+"""Send tracking calls a sweep could not deliver (the tracking store was unreachable) to MLflow.
+
+    python -m sweeps.resend ray_results/depth_vs_error                 # a sweep's storage directory
+    python -m sweeps.resend ray_results/depth_vs_error/tracking_spool  # or its spool directory
+    python -m sweeps.resend DIR --tracking-uri http://new-host:5000    # the store moved
+
+Calls are sent in the order they were made, with their original timestamps, so sending twice logs
+nothing twice. Run it when no sweep is writing to that directory. Exit code 0 when everything was sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sweeps.tracking import resend, spool_files
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sweeps.resend", description=__doc__.strip().splitlines()[0])
+    parser.add_argument("directory", help="a sweep's storage directory (<storage-path>/<experiment>) or its "
+                                          "tracking_spool directory")
+    parser.add_argument("--tracking-uri", help="send to this store instead of the one each call was meant for")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    files = spool_files(args.directory)
+    if not files:
+        print(f"nothing to send: no spooled tracking calls under {args.directory}")
+        return 0
+    left = resend(args.directory, tracking_uri=args.tracking_uri)
+    if left:
+        print(f"error: {left} tracking call(s) still unsent (is the tracking store up?); they stay in "
+              f"{Path(files[0]).parent}", file=sys.stderr)
+        return 1
+    print(f"sent all spooled tracking calls from {len(files)} file(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
