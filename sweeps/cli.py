@@ -124,6 +124,9 @@ def build_plan(study: str, args: argparse.Namespace, preset: Preset) -> SweepPla
         for depth in depths or preset.grid.get(family, ()):
             archs.append({"model.residual": family == "residual", "model.depth": depth,
                           **(preset.depth_overrides.get(depth, {}) if family == "residual" else {})})
+    # Deepest (longest) trials first: Tune starts them in this order, and the short ones then fill the gaps,
+    # instead of one long trial running alone at the end while the other slots idle.
+    archs.sort(key=lambda arch: -arch["model.depth"])
     seeds = args.seeds if args.seeds is not None else preset.seeds
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1; got {seeds}")

@@ -30,7 +30,7 @@ from ray import tune
 
 from resnet_core import DatasetUnavailableError, TrainConfig, load_dataset
 from sweeps.faults import load_fault_spec
-from sweeps.trainable import ARCH_KEY, train_trial, trial_config
+from sweeps.trainable import ARCH_KEY, run_name, train_trial, trial_config
 from sweeps.tracking import (SPOOL_DIRNAME, Spool, TrackingError, TrialTracking, bound_http_retries,
                              check_tracking_uri, close_interrupted_sweep, close_orphaned_trial_runs,
                              earlier_sweep, finish_run, is_local_store, is_transient, mark_trial_run_failed,
@@ -77,13 +77,11 @@ class SweepPlan:
                              f"{self.cpus_per_trial}, {self.gpus_per_trial}")
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise ValueError(f"--max-concurrent must be >= 1; got {self.max_concurrent}")
-        datasets = {(c.data.dataset, c.data.data_dir, c.data.download) for c in configs}
         for config in {c.data.dataset: c for c in configs}.values():
             try:
                 load_dataset(config.data, "cpu", seed=0)
             except DatasetUnavailableError as exc:
                 raise ValueError(str(exc)) from None
-        del datasets
         try:
             check_tracking_uri(self.tracking_uri)
         except RuntimeError as exc:
@@ -314,17 +312,14 @@ def _print_summary(results: tune.ResultGrid, elapsed: float) -> None:
         config = trial_config(result.config)
         metrics = result.metrics or {}
         status = "error" if result.error else str(metrics.get("status", "not run"))
-        rows.append((config.model.residual, config.model.depth, config.run.seed, status, metrics))
+        rows.append(((config.model.residual, config.model.depth, config.run.seed), run_name(config), status, metrics))
     print(f"  {'trial':<22} {'status':<10} {'iter':>6} {'train err %':>11} {'test err %':>10}")
-    for residual, depth, seed, status, metrics in sorted(rows, key=lambda r: r[:3]):
-        name = f"{'residual' if residual else 'plain'}-{depth} seed {seed}"
+    for _, name, status, metrics in sorted(rows, key=lambda r: r[0]):
         print(f"  {name:<22} {status:<10} {metrics.get('iteration', 0):>6} "
               f"{metrics.get('train/error', float('nan')):>11.2f} {metrics.get('test/error', float('nan')):>10.2f}")
     best = best_result(results)
     if best is not None:
-        config = trial_config(best.config)
-        print(f"  best completed trial: {'residual' if config.model.residual else 'plain'}-{config.model.depth} "
-              f"seed {config.run.seed}, test error {best.metrics['test/error']:.2f}% (diverged and failed trials "
+        print(f"  best completed trial: {run_name(trial_config(best.config))}, test error {best.metrics['test/error']:.2f}% (diverged and failed trials "
               f"excluded)")
 
 

@@ -175,12 +175,18 @@ def train_trial(config: dict[str, Any], tracking: TrialTracking, sweep_env: dict
         raise
 
 
+# The probe histories kept across evaluations (and restores), with the key their values go under.
+PROBE_VALUE_KEYS = {"layer_response_std": "std", "grad_norms": "norm"}
+
+
 def _append(history: dict, key: str, iteration: int, values: dict[str, float]) -> None:
+    """Add one evaluation's per-layer values to a probe history (layout in docs/tracking.md)."""
     if not values:
         return
-    entry = history.setdefault(key, {"layers": list(values), "iterations": [], "std" if key == "layer_response_std" else "norm": []})
+    value_key = PROBE_VALUE_KEYS[key]
+    entry = history.setdefault(key, {"layers": list(values), "iterations": [], value_key: []})
     entry["iterations"].append(iteration)
-    entry["std" if key == "layer_response_std" else "norm"].append([values[name] for name in entry["layers"]])
+    entry[value_key].append([values[name] for name in entry["layers"]])
 
 
 def _log_final_artifacts(run: TrialRun, result: Any, history: dict, directory: Path | None) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from sweeps.cli import build_plan, study_arg_parser
 from sweeps.faults import FAULTS_ENV, Exploit
 from sweeps.presets import get_preset
 from sweeps.runner import best_result, run_sweep
+from processes import free_port, kill_ray_session, session_pids
 from test_data import cifar_dir  # noqa: F401  (a tiny CIFAR-10 in the real format, md5 lists patched)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -280,39 +280,13 @@ def test_concurrent_trials_lose_and_duplicate_no_metric(faulty_sweep):
 
 # --- the driver killed ------------------------------------------------------------------------------------
 
-def session_pids(marker_text: str) -> list[int]:
-    """Processes whose command line mentions ``marker_text`` (our own Ray's temp dir)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if marker_text.encode() in (entry / "cmdline").read_bytes():
-                    pids.append(int(entry.name))
-            except OSError:
-                pass
-    return pids
-
-
 def kill_driver(process: subprocess.Popen, ray_tmp: str) -> None:
     """SIGKILL a driver started with start_new_session=True and everything of its embedded Ray.
 
     Only what we started: its process group, then any process of its Ray session (found by the session's
     own temp dir) that left the group. Never `ray stop`, which would stop every Ray on the machine.
     """
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(timeout=30)
-    deadline = time.time() + 30
-    while (pids := session_pids(ray_tmp)) and time.time() < deadline:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.5)
-    assert not session_pids(ray_tmp), "processes of the killed driver's Ray survived"
+    assert kill_ray_session([process], ray_tmp), "processes of the killed driver's Ray survived"
 
 
 @pytest.fixture
@@ -415,12 +389,6 @@ def test_killed_driver_is_resumed_with_resume(tmp_path, ray_tmp):
 
 # --- unsafe multi-node settings ---------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def two_node_cluster():
     """A real Ray cluster of two nodes on this machine: a head node and a worker node joined to it, each
@@ -452,25 +420,8 @@ def two_node_cluster():
                      Path(temp_dir) / f"node{len(processes) - 1}.log")
         yield address, env
     finally:
-        for process in processes:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.wait(timeout=30)
-        deadline = time.time() + 30
-        while (pids := session_pids(temp_dir)) and time.time() < deadline:
-            for pid in pids:
-                with_suppressed_lookup(os.kill, pid, signal.SIGKILL)
-            time.sleep(0.5)
+        kill_ray_session(processes, temp_dir)
         subprocess.run(["rm", "-rf", temp_dir], check=False)
-
-
-def with_suppressed_lookup(function, *args) -> None:
-    try:
-        function(*args)
-    except ProcessLookupError:
-        pass
 
 
 def test_multi_node_cluster_refuses_local_tracking_and_storage_before_anything_starts(two_node_cluster, tmp_path):

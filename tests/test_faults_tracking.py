@@ -23,7 +23,8 @@ from mlflow.tracking import MlflowClient
 from sweeps.faults import FAULTS_ENV
 from sweeps.runner import run_sweep
 from sweeps.tracking import TrackingError
-from test_faults import METRICS, REPO, STEPS, TINY, free_port, plan_for, steps, wait_for, write_faults
+from processes import free_port, stop_group
+from test_faults import METRICS, REPO, STEPS, TINY, plan_for, steps, wait_for, write_faults
 
 BIN = Path(sys.executable).parent
 
@@ -55,8 +56,7 @@ class MlflowServer:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=30)
+            stop_group(self.process, signal.SIGKILL)
         wait_for(lambda: not self.healthy(), 30, "the MLflow server to be gone")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -13,16 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import free_port, stop_group
 from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -54,11 +48,7 @@ def head_node():
             pytest.fail("the Ray head node's job server did not come up:\n" + (Path(temp_dir) / "head.log").read_text())
         yield address, env, Path(temp_dir)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_group(process, timeout=60)
         log.close()
 
 

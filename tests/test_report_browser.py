@@ -26,6 +26,7 @@ from dashboards.loader import load_experiment  # noqa: E402
 from dashboards.report import HISTORY_METRICS, build_report  # noqa: E402
 from dashboards.screenshot import BrowserMissingError, chromium, chromium_path, wait_for_plots  # noqa: E402
 from mlflow_fixtures import sqlite_uri, write_fixture_experiment  # noqa: E402
+from processes import free_port, stop_group  # noqa: E402
 
 EXPERIMENT = "depth_vs_error"
 FIGURES = ["fig-curves", "fig-depth", "fig-paper", "fig-responses", "fig-shortcuts", "fig-parcoords", "fig-importance"]
@@ -109,12 +110,6 @@ def test_screenshot_cli(report, tmp_path, browser):
 
 # --------------------------------------------------------------------------------------- the MLflow UI
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module", autouse=True)
 def server_process(fixture_store):
     """A real ``mlflow server`` on the fixture store (127.0.0.1, a free port), started when the module starts.
@@ -122,7 +117,7 @@ def server_process(fixture_store):
     Autouse so the server boots (≈ 10–25 s here) while the report tests run; stopped when the module ends.
     """
     uri, _, root = fixture_store
-    port = _free_port()
+    port = free_port()
     log_path = root / "server.log"
     with open(log_path, "wb") as log:
         server = subprocess.Popen(
@@ -133,12 +128,7 @@ def server_process(fixture_store):
     try:
         yield server, f"http://127.0.0.1:{port}", log_path
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_group(server, timeout=20)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,63 @@
+"""Helpers for tests that start real servers and Ray nodes as subprocesses, and stop only what they started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_group(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    """Stop a process started with ``start_new_session=True`` and its whole group (SIGKILL if it lingers)."""
+    for signal_to_send in (sig, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, signal_to_send)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout=timeout)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    process.wait()
+
+
+def session_pids(marker_text: str) -> list[int]:
+    """Processes whose command line mentions ``marker_text`` (e.g. our own Ray's temp dir)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker_text.encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def kill_ray_session(processes: list[subprocess.Popen], temp_dir: str, timeout: float = 30) -> bool:
+    """SIGKILL the given process groups, then any process of the Ray session in ``temp_dir`` that left them.
+
+    Never `ray stop`, which would stop every Ray on the machine. Returns True when nothing is left.
+    """
+    for process in processes:
+        stop_group(process, signal.SIGKILL)
+    deadline = time.time() + timeout
+    while (pids := session_pids(temp_dir)) and time.time() < deadline:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.5)
+    return not session_pids(temp_dir)
