@@ -7,8 +7,6 @@ install command — a missing browser must not pass silently as a skip.
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
