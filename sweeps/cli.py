@@ -13,7 +13,7 @@ import ray
 from resnet_core.config import TrainConfig, scaled_milestones
 from sweeps.presets import PRESETS, Preset, get_preset
 from sweeps.runner import FAMILIES, SweepPlan, run_sweep
-from sweeps.tracking import TrackingError, absolute_tracking_uri
+from sweeps.tracking import TrackingError, absolute_tracking_uri, sqlite_path
 
 
 def default_home() -> Path:
@@ -146,7 +146,8 @@ def build_plan(study: str, args: argparse.Namespace, preset: Preset) -> SweepPla
     )
     if not plan.experiment.strip():
         raise ValueError("--experiment must not be empty")
-    Path(plan.tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True) if plan.tracking_uri.startswith("sqlite:///") else None
+    if (store := sqlite_path(plan.tracking_uri)) is not None:
+        store.parent.mkdir(parents=True, exist_ok=True)
     plan.check()
     return plan
 

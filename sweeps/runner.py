@@ -34,7 +34,7 @@ from sweeps.trainable import ARCH_KEY, run_name, train_trial, trial_config
 from sweeps.tracking import (SPOOL_DIRNAME, Spool, TrackingError, TrialTracking, bound_http_retries,
                              check_tracking_uri, close_interrupted_sweep, close_orphaned_trial_runs,
                              earlier_sweep, finish_run, is_local_store, is_transient, mark_trial_run_failed,
-                             resend, start_parent_run)
+                             resend, sqlite_path, start_parent_run)
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class SweepPlan:
 
         The runs an interrupted sweep left RUNNING are given their true status (KILLED) here.
         """
-        if self.tracking_uri.startswith("sqlite:///") and not Path(self.tracking_uri[len("sqlite:///"):]).exists():
+        if (store := sqlite_path(self.tracking_uri)) is not None and not store.exists():
             return
         try:
             earlier = earlier_sweep(self.tracking_uri, self.experiment, self.sweep_id)

@@ -51,15 +51,15 @@ class TrackingError(RuntimeError):
     """The tracking store cannot be used (unreachable server, unwritable path, ...)."""
 
 
-def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else a SQLite store ``mlflow.db`` in the current directory."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (None for any other store)."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
 
 def absolute_tracking_uri(uri: str) -> str:
     """Make a local store URI absolute, so trials in other working directories write to the same store."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+    if (path := sqlite_path(uri)) is not None:
+        return f"sqlite:///{path.resolve()}"
     if "://" not in uri:  # a bare path: MLflow's file store
         return str(Path(uri).resolve())
     return uri
@@ -93,8 +93,8 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
             raise TrackingError(f"tracking server {uri} is unreachable ({exc}); start it, or pass "
                                 f"--tracking-uri sqlite:///PATH/mlflow.db for a local store") from None
         return
-    if uri.startswith("sqlite:///"):
-        directory = Path(uri[len("sqlite:///"):]).parent
+    if (store := sqlite_path(uri)) is not None:
+        directory = store.parent
         if not directory.is_dir() or not os.access(directory, os.W_OK):
             raise TrackingError(f"cannot create the SQLite tracking store {uri}: {directory} is not a writable directory")
 
@@ -137,8 +137,8 @@ def artifact_location_for(uri: str) -> str | None:
     MLflow's default is ``./mlruns`` of whichever process creates the experiment: under ``ray job submit``
     that is a temporary copy of the working directory, which Ray deletes.
     """
-    if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+    if (path := sqlite_path(uri)) is not None:
+        return (path.parent / "mlartifacts").as_uri()
     return None  # a tracking server decides where its artifacts go
 
 
