@@ -3,10 +3,11 @@
 The reference is the loop most CIFAR tutorials use: PIL images through a torchvision ``DataLoader`` with
 ``RandomCrop(32, 4)`` + ``RandomHorizontalFlip`` + ``ToTensor`` + ``Normalize`` per image, and an NCHW fp32
 model of the same architecture. Ours is ``resnet_core.fit`` exactly as the sweeps run it (data on the device,
-batched augmentation, channels-last), with its default precision and optionally bf16.
+batched augmentation, channels-last), with its default precision (``auto``: bf16 autocast on CPUs with
+AVX512-BF16 or AMX, fp32 elsewhere) and optionally others.
 
     python bench/trainer_throughput.py                         # ResNet-20 and ResNet-56, batch 128, 32x32
-    python bench/trainer_throughput.py --depths 20 --iterations 20 --precisions fp32,bf16
+    python bench/trainer_throughput.py --depths 20 --iterations 20 --precisions auto,fp32
 
 Prints training images/s of each and the ratio ours / reference (target on CPU: >= 1.5).
 """
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from resnet_core import TrainConfig, build_model, fit  # noqa: E402
 from resnet_core.data import Dataset, Split  # noqa: E402
+from resnet_core.trainer import resolve_precision  # noqa: E402
 
 IMAGES = 5_000  # CIFAR-shaped random images; content does not change the speed
 
@@ -95,7 +97,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=30, help="timed iterations per measurement")
     parser.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
     parser.add_argument("--workers", type=int, default=2, help="reference DataLoader workers")
-    parser.add_argument("--precisions", default="auto", help="ours: comma-separated run.precision values")
+    parser.add_argument("--precisions", default="auto,fp32", help="ours: comma-separated run.precision values")
     parser.add_argument("--compile", action="store_true", help="ours: also measure with torch.compile")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 128, 32x32, CPU")
@@ -105,7 +107,9 @@ def main() -> None:
         for precision in args.precisions.split(","):
             for compiled in (False, True) if args.compile else (False,):
                 ours = ours_images_per_sec(depth, args.iterations, args.warmup, precision, compiled)
-                label = f"ours ({precision}{', compiled' if compiled else ''})"
+                resolved = resolve_precision(precision, torch.device("cpu"))
+                shown = precision if precision == resolved else f"{precision} = {resolved}"
+                label = f"ours ({shown}{', compiled' if compiled else ''})"
                 print(f"ResNet-{depth} {label:<33}: {ours:8.1f} images/s   ratio {ours / reference:.2f}x")
 
 

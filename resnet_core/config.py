@@ -77,7 +77,8 @@ class RunConfig:
 
     seed: int = _opt(0, "random seed (weights, data order, augmentation, validation split)")
     device: str = _opt("auto", "auto (cuda when present, else cpu), cpu, cuda, cuda:N or mps")
-    precision: str = _opt("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), fp32 or bf16")
+    precision: str = _opt("auto", "auto (bf16 autocast where the hardware computes bf16: Ampere or newer "
+                                  "GPUs, CPUs with AVX512-BF16 or AMX; fp32 elsewhere), fp32 or bf16")
     channels_last: bool = _opt(True, "channels-last memory format for the model and batches")
     compile: bool = _opt(False, "torch.compile the model")
     eval_every: int = _opt(2000, "iterations between evaluations (the last iteration is always evaluated)")

@@ -15,7 +15,7 @@ from pathlib import Path
 from resnet_core.checkpoint import CheckpointError
 from resnet_core.config import TrainConfig, scaled_milestones
 from resnet_core.data import DatasetUnavailableError
-from resnet_core.trainer import fit, resolve_device
+from resnet_core.trainer import fit, resolve_device, resolve_precision
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, defaults: TrainConfig | None = None) -> None:
@@ -79,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     name = f"{'resnet' if config.model.residual else 'plain'}-{config.model.depth}"
+    device = resolve_device(config.run.device)
     print(f"training {name} on {config.data.dataset} for {config.optim.iterations} iterations "
-          f"(device {resolve_device(config.run.device)})")
+          f"(device {device}, {resolve_precision(config.run.precision, device)})")
     bar = tqdm(total=config.optim.iterations, disable=args.no_progress, unit="it", dynamic_ncols=True)
     start, last, first_error = time.perf_counter(), None, None
     try:

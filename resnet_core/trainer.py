@@ -65,12 +65,31 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def has_native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware: CUDA GPUs from Ampere on, CPUs with AVX512-BF16 or AMX.
+
+    Elsewhere bf16 is emulated and slower than fp32, so ``run.precision=auto`` keeps fp32 there.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        cpu = torch.cpu
+        return any(getattr(cpu, probe, lambda: False)() for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a run computes in: "auto" becomes bf16 where the hardware has it natively, else fp32."""
+    if precision == "auto":
+        return "bf16" if has_native_bf16(device) else "fp32"
+    return precision
+
+
 def autocast_for(config: TrainConfig, device: torch.device) -> torch.autocast | None:
     """bf16 autocast (BN and the loss stay fp32) where the config asks for it; None means fp32."""
-    precision = config.run.precision
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else None
+    if resolve_precision(config.run.precision, device) == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return None
 
 
 class LearningRate:

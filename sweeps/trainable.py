@@ -28,6 +28,7 @@ from ray import tune
 
 from resnet_core import TrainConfig, fit, save_checkpoint
 from resnet_core.checkpoint import CheckpointError, load_latest_checkpoint
+from resnet_core.trainer import resolve_device, resolve_precision
 from sweeps.faults import TrialFaults
 from sweeps.tracking import TrialRun, TrialTracking
 
@@ -58,9 +59,12 @@ def run_name(config: TrainConfig) -> str:
 
 
 def run_tags(config: TrainConfig) -> dict[str, str]:
+    """A trial run's tags; ``precision`` is what the run computes in on this machine ("auto" resolved)."""
     m = config.model
+    precision = resolve_precision(config.run.precision, resolve_device(config.run.device))
     return {"family": family_name(config), "depth": str(m.depth), "shortcut": m.shortcut if m.residual else "none",
-            "seed": str(config.run.seed), "dataset": config.data.dataset, "model_family": m.family}
+            "seed": str(config.run.seed), "dataset": config.data.dataset, "model_family": m.family,
+            "precision": precision}
 
 
 def environment_record(sweep_env: dict[str, Any], trial_id: str, device: str) -> dict[str, Any]:

@@ -7,9 +7,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from resnet_core import TrainConfig
+from resnet_core.trainer import resolve_precision
 from sweeps import depth_vs_error
 from sweeps.cli import build_plan, study_arg_parser
 from sweeps.presets import get_preset
@@ -72,6 +74,7 @@ def test_child_runs_carry_params_tags_and_full_metric_histories(tiny_sweep):
         assert tags["family"] == family and tags["depth"] == depth and tags["seed"] == "0"
         assert tags["shortcut"] == ("A" if family == "residual" else "none")
         assert tags["dataset"] == "synthetic" and tags["preset"] == "smoke" and tags["outcome"] == "completed"
+        assert params["run.precision"] == "auto" and tags["precision"] == resolve_precision("auto", torch.device("cpu"))
         config = TrainConfig.from_dict({k: json.loads(v) if k == "optim.milestones" else v for k, v in params.items()})
         assert set(params) == set(TrainConfig().to_dict())
         assert config.model.depth == int(depth) and config.model.residual == (family == "residual")
