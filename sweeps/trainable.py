@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import platform
 import posixpath
 import re
@@ -68,7 +69,7 @@ def run_tags(config: TrainConfig) -> dict[str, str]:
 
 
 def environment_record(sweep_env: dict[str, Any], trial_id: str, device: str) -> dict[str, Any]:
-    """Where and with what a trial ran: git state (from the driver), packages, device, Tune trial id."""
+    """Where and with what a trial ran: git state (from the driver), packages, host and process, device, Tune trial id."""
     versions = {}
     for name in PACKAGES:
         try:
@@ -76,7 +77,7 @@ def environment_record(sweep_env: dict[str, Any], trial_id: str, device: str) ->
         except metadata.PackageNotFoundError:
             versions[name] = None
     return {**sweep_env, "packages": versions, "python": platform.python_version(), "host": platform.node(),
-            "device": device, "trial_id": trial_id}
+            "pid": os.getpid(), "device": device, "trial_id": trial_id}
 
 
 def _device_name(device: str) -> str:

@@ -36,9 +36,9 @@ def plan_for(argv: list[str]):
 
 @pytest.fixture(scope="module")
 def tiny_sweep(ray_runtime, tmp_path_factory):
-    """One real sweep (2 families x 2 depths, 1 seed), shared by the assertions below."""
+    """One real sweep (2 families x 2 depths, 1 seed, 2 at a time), shared by the assertions below."""
     tmp_path = tmp_path_factory.mktemp("sweep")
-    plan = plan_for(tiny_args(tmp_path, "--experiment", "tiny", "--max-concurrent", "4"))
+    plan = plan_for(tiny_args(tmp_path, "--experiment", "tiny", "--max-concurrent", "2"))
     results = run_sweep(plan)
     client = MlflowClient(plan.tracking_uri)
     experiment = client.get_experiment_by_name("tiny")
@@ -97,6 +97,14 @@ def test_child_runs_have_artifacts(tiny_sweep):
         env = json.loads(Path(client.download_artifacts(run.info.run_id, "environment.json")).read_text())
         assert env["trial_id"] == run.data.tags["trial_id"] and env["packages"]["torch"]
         assert "git_commit" in env and env["device"].startswith("cpu")
+
+
+def test_trials_reuse_the_processes_of_finished_ones(tiny_sweep):
+    # 4 trials, at most 2 at a time: Tune runs them in 2 processes (no Python/torch/MLflow start per trial).
+    _, _, client, runs = tiny_sweep
+    pids = [json.loads(Path(client.download_artifacts(run.info.run_id, "environment.json")).read_text())["pid"]
+            for run in children(runs)]
+    assert len(pids) == 4 and len(set(pids)) <= 2, pids
 
 
 def test_concurrent_trials_lose_and_duplicate_no_metric(tiny_sweep):
