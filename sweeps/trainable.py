@@ -135,6 +135,9 @@ def train_trial(config: dict[str, Any], tracking: TrialTracking, sweep_env: dict
 
     ``faults`` is the test-only fault spec (sweeps/faults.py); None in normal use.
     """
+    # Ray logs "Checkpoint successfully created" at every evaluation of every trial: in the driver's output
+    # that drowns Tune's progress table. Warnings and errors still come through.
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     train_config = trial_config(config)
     trial_id = tune.get_context().get_trial_id()
     name = run_name(train_config)
