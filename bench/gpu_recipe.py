@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from bench.trainer_throughput import cifar_shaped_dataset  # noqa: E402
 from dashboards.paper import TABLE6_RESNET_TEST_ERROR  # noqa: E402
 from resnet_core import DatasetUnavailableError, TrainConfig, fit  # noqa: E402
+from resnet_core.config import scaled_milestones  # noqa: E402
 from resnet_core.trainer import resolve_device, resolve_precision  # noqa: E402
 
 TARGET_MINUTES = {20: 3.0, 56: 6.0}
@@ -84,7 +85,7 @@ def main() -> None:
         parser.error(f"--set expects KEY=VALUE; got {args.set}")
     base = TrainConfig().replace(**{
         "data.data_dir": args.data_dir, "run.device": str(device), "optim.iterations": args.iterations,
-        "optim.milestones": [args.iterations // 2, args.iterations * 3 // 4],
+        "optim.milestones": list(scaled_milestones(args.iterations)),
         "run.eval_every": max(1, args.iterations // 8), **overrides})
     dataset = cifar_shaped_dataset(device) if args.random_data else None
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
@@ -99,14 +100,14 @@ def main() -> None:
             except DatasetUnavailableError as exc:
                 sys.exit(f"error: {exc}")
             minutes = (time.perf_counter() - start) / 60
-        speeds = [r.metrics["perf/images_per_sec"] for r in results if "perf/images_per_sec" in r.metrics]
-        line = (f"ResNet-{depth}: {minutes:6.2f} min, {statistics.median(speeds):8.0f} training images/s, "
+        speed = statistics.median(r.metrics["perf/images_per_sec"] for r in results if "perf/images_per_sec" in r.metrics)
+        line = (f"ResNet-{depth}: {minutes:6.2f} min, {speed:8.0f} training images/s, "
                 f"GPU utilisation {gpu.mean}")
         if depth in TARGET_MINUTES:
             if args.iterations == 64_000:
                 full, how = minutes, "took"
             else:  # a projection from the training speed alone (evaluations excluded)
-                full, how = 64_000 * config.optim.batch_size / statistics.median(speeds) / 60, "would train in"
+                full, how = 64_000 * config.optim.batch_size / speed / 60, "would train in"
             verdict = "met" if full <= TARGET_MINUTES[depth] else "missed"
             line += f"; 64k iterations {how} {full:.2f} min (target {TARGET_MINUTES[depth]:.0f}: {verdict})"
         if not args.random_data and depth in TABLE6_RESNET_TEST_ERROR and results[-1].status == "completed":

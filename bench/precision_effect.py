@@ -5,7 +5,7 @@ trained with each seed in fp32 and in bf16 autocast, ``--concurrency`` trainings
 each, as the sweep runs them). Prints each net's final training and test error (mean ± standard deviation
 over seeds) per precision, the difference of the means, and the summed training time per precision.
 
-    python bench/precision_effect.py                      # 4 seeds: 32 trainings, ~30 min on 2 cores
+    python bench/precision_effect.py                      # 4 seeds: 32 trainings, ~35 min on 2 cores
     python bench/precision_effect.py --seeds 2 --iterations 300 --depths 20
 """
 
@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 from resnet_core import TrainConfig, fit  # noqa: E402
 from sweeps.cli import build_plan, study_arg_parser  # noqa: E402
 from sweeps.presets import get_preset  # noqa: E402
+from sweeps.trainable import family_name  # noqa: E402
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -37,7 +38,8 @@ def train(flat_config: dict) -> tuple[dict, dict, float]:
 
 
 def net_name(flat: dict) -> str:
-    return f"{'residual' if flat['model.residual'] else 'plain'}-{flat['model.depth']}"
+    config = TrainConfig.from_dict(flat)
+    return f"{family_name(config)}-{config.model.depth}"
 
 
 def summary(values: list[float]) -> str:
