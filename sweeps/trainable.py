@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.fs
+import ray
 import torch
 from ray import tune
 
@@ -144,6 +145,7 @@ def train_trial(config: dict[str, Any], tracking: TrialTracking, sweep_env: dict
     injected = TrialFaults(faults, name, trial_id)
     run = TrialRun(tracking, trial_id, name, run_tags(train_config), train_config.to_dict())
     try:
+        run.set_tags({"node_ip": ray.util.get_node_ip_address()})  # where this attempt runs (a retry may move)
         state, history, refused = _restore()
         if refused:
             run.set_tags({"checkpoint_refused": "; ".join(refused)[:4000]})
