@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from resnet_core import TrainConfig, fit  # noqa: E402
-from sweeps.cli import build_plan, study_arg_parser  # noqa: E402
-from sweeps.presets import get_preset  # noqa: E402
-from sweeps.trainable import family_name  # noqa: E402
+from sweeps.cli import plan_from_argv  # noqa: E402
+from sweeps.depth_vs_error import STUDY  # noqa: E402
+from resnet_core.config import family_name  # noqa: E402
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -60,8 +60,7 @@ def main() -> None:
         sweep_args += ["--iterations", str(args.iterations)]
     if args.depths:
         sweep_args += ["--depths", args.depths]
-    plan = build_plan("depth_vs_error", study_arg_parser("depth_vs_error", "").parse_args(sweep_args),
-                      get_preset("smoke"))
+    plan = plan_from_argv(STUDY, sweep_args)
     # Interleaved, so that both precisions meet the same machine load and start-up costs.
     jobs = [{**config.to_dict(), "run.precision": precision}
             for config in plan.configs() for precision in PRECISIONS]

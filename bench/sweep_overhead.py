@@ -29,10 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from resnet_core import TrainConfig, fit  # noqa: E402
-from sweeps.cli import build_plan, study_arg_parser  # noqa: E402
-from sweeps.presets import get_preset  # noqa: E402
-from sweeps.tracking import TrialRun, TrialTracking, start_parent_run  # noqa: E402
-from sweeps.trainable import run_name, run_tags  # noqa: E402
+from sweeps.cli import plan_from_argv  # noqa: E402
+from sweeps.depth_vs_error import STUDY  # noqa: E402
+from sweeps.tracking.sweep_run import start_parent_run  # noqa: E402
+from sweeps.tracking.trial_run import TrialRun, TrialTracking  # noqa: E402
+from sweeps.trial import run_name, run_tags  # noqa: E402
 
 
 def bare(flat_config: dict) -> None:
@@ -66,8 +67,7 @@ def main() -> None:
     sweep_args = ["--preset", "smoke", "--seeds", str(args.seeds), "--iterations", str(args.iterations),
                   "--max-concurrent", str(args.concurrency), "--no-report", "--storage-path", str(work / "rr")]
 
-    plan = build_plan("depth_vs_error", study_arg_parser("depth_vs_error", "").parse_args(
-        [*sweep_args, "--tracking-uri", f"sqlite:///{work / 'reference.db'}"]), get_preset("smoke"))
+    plan = plan_from_argv(STUDY, [*sweep_args, "--tracking-uri", f"sqlite:///{work / 'reference.db'}"])
     configs = [config.to_dict() for config in plan.configs()]
 
     first_reference = pool_wall_time(bare, configs, args.concurrency)

@@ -144,15 +144,45 @@ def _to_unit_float(images: torch.Tensor, device: torch.device | str) -> torch.Te
 
 
 def _load_cifar10(config: DataConfig) -> _Raw:
-    from torchvision.datasets import CIFAR10
-
-    return _load_cifar(CIFAR10, "CIFAR-10", "data_batch_1..5, test_batch", config)
+    return _load_cifar(*_cifar("cifar10"), config)
 
 
 def _load_cifar100(config: DataConfig) -> _Raw:
-    from torchvision.datasets import CIFAR100
+    return _load_cifar(*_cifar("cifar100"), config)
 
-    return _load_cifar(CIFAR100, "CIFAR-100", "train, test, meta", config)
+
+def _cifar(dataset: str) -> tuple[type, str, str]:
+    """torchvision's class for a CIFAR data set, its title, and the files it expects (for messages)."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    return {"cifar10": (CIFAR10, "CIFAR-10", "data_batch_1..5, test_batch"),
+            "cifar100": (CIFAR100, "CIFAR-100", "train, test, meta")}[dataset]
+
+
+def check_dataset(config: DataConfig) -> None:
+    """Verify, without loading it, that ``config.dataset`` is there: every CIFAR file present with its published
+    md5 (digits and synthetic data need no files). Raises DatasetUnavailableError saying how to provide it.
+
+    With ``download`` set, missing files are not an error: the run fetches them.
+    """
+    if config.dataset not in ("cifar10", "cifar100"):
+        return
+    cls, title, expected = _cifar(config.dataset)
+    root = os.path.abspath(os.path.expanduser(config.data_dir))
+    _verify_cifar_files(cls, title, root, config.download)
+    folder = os.path.join(root, cls.base_folder)
+    names = [name for name, _ in [*cls.train_list, *cls.test_list]] + [cls.meta["filename"]]
+    if not config.download and not all(os.path.isfile(os.path.join(folder, name)) for name in names):
+        raise _cifar_missing(cls, title, expected, root, None)
+
+
+def _cifar_missing(cls: type, title: str, expected: str, root: str, download_error: Exception | None
+                   ) -> DatasetUnavailableError:
+    reason = f" The download failed: {download_error}." if download_error is not None else ""
+    return DatasetUnavailableError(
+        f"{title} not found or corrupted under {root!r} (expected {cls.base_folder}/{expected})."
+        f"{reason} Download {cls.url} and extract it there, pass --data-dir DIR pointing to where it is, "
+        f"or pass --download on a machine with internet.")
 
 
 def _load_cifar(cls: type, title: str, expected: str, config: DataConfig) -> _Raw:
@@ -164,12 +194,7 @@ def _load_cifar(cls: type, title: str, expected: str, config: DataConfig) -> _Ra
         test = cls(root=root, train=False, download=False)
     # torchvision raises RuntimeError for missing or corrupt files, URLError (an OSError) when offline.
     except (RuntimeError, OSError, pickle.UnpicklingError, EOFError) as error:
-        reason = f" The download failed: {error}." if config.download else ""
-        raise DatasetUnavailableError(
-            f"{title} not found or corrupted under {root!r} (expected {cls.base_folder}/{expected})."
-            f"{reason} Download {cls.url} and extract it there, pass --data-dir DIR pointing to where it is, "
-            f"or pass --download on a machine with internet."
-        ) from error
+        raise _cifar_missing(cls, title, expected, root, error if config.download else None) from error
     return _Raw(
         train_images=_hwc_to_chw(train.data),
         train_labels=torch.tensor(train.targets, dtype=torch.int64),

@@ -13,14 +13,27 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sweeps.cli import sweep_main
+from sweeps.presets import PAPER, PAPER_DESCRIPTION, PAPER_SEEDS, SMOKE, SMOKE_DESCRIPTION
+from sweeps.study import DEPTH, FAMILY, GridStudy, Preset
 
-STUDY = "depth_vs_error"
-
-
-def main(argv: list[str] | None = None) -> int:
-    return sweep_main(STUDY, __doc__.strip().splitlines()[0], argv)
-
+STUDY = GridStudy(
+    name="depth_vs_error",
+    description=__doc__.strip().splitlines()[0],
+    axes=(FAMILY, DEPTH),
+    presets={
+        "smoke": Preset("smoke", SMOKE_DESCRIPTION + ": shows degradation", SMOKE,
+                        grid=({"family": ("plain", "residual"), "depth": (20, 56)},),
+                        seeds=2, cpus_per_trial=1, gpus_per_trial=0),
+        "paper": Preset("paper", PAPER_DESCRIPTION, PAPER,
+                        grid=({"family": ("plain",), "depth": (20, 32, 44, 56)},
+                              {"family": ("residual",), "depth": (20, 32, 44, 56, 110)}),
+                        seeds=PAPER_SEEDS, cpus_per_trial=1, gpus_per_trial=0.2,  # small nets share a GPU
+                        cell_overrides=(({"family": "residual", "depth": 110}, {"optim.warmup": True}),),
+                        recipe="paper"),
+    },
+    report_sections=("curves", "error_vs_depth", "verdict", "paper", "layer_responses"),
+)
+main = STUDY.main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,8 +1,8 @@
 """The Ray Tune trainable: one trial = one ``resnet_core.fit`` run, checkpointed through Tune, tracked in MLflow.
 
-Order of work at each evaluation: log to MLflow, then report to Tune with a checkpoint. If the trial dies in
-between, it is retried from the previous checkpoint and re-logs nothing twice: training is deterministic on
-resume, and steps already in the MLflow run are skipped.
+Runs in a trial process. Order of work at each evaluation: log to MLflow, then report to Tune with a
+checkpoint. If the trial dies in between, it is retried from the previous checkpoint and re-logs nothing
+twice: training is deterministic on resume, and steps already in the MLflow run are skipped.
 
 Restoring tries the checkpoint Tune hands back first and, if that one is truncated, corrupt or unsafe (it
 is only ever read with ``weights_only=True``), the older ones Tune kept next to it (``num_to_keep``).
@@ -21,52 +21,103 @@ import re
 import tempfile
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager, Protocol
 
 import pyarrow.fs
 import ray
 import torch
 from ray import tune
 
-from resnet_core import TrainConfig, fit, save_checkpoint
+from resnet_core import Result, TrainConfig, fit, save_checkpoint
 from resnet_core.checkpoint import CheckpointError, load_latest_checkpoint
-from resnet_core.trainer import resolve_device, resolve_precision
-from sweeps.faults import TrialFaults
-from sweeps.tracking import TrialRun, TrialTracking
+from sweeps.tracking.trial_run import TrialRun, TrialTracking
+from sweeps.trial import run_name, run_tags, trial_config
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 PROBES_FILE = "probes.json"
-ARCH_KEY = "arch"  # param-space key holding the per-trial overrides (family, depth, ...)
 PACKAGES = ("torch", "torchvision", "ray", "mlflow", "numpy", "resnet-depth-studies")
+# The probe histories kept across evaluations (and restores), with the key their values go under.
+PROBE_VALUE_KEYS = {"layer_response_std": "std", "grad_norms": "norm"}
+SHOWN = ("train/error", "test/error", "perf/images_per_sec")
 
 
-def trial_config(config: dict[str, Any]) -> TrainConfig:
-    """The TrainConfig of a trial: Tune's config is flat TrainConfig keys plus an ``arch`` dict of overrides."""
-    flat = {k: v for k, v in config.items() if k != ARCH_KEY}
-    flat.update(config.get(ARCH_KEY, {}))
-    return TrainConfig.from_dict(flat)
+class TrialHooks(Protocol):
+    """Points where a caller may act inside a trial (the failure tests inject faults here); None in normal use."""
+
+    def checkpoint_write(self, trial: str, iteration: int, directory: Path) -> ContextManager[None]:
+        """Around writing the checkpoint of ``iteration`` into ``directory``."""
+
+    def after_report(self, trial: str, iteration: int) -> None:
+        """After ``iteration`` was reported to Tune with its checkpoint."""
 
 
-def family_name(config: TrainConfig) -> str:
-    return "residual" if config.model.residual else "plain"
+def train_trial(config: dict[str, Any], tracking: TrialTracking, sweep_env: dict[str, Any],
+                hooks: TrialHooks | None = None) -> None:
+    """Tune function trainable (bind ``tracking``, ``sweep_env`` and ``hooks`` with ``tune.with_parameters``)."""
+    # Ray logs "Checkpoint successfully created" at every evaluation of every trial: in the driver's output
+    # that drowns Tune's progress table. Warnings and errors still come through.
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    train_config = trial_config(config)
+    trial_id = tune.get_context().get_trial_id()
+    name = run_name(train_config)
+    run = TrialRun(tracking, trial_id, name, run_tags(train_config), train_config.to_dict())
+    try:
+        run.set_tags({"node_ip": ray.util.get_node_ip_address()})  # where this attempt runs (a retry may move)
+        state, history = _start(run, train_config, sweep_env, trial_id)
+        outcome = "completed"  # also when resumed from the final checkpoint, where fit has nothing left to do
+        for result in fit(train_config, resume=state):
+            outcome = "diverged" if result.status == "diverged" else "completed"
+            _evaluation(run, result, history, name, hooks)
+        run.finish(outcome)
+    except BaseException:
+        try:
+            run.finish("failed")  # a retry reopens the run and sets it RUNNING again
+        except Exception:  # never hide why the trial failed behind a tracking error
+            log.exception("could not mark the MLflow run of trial %s as failed", trial_id)
+        raise
 
 
-def run_name(config: TrainConfig) -> str:
-    """Readable run name, e.g. ``plain-56 seed 1`` or ``residual-34 B seed 0``."""
-    m = config.model
-    option = f" {m.shortcut}" if m.residual and m.shortcut != "A" else ""
-    return f"{family_name(config)}-{m.depth}{option} seed {config.run.seed}"
+def _start(run: TrialRun, config: TrainConfig, sweep_env: dict[str, Any], trial_id: str) -> tuple[dict | None, dict]:
+    """Restore from Tune's checkpoint (tagging what was refused), or log the config of a fresh start."""
+    state, history, refused = _restore()
+    if refused:
+        run.set_tags({"checkpoint_refused": "; ".join(refused)[:4000]})
+    if state is None:
+        run.log_dict(config.to_dict(), "config.json")
+        run.log_dict(environment_record(sweep_env, trial_id, _device_name(config.run.device)), "environment.json")
+    else:
+        run.set_tags({"resumed_from_iteration": str(int(state["iteration"]))})
+    return state, history
 
 
-def run_tags(config: TrainConfig) -> dict[str, str]:
-    """A trial run's tags; ``precision`` is what the run computes in on this machine ("auto" resolved)."""
-    m = config.model
-    precision = resolve_precision(config.run.precision, resolve_device(config.run.device))
-    return {"family": family_name(config), "depth": str(m.depth), "shortcut": m.shortcut if m.residual else "none",
-            "seed": str(config.run.seed), "dataset": config.data.dataset, "model_family": m.family,
-            "precision": precision}
+def _evaluation(run: TrialRun, result: Result, history: dict, name: str, hooks: TrialHooks | None) -> None:
+    """One evaluation: log it, keep its probes, report it to Tune with a checkpoint (none when diverged)."""
+    diverged = result.status == "diverged"
+    run.log_metrics(result.iteration, result.metrics)
+    _append(history, "layer_response_std", result.iteration, result.layer_response_std)
+    _append(history, "grad_norms", result.iteration, result.grad_norms)
+    # The first four numbers are what Tune's live table shows: iteration, train/test error, images/s.
+    report = {"iteration": result.iteration, **_shown_first(result.metrics),
+              "status": result.status, "diverged": diverged}
+    if diverged:  # no checkpoint of non-finite weights: the previous one stays the newest
+        _log_final_artifacts(run, result, history, None)
+        tune.report(report)
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        with hooks.checkpoint_write(name, result.iteration, Path(directory)) if hooks else contextlib.nullcontext():
+            save_checkpoint(result.state(), Path(directory) / CHECKPOINT_FILE)
+        (Path(directory) / PROBES_FILE).write_text(json.dumps(history))
+        if result.done:
+            _log_final_artifacts(run, result, history, Path(directory))
+        tune.report(report, checkpoint=tune.Checkpoint.from_directory(directory))
+    if hooks:
+        hooks.after_report(name, result.iteration)
+
+
+def _shown_first(metrics: dict[str, float]) -> dict[str, float]:
+    return dict(sorted(metrics.items(), key=lambda kv: SHOWN.index(kv[0]) if kv[0] in SHOWN else len(SHOWN)))
 
 
 def environment_record(sweep_env: dict[str, Any], trial_id: str, device: str) -> dict[str, Any]:
@@ -78,7 +129,7 @@ def environment_record(sweep_env: dict[str, Any], trial_id: str, device: str) ->
         except metadata.PackageNotFoundError:
             versions[name] = None
     return {**sweep_env, "packages": versions, "python": platform.python_version(), "host": platform.node(),
-            "pid": os.getpid(), "device": device, "trial_id": trial_id}
+            "node_ip": ray.util.get_node_ip_address(), "pid": os.getpid(), "device": device, "trial_id": trial_id}
 
 
 def _device_name(device: str) -> str:
@@ -130,65 +181,6 @@ def _restore() -> tuple[dict | None, dict, list[str]]:
     return state, history, refused
 
 
-def train_trial(config: dict[str, Any], tracking: TrialTracking, sweep_env: dict[str, Any],
-                faults: dict[str, Any] | None = None) -> None:
-    """Tune function trainable (bind ``tracking``, ``sweep_env`` and ``faults`` with ``tune.with_parameters``).
-
-    ``faults`` is the test-only fault spec (sweeps/faults.py); None in normal use.
-    """
-    # Ray logs "Checkpoint successfully created" at every evaluation of every trial: in the driver's output
-    # that drowns Tune's progress table. Warnings and errors still come through.
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-    train_config = trial_config(config)
-    trial_id = tune.get_context().get_trial_id()
-    name = run_name(train_config)
-    injected = TrialFaults(faults, name, trial_id)
-    run = TrialRun(tracking, trial_id, name, run_tags(train_config), train_config.to_dict())
-    try:
-        run.set_tags({"node_ip": ray.util.get_node_ip_address()})  # where this attempt runs (a retry may move)
-        state, history, refused = _restore()
-        if refused:
-            run.set_tags({"checkpoint_refused": "; ".join(refused)[:4000]})
-        if state is None:
-            run.log_dict(train_config.to_dict(), "config.json")
-            run.log_dict(environment_record(sweep_env, trial_id, _device_name(train_config.run.device)),
-                         "environment.json")
-        else:
-            run.set_tags({"resumed_from_iteration": str(int(state["iteration"]))})
-        outcome = "completed"  # also when resumed from the final checkpoint, where fit has nothing left to do
-        for result in fit(train_config, resume=state):
-            diverged = result.status == "diverged"
-            outcome = "diverged" if diverged else "completed"
-            run.log_metrics(result.iteration, result.metrics)
-            _append(history, "layer_response_std", result.iteration, result.layer_response_std)
-            _append(history, "grad_norms", result.iteration, result.grad_norms)
-            report = {**result.metrics, "iteration": result.iteration, "status": result.status, "diverged": diverged}
-            if diverged:  # no checkpoint of non-finite weights: the previous one stays the newest
-                _log_final_artifacts(run, result, history, None)
-                tune.report(report)
-                continue
-            with tempfile.TemporaryDirectory() as directory:
-                with injected.checkpoint_write(result.iteration, directory):
-                    save_checkpoint(result.state(), Path(directory) / CHECKPOINT_FILE)
-                (Path(directory) / PROBES_FILE).write_text(json.dumps(history))
-                if result.done:
-                    _log_final_artifacts(run, result, history, Path(directory))
-                tune.report(report, checkpoint=tune.Checkpoint.from_directory(directory))
-            persisted = tune.get_checkpoint()
-            injected.after_report(result.iteration, persisted.path if persisted else None, CHECKPOINT_FILE)
-        run.finish(outcome)
-    except BaseException:
-        try:
-            run.finish("failed")  # a retry reopens the run and sets it RUNNING again
-        except Exception:  # never hide why the trial failed behind a tracking error
-            log.exception("could not mark the MLflow run of trial %s as failed", trial_id)
-        raise
-
-
-# The probe histories kept across evaluations (and restores), with the key their values go under.
-PROBE_VALUE_KEYS = {"layer_response_std": "std", "grad_norms": "norm"}
-
-
 def _append(history: dict, key: str, iteration: int, values: dict[str, float]) -> None:
     """Add one evaluation's per-layer values to a probe history (layout in docs/tracking.md)."""
     if not values:
@@ -199,11 +191,10 @@ def _append(history: dict, key: str, iteration: int, values: dict[str, float]) -
     entry[value_key].append([values[name] for name in entry["layers"]])
 
 
-def _log_final_artifacts(run: TrialRun, result: Any, history: dict, directory: Path | None) -> None:
-    if "layer_response_std" in history:
-        run.log_dict(history["layer_response_std"], "probes/layer_response_std.json")
-    if "grad_norms" in history:
-        run.log_dict(history["grad_norms"], "probes/grad_norms.json")
+def _log_final_artifacts(run: TrialRun, result: Result, history: dict, directory: Path | None) -> None:
+    for key in PROBE_VALUE_KEYS:
+        if key in history:
+            run.log_dict(history[key], f"probes/{key}.json")
     if result.status == "completed" and directory is not None:
         weights = directory / "final_weights.pt"
         torch.save(result.state()["model"], weights)

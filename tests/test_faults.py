@@ -1,7 +1,7 @@
 """Fault tolerance, every fault injected for real (docs/failure-modes.md): real Ray Tune, a real MLflow
 SQLite store, real processes killed. Kept short by tiny configs (synthetic data, depth 8, batch 32, 12
-iterations, an evaluation every 3), not by mocks. Faults come from sweeps/faults.py, switched on by the
-RESNET_STUDIES_FAULTS file; each fires a bounded number of times, marked by a marker file.
+iterations, an evaluation every 3), not by mocks. Faults come from tests/faults.py, handed to the sweep as its
+trial hooks; each fires a bounded number of times, marked by a marker file.
 
 The tracking server going away is in test_faults_tracking.py.
 """
@@ -29,10 +29,9 @@ from resnet_core.checkpoint import CheckpointError
 from resnet_core.config import DataConfig
 from resnet_core.data import DatasetUnavailableError, load_dataset
 from sweeps import depth_vs_error
-from sweeps.cli import build_plan, study_arg_parser
-from sweeps.faults import FAULTS_ENV, Exploit
-from sweeps.presets import get_preset
 from sweeps.runner import best_result, run_sweep
+from faults import Exploit, FaultHooks
+from plans import plan_for
 from processes import free_port, kill_ray_session, session_pids
 from test_data import cifar_dir  # noqa: F401  (a tiny CIFAR-10 in the real format, md5 lists patched)
 
@@ -48,11 +47,6 @@ METRICS = {"train/error", "train/loss", "test/error", "test/loss", "opt/lr", "pe
 def store_args(tmp_path: Path, experiment: str) -> list[str]:
     return ["--experiment", experiment, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
             "--storage-path", str(tmp_path / "ray_results")]
-
-
-def plan_for(argv: list[str]):
-    args = study_arg_parser("depth_vs_error", "test").parse_args(argv)
-    return build_plan("depth_vs_error", args, get_preset(args.preset))
 
 
 def write_faults(directory: Path, faults: list[dict]) -> Path:
@@ -130,9 +124,7 @@ def faulty_sweep(ray_runtime, tmp_path_factory):
 
     watcher = threading.Thread(target=release_when_all_hold, daemon=True)
     watcher.start()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(FAULTS_ENV, str(spec))
-        results = run_sweep(plan)
+    results = run_sweep(plan, hooks=FaultHooks.from_file(spec))
     watcher.join(timeout=5)
     client = MlflowClient(plan.tracking_uri)
     by_name = {trial_config_name(r.config): r for r in results}
@@ -141,7 +133,7 @@ def faulty_sweep(ray_runtime, tmp_path_factory):
 
 
 def trial_config_name(config: dict) -> str:
-    from sweeps.trainable import run_name, trial_config
+    from sweeps.trial import run_name, trial_config
 
     return run_name(trial_config(config))
 
@@ -296,15 +288,17 @@ def ray_tmp():
     subprocess.run(["rm", "-rf", path], check=False)
 
 
-def sweep_command(*argv: str) -> list[str]:
+def sweep_command(*argv: str, faults: Path | None = None) -> list[str]:
+    """The depth study's command line; with ``faults``, the same study with those faults injected."""
+    if faults is not None:
+        return [sys.executable, str(REPO / "tests" / "faulty_sweep.py"), str(faults), *argv]
     return [sys.executable, str(REPO / "sweeps" / "depth_vs_error.py"), *argv]
 
 
 def driver_env(ray_tmp: str, **extra: str) -> dict[str, str]:
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1", **extra}
-    for name in ("RAY_ADDRESS", FAULTS_ENV):
-        if name not in extra:
-            env.pop(name, None)
+    if "RAY_ADDRESS" not in extra:
+        env.pop("RAY_ADDRESS", None)
     return env
 
 
@@ -342,7 +336,7 @@ def test_killed_driver_is_resumed_with_resume(tmp_path, ray_tmp):
 
     log = tmp_path / "first.log"
     with open(log, "w") as out:
-        first = subprocess.Popen(sweep_command(*args), cwd=tmp_path, env=driver_env(ray_tmp, **{FAULTS_ENV: str(spec)}),
+        first = subprocess.Popen(sweep_command(*args, faults=spec), cwd=tmp_path, env=driver_env(ray_tmp),
                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(hang.exists, 300, "the residual trial to hang after iteration 6", first, log)
@@ -395,8 +389,7 @@ def two_node_cluster():
     temp_dir = tempfile.mkdtemp(prefix="rc", dir="/tmp")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_AUTH_MODE": "token"}  # clusters require a token (~/.ray/auth_token), as in test_ray_job.py
-    for name in ("RAY_ADDRESS", FAULTS_ENV):
-        env.pop(name, None)
+    env.pop("RAY_ADDRESS", None)
     address = f"127.0.0.1:{free_port()}"
     head = [str(BIN / "ray"), "start", "--head", "--block", "--port", address.split(":")[1], "--num-cpus", "1",
             "--include-dashboard", "false", "--dashboard-port", str(free_port()),

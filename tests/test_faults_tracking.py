@@ -20,11 +20,12 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweeps.faults import FAULTS_ENV
+from faults import FaultHooks
 from sweeps.runner import run_sweep
-from sweeps.tracking import TrackingError
+from sweeps.tracking.store import TrackingError
 from processes import free_port, stop_group
-from test_faults import METRICS, REPO, STEPS, TINY, plan_for, steps, wait_for, write_faults
+from plans import plan_for
+from test_faults import METRICS, REPO, STEPS, TINY, steps, wait_for, write_faults
 
 BIN = Path(sys.executable).parent
 
@@ -86,7 +87,6 @@ def test_tracking_server_outage_loses_no_metric(ray_runtime, tmp_path, server, m
     releases = {n: tmp_path / f"release{n}" for n in (3, 6, 9)}
     spec = write_faults(tmp_path, [{"trial": trial, "kind": "hold", "after": n, "release": str(path), "timeout": 300}
                                    for n, path in releases.items()])
-    monkeypatch.setenv(FAULTS_ENV, str(spec))
     plan = plan_for([*TINY, "--experiment", "outage", "--tracking-uri", server.uri, "--storage-path",
                      str(tmp_path / "ray_results"), "--depths", "8", "--families", "residual", "--seeds", "1",
                      "--cpus-per-trial", "1"])
@@ -96,7 +96,7 @@ def test_tracking_server_outage_loses_no_metric(ray_runtime, tmp_path, server, m
 
     def sweep() -> None:
         try:
-            outcome["results"] = run_sweep(plan)
+            outcome["results"] = run_sweep(plan, hooks=FaultHooks.from_file(spec))
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             outcome["error"] = exc
 

@@ -13,9 +13,8 @@ from mlflow.tracking import MlflowClient
 from resnet_core import TrainConfig
 from resnet_core.trainer import resolve_precision
 from sweeps import depth_vs_error
-from sweeps.cli import build_plan, study_arg_parser
-from sweeps.presets import get_preset
 from sweeps.runner import run_sweep
+from plans import plan_for
 
 TINY = ["--preset", "smoke", "--dataset", "synthetic", "--depths", "8,14", "--families", "plain,residual",
         "--seeds", "1", "--iterations", "12", "--eval-every", "4", "--cpus-per-trial", "1", "--no-report",
@@ -27,11 +26,6 @@ METRICS = {"train/error", "train/loss", "test/error", "test/loss", "opt/lr", "pe
 def tiny_args(tmp_path: Path, *extra: str) -> list[str]:
     return [*TINY, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage-path",
             str(tmp_path / "ray_results"), *extra]
-
-
-def plan_for(argv: list[str]):
-    args = study_arg_parser("depth_vs_error", "test").parse_args(argv)
-    return build_plan("depth_vs_error", args, get_preset(args.preset))
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +117,8 @@ def test_concurrent_trials_lose_and_duplicate_no_metric(tiny_sweep):
     (["--preset", "huge"], "unknown preset 'huge'"),
     (["--depths", "20,21"], "6n+2"),
     (["--families", "plain,wide"], "unknown family 'wide'"),
-    (["--iterations", "0"], "--iterations must be > 0"),
-    (["--iterations", "-5"], "--iterations must be > 0"),
+    (["--iterations", "0"], "optim.iterations must be > 0"),
+    (["--iterations", "-5"], "optim.iterations must be > 0"),
     (["--seeds", "0"], "--seeds must be >= 1"),
     (["--dataset", "imagenet"], "data.dataset='imagenet' is not valid"),
     (["--set", "optim.lr=-1"], "optim.lr must be > 0"),

@@ -1,7 +1,7 @@
-"""Fault injection for the failure tests (tests/test_faults*.py, docs/failure-modes.md). Off by default.
+"""Fault injection for the failure tests (tests/test_faults*.py, docs/failure-modes.md): test-only.
 
-Set ``RESNET_STUDIES_FAULTS`` to a JSON file before starting a sweep; the driver reads it once and ships it
-to every trial (so it works for trials on any node, and needs nothing in the TrainConfig)::
+A ``FaultHooks`` object is handed to the sweep as its trial hooks (``run_sweep(plan, hooks=...)``, or
+``tests/faulty_sweep.py`` for a sweep in its own process); Tune ships it to every trial. A spec::
 
     {"markers": "/tmp/faults",                 # where fired faults leave marker files
      "faults": [{"trial": "plain-8 seed 0",    # run name of the trial to hit
@@ -30,7 +30,6 @@ from typing import Any
 
 import torch
 
-FAULTS_ENV = "RESNET_STUDIES_FAULTS"
 KINDS = (
     "raise",                         # an exception after the evaluation is reported (a crash)
     "sigkill",                       # the trial's process kills itself (OOM killer, preempted node)
@@ -40,18 +39,6 @@ KINDS = (
     "malicious_checkpoint",          # replace the newest persisted checkpoint by a code-running pickle, then crash
     "kill_during_checkpoint_write",  # SIGKILL half-way through writing the checkpoint file
 )
-
-
-def load_fault_spec() -> dict[str, Any] | None:
-    """The fault spec named by ``RESNET_STUDIES_FAULTS`` (read in the driver), or None."""
-    path = os.environ.get(FAULTS_ENV)
-    if not path:
-        return None
-    spec = json.loads(Path(path).read_text())
-    for fault in spec.get("faults", []):
-        if fault.get("kind") not in KINDS:
-            raise ValueError(f"{FAULTS_ENV}: unknown fault kind {fault.get('kind')!r}; choose from {list(KINDS)}")
-    return spec
 
 
 class Exploit:
@@ -64,18 +51,23 @@ class Exploit:
         return os.system, (self.command,)
 
 
-class TrialFaults:
-    """The faults aimed at one trial (a no-op when there are none)."""
+class FaultHooks:
+    """Trial hooks (sweeps.trainable.TrialHooks) that fire the faults of a spec at the trials it names."""
 
-    def __init__(self, spec: dict[str, Any] | None, trial_name: str, trial_id: str):
-        spec = spec or {}
+    def __init__(self, spec: dict[str, Any]):
+        for fault in spec.get("faults", []):
+            if fault.get("kind") not in KINDS:
+                raise ValueError(f"unknown fault kind {fault.get('kind')!r}; choose from {list(KINDS)}")
         self.markers = Path(spec.get("markers", "."))
-        self.faults = [(i, f) for i, f in enumerate(spec.get("faults", [])) if f.get("trial") == trial_name]
-        self.trial_id = trial_id
+        self.faults = list(enumerate(spec.get("faults", [])))
 
-    def _fire(self, kinds: tuple[str, ...], iteration: int, **details: Any) -> tuple[dict, Path] | None:
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> FaultHooks:
+        return cls(json.loads(Path(path).read_text()))
+
+    def _fire(self, trial: str, kinds: tuple[str, ...], iteration: int, **details: Any) -> tuple[dict, Path] | None:
         for index, fault in self.faults:
-            if fault["kind"] not in kinds or iteration < fault.get("after", 0):
+            if fault["trial"] != trial or fault["kind"] not in kinds or iteration < fault.get("after", 0):
                 continue
             for n in range(1, int(fault.get("times", 1)) + 1):
                 marker = self.markers / f"{index}-{fault['kind']}.{n}"
@@ -83,18 +75,20 @@ class TrialFaults:
                     fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
                 except FileExistsError:
                     continue
+                from ray import tune
+
                 with os.fdopen(fd, "w") as f:
-                    json.dump({"trial_id": self.trial_id, "iteration": iteration, "pid": os.getpid(),
-                               "time": time.time(), **details}, f)
+                    json.dump({"trial_id": tune.get_context().get_trial_id(), "iteration": iteration,
+                               "pid": os.getpid(), "time": time.time(), **details}, f)
                     f.flush()
                     os.fsync(f.fileno())
                 return fault, marker
         return None
 
     @contextlib.contextmanager
-    def checkpoint_write(self, iteration: int, directory: str | os.PathLike) -> Iterator[None]:
-        """Around the trainable's checkpoint write: maybe die half-way through writing the file."""
-        if not self.faults or not self._fire(("kill_during_checkpoint_write",), iteration, directory=str(directory)):
+    def checkpoint_write(self, trial: str, iteration: int, directory: Path) -> Iterator[None]:
+        """Maybe die half-way through writing the checkpoint file (torch.save is swapped in this process only)."""
+        if not self._fire(trial, ("kill_during_checkpoint_write",), iteration, directory=str(directory)):
             yield
             return
         real_save = torch.save
@@ -115,20 +109,19 @@ class TrialFaults:
         finally:
             torch.save = real_save
 
-    def after_report(self, iteration: int, checkpoint_dir: str | None, checkpoint_file: str) -> None:
-        """After an evaluation was reported to Tune (with its checkpoint persisted in ``checkpoint_dir``).
-
-        A "hold" is waited out first; then at most one fault that ends the attempt fires.
-        """
-        if not self.faults:
-            return
-        held = self._fire(("hold",), iteration)
+    def after_report(self, trial: str, iteration: int) -> None:
+        """A "hold" is waited out first; then at most one fault that ends the attempt fires."""
+        held = self._fire(trial, ("hold",), iteration)
         if held is not None:
             release = Path(held[0]["release"])
             deadline = time.time() + float(held[0].get("timeout", 600))
             while not release.exists() and time.time() < deadline:
                 time.sleep(0.1)
-        fired = self._fire(("raise", "sigkill", "hang", "corrupt_checkpoint", "malicious_checkpoint"),
+        from ray import tune
+
+        persisted = tune.get_checkpoint()
+        checkpoint_dir = persisted.path if persisted else None
+        fired = self._fire(trial, ("raise", "sigkill", "hang", "corrupt_checkpoint", "malicious_checkpoint"),
                            iteration, checkpoint=checkpoint_dir)
         if fired is None:
             return
@@ -140,7 +133,7 @@ class TrialFaults:
             while True:
                 time.sleep(60)
         if kind in ("corrupt_checkpoint", "malicious_checkpoint"):
-            path = Path(checkpoint_dir or "") / checkpoint_file
+            path = Path(checkpoint_dir or "") / "checkpoint.pt"
             if kind == "corrupt_checkpoint":
                 data = path.read_bytes()
                 path.write_bytes(data[: len(data) // 2])
@@ -148,3 +141,15 @@ class TrialFaults:
                 pwned = marker.with_name(marker.name + ".pwned")
                 torch.save({"model": Exploit(f"touch {shlex.quote(str(pwned))}")}, path)
         raise RuntimeError(f"injected fault {kind!r} at iteration {iteration} (marker {marker})")
+
+
+def _ship_by_value() -> None:
+    """Trial processes cannot import tests/: have Ray pickle this module's classes by value instead."""
+    import sys
+
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+_ship_by_value()

@@ -1,0 +1,229 @@
+"""A sweep's plan: the study's preset and the command line resolved into plain data, and checked.
+
+``build_plan`` only resolves; ``check_plan`` only reads (the data files' checksums, the tracking store, an
+earlier sweep of the same name); neither creates or changes anything. Runs in the driver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs
+from mlflow.exceptions import MlflowException
+
+from resnet_core.config import TrainConfig, apply_overrides
+from resnet_core.data import DatasetUnavailableError, check_dataset
+from resnet_core.train import overrides_from_args
+from sweeps.study import GridStudy, Preset
+from sweeps.tracking.spool import SPOOL_DIRNAME
+from sweeps.tracking.store import TrackingError, absolute_tracking_uri, check_tracking_uri, sqlite_path
+from sweeps.tracking.sweep_run import EarlierSweep, earlier_sweep
+from sweeps.trial import ARCH_KEY, trial_config
+
+PLAN_FILE = "sweep.json"  # in the sweep's Tune directory: what --resume compares its flags with
+SAFE_ON_RESUME = ("resume", "report", "report_path", "mlflow_ui_url")  # may differ on --resume
+NOT_RECIPE = ("data.data_dir", "data.download")  # where data lives, not what the recipe is
+
+
+@dataclass
+class SweepPlan:
+    """Everything a sweep needs, resolved from the study, its preset and the flags (plain data)."""
+
+    study: str
+    preset: str
+    recipe: str
+    base: dict[str, Any]  # flat TrainConfig shared by all trials
+    archs: list[dict[str, Any]]  # per-cell overrides, e.g. {"model.residual": False, "model.depth": 56}
+    seeds: list[int]
+    experiment: str
+    tracking_uri: str
+    storage_path: str
+    cpus_per_trial: float
+    gpus_per_trial: float
+    max_concurrent: int | None = None
+    max_failures: int = 2
+    resume: bool = False
+    report: bool = True
+    report_path: str = ""
+    report_sections: tuple[str, ...] = ()
+    mlflow_ui_url: str | None = None
+    extra_params: dict[str, Any] = field(default_factory=dict)
+
+    def configs(self) -> list[TrainConfig]:
+        """The TrainConfig of every trial (validates each one)."""
+        return [trial_config({**self.base, "run.seed": seed, ARCH_KEY: arch}) for arch in self.archs for seed in self.seeds]
+
+    @property
+    def sweep_id(self) -> str:
+        """Identifies the sweep across driver restarts: its Tune experiment directory."""
+        return f"{self.storage_path.rstrip('/')}/{self.experiment}"
+
+    @property
+    def spool_dir(self) -> str:
+        """Where trials keep tracking calls the store did not take (sent later; see sweeps.resend)."""
+        if "://" not in self.storage_path:
+            return str(Path(self.sweep_id) / SPOOL_DIRNAME)
+        return str(Path.home() / ".cache" / "resnet-studies" / SPOOL_DIRNAME / self.experiment)
+
+    @property
+    def is_local_storage(self) -> bool:
+        return "://" not in self.storage_path
+
+
+def default_home() -> Path:
+    """Where the embedded MLflow store and Tune results go by default.
+
+    The directory the sweep was launched from; under ``ray job submit --working-dir`` that directory is a
+    temporary copy Ray deletes, so there the default is ``~/resnet-studies`` instead.
+    """
+    cwd = Path.cwd().resolve()
+    if "runtime_resources" in cwd.parts or os.environ.get("RAY_JOB_SUBMISSION_ID"):
+        return Path.home() / "resnet-studies"
+    return cwd
+
+
+def build_plan(study: GridStudy, args: argparse.Namespace, preset: Preset) -> SweepPlan:
+    """Resolve the preset and the flags into a SweepPlan (raises ValueError on bad input; changes nothing)."""
+    home = default_home()
+    base = apply_overrides({**TrainConfig().to_dict(), **preset.config},
+                           {**overrides_from_args(args), **parse_settings(args.set)})
+    base["data.data_dir"] = str(Path(base["data.data_dir"]).expanduser().resolve())
+    cpus = args.cpus_per_trial if args.cpus_per_trial is not None else preset.cpus_per_trial
+    base["run.threads"] = base["run.threads"] or max(1, int(cpus))
+    base = TrainConfig.from_dict(base).to_dict()  # validates every shared field, names the bad one
+
+    chosen = {axis.name: axis.parse(getattr(args, axis.flag[2:])) for axis in study.axes
+              if getattr(args, axis.flag[2:]) is not None}
+    archs = [study.trial_overrides(preset, cell) for cell in study.cells(preset, chosen)]
+    # Deepest (longest) trials first: Tune starts them in this order, and the short ones then fill the gaps,
+    # instead of one long trial running alone at the end while the other slots idle.
+    archs.sort(key=lambda arch: -arch.get("model.depth", base["model.depth"]))
+    seeds = args.seeds if args.seeds is not None else preset.seeds
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1; got {seeds}")
+    if not args.experiment.strip():
+        raise ValueError("--experiment must not be empty")
+    storage = args.storage_path or str(home / "ray_results")
+    return SweepPlan(
+        study=study.name, preset=preset.name, recipe=recipe_of(preset, base), base=base, archs=archs,
+        seeds=list(range(seeds)), experiment=args.experiment,
+        tracking_uri=absolute_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+                                           or f"sqlite:///{home / 'mlflow.db'}"),
+        storage_path=storage if "://" in storage else str(Path(storage).expanduser().resolve()),
+        cpus_per_trial=cpus,
+        gpus_per_trial=args.gpus_per_trial if args.gpus_per_trial is not None else preset.gpus_per_trial,
+        max_concurrent=args.max_concurrent, max_failures=args.max_failures, resume=args.resume,
+        report=args.report, report_path=args.report_path or str(home / "reports" / f"{args.experiment}.html"),
+        report_sections=study.report_sections, mlflow_ui_url=args.mlflow_ui_url,
+    )
+
+
+def parse_settings(items: list[str]) -> dict[str, str]:
+    """``--set KEY=VALUE`` items as flat overrides (values are typed and validated by TrainConfig)."""
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE; got {item!r}")
+        settings[key] = value
+    return settings
+
+
+def recipe_of(preset: Preset, base: dict[str, Any]) -> str:
+    """"paper" when the trials train with the paper preset's recipe, else "reduced".
+
+    Compares the fields that define training (model, data, optimisation, precision), not where the data lives
+    or how a run executes (threads, device, evaluation cadence).
+    """
+    if preset.recipe != "paper":
+        return preset.recipe
+    reference = TrainConfig.from_dict({**TrainConfig().to_dict(), **preset.config}).to_dict()
+    defining = [k for k in reference if k not in NOT_RECIPE and (not k.startswith("run.") or k == "run.precision")]
+    return "paper" if all(base[k] == reference[k] for k in defining) else "reduced"
+
+
+class InterruptedSweepError(ValueError):
+    """An earlier sweep of the same name was interrupted, and this command does not say --resume."""
+
+    def __init__(self, plan: SweepPlan, earlier: EarlierSweep):
+        self.earlier = earlier
+        super().__init__(
+            f"the sweep of experiment {plan.experiment!r} under {plan.storage_path} was interrupted before it "
+            f"finished (its driver is gone). Continue it with --resume (finished trials are kept, unfinished ones "
+            f"continue from their last checkpoint), or start a separate sweep with another --experiment or "
+            f"--storage-path")
+
+
+def check_plan(plan: SweepPlan) -> None:
+    """Reject a plan that cannot run, before anything starts; reads only. Raises ValueError naming the problem
+    (InterruptedSweepError when an earlier sweep of the same name needs --resume)."""
+    if not plan.archs or not plan.seeds:
+        raise ValueError("the sweep has no trials: give at least one value of every axis and a seed")
+    configs = plan.configs()
+    if plan.cpus_per_trial <= 0 or plan.gpus_per_trial < 0:
+        raise ValueError(f"--cpus-per-trial must be > 0 and --gpus-per-trial >= 0; got "
+                         f"{plan.cpus_per_trial}, {plan.gpus_per_trial}")
+    if plan.max_concurrent is not None and plan.max_concurrent < 1:
+        raise ValueError(f"--max-concurrent must be >= 1; got {plan.max_concurrent}")
+    try:
+        for data in {json.dumps(asdict(c.data), sort_keys=True): c.data for c in configs}.values():
+            check_dataset(data)
+        check_tracking_uri(plan.tracking_uri)
+    except (DatasetUnavailableError, TrackingError) as exc:
+        raise ValueError(str(exc)) from None
+    check_earlier_sweep(plan)
+    if plan.resume:
+        check_resume_matches(plan)
+
+
+def check_earlier_sweep(plan: SweepPlan) -> None:
+    """Refuse to run beside a sweep of the same name whose driver still runs, or over an interrupted one
+    without --resume (its progress would be abandoned)."""
+    if (store := sqlite_path(plan.tracking_uri)) is not None and not store.exists():
+        return
+    try:
+        earlier = earlier_sweep(plan.tracking_uri, plan.experiment, plan.sweep_id)
+    except MlflowException as exc:
+        raise ValueError(f"cannot read the tracking store {plan.tracking_uri}: {exc}") from None
+    if earlier is None:
+        return
+    if earlier.running:
+        raise ValueError(f"a sweep of experiment {plan.experiment!r} under {plan.storage_path} is still running "
+                         f"(MLflow run {earlier.run_id}); wait for it to end, or use another --experiment")
+    if earlier.interrupted and not plan.resume:
+        raise InterruptedSweepError(plan, earlier)
+
+
+def _plan_file(plan: SweepPlan) -> tuple[pyarrow.fs.FileSystem, str]:
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(plan.sweep_id)
+    return filesystem, f"{path.rstrip('/')}/{PLAN_FILE}"
+
+
+def save_plan(plan: SweepPlan) -> None:
+    """Keep the plan beside the sweep's Tune state, for a later --resume to compare with."""
+    filesystem, path = _plan_file(plan)
+    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with filesystem.open_output_stream(path) as out:
+        out.write(json.dumps(asdict(plan), indent=2, default=str).encode())
+
+
+def check_resume_matches(plan: SweepPlan) -> None:
+    """Refuse --resume with settings other than the interrupted sweep's (Tune would silently keep the old)."""
+    filesystem, path = _plan_file(plan)
+    if filesystem.get_file_info(path).type != pyarrow.fs.FileType.File:
+        return  # nothing to resume: the sweep starts anew (run_sweep says so)
+    with filesystem.open_input_stream(path) as source:
+        saved = json.loads(source.read())
+    current = json.loads(json.dumps(asdict(plan), default=str))
+    differ = [f"{key}: {saved.get(key)!r} then, {value!r} now" for key, value in current.items()
+              if key not in SAFE_ON_RESUME and saved.get(key) != value]
+    if differ:
+        raise ValueError("--resume continues the sweep with the settings it started with, but these differ: "
+                         + "; ".join(differ) + ". Repeat the original command with --resume (only "
+                         + ", ".join(SAFE_ON_RESUME[1:]) + " may change), or start a new sweep with another "
+                         "--experiment")

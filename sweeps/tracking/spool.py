@@ -1,0 +1,128 @@
+"""The spool: tracking calls the store did not take, kept in order in a JSONL file and re-sent later.
+
+Each line is one entry of ``operations`` (an artifact's file is copied next to the spool). Entries carry
+their original timestamps, so sending twice logs nothing twice. Trials spool their own calls (one file per
+trial); the driver spools the sweep's end. ``python -m sweeps.resend`` sends what is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from sweeps.tracking.operations import Entry, send
+from sweeps.tracking.store import STORE_ERRORS, bound_http_retries, is_transient, short_error, with_retries
+
+log = logging.getLogger(__name__)
+
+SPOOL_DIRNAME = "tracking_spool"  # under the sweep's storage directory
+
+
+class Spool:
+    """The unsent tracking calls of one run (or of the sweep's end), in order, in ``path`` (JSONL)."""
+
+    def __init__(self, path: str | os.PathLike, tracking_uri: str):
+        self.path = Path(path)
+        self.files = self.path.with_suffix(".files")
+        self.tracking_uri = tracking_uri
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def pending(self) -> bool:
+        return self.path.exists() and self.path.stat().st_size > 0
+
+    def entries(self) -> list[Entry]:
+        if not self.path.exists():
+            return []
+        entries = []
+        for line in self.path.read_text().splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a kill mid-append: its call is lost, not the rest
+                log.warning("skipping an unreadable line in %s", self.path)
+        return entries
+
+    def append(self, entry: Entry) -> None:
+        """Keep ``entry`` (an artifact's file is copied here first: the original may be temporary)."""
+        if entry["op"] == "artifact":
+            self.files.mkdir(parents=True, exist_ok=True)
+            kept = self.files / f"{len(list(self.files.iterdir())):04d}-{entry['name']}"
+            shutil.copyfile(entry["path"], kept)
+            entry = {**entry, "path": kept.name}  # relative: the spool directory may be moved before resend
+        with self._locked(), open(self.path, "a") as f:
+            f.write(json.dumps({**entry, "uri": self.tracking_uri}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def flush(self, client: MlflowClient | None = None, attempts: int = 1) -> int:
+        """Send the spooled calls in order; stop at the first that fails. Returns how many are left.
+
+        Raises only for a permanent error (a call the store rejects), never because the store is down.
+        ``client`` None: each call goes to the store it was meant for.
+        """
+        if not self.pending():
+            return 0
+        with self._locked():
+            entries = self.entries()
+            if client is None and entries:
+                bound_http_retries(entries[0]["uri"])
+            sent = 0
+            try:
+                for entry in entries:
+                    if entry["op"] == "artifact":
+                        entry = {**entry, "path": str(self.files / entry["path"])}
+                    target = client or MlflowClient(entry["uri"])
+                    with_retries(lambda: send(target, entry), "re-send spooled call", attempts=attempts)
+                    sent += 1
+            except STORE_ERRORS as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("tracking store still unreachable (%s); %d spooled call(s) kept in %s",
+                            short_error(exc), len(entries) - sent, self.path)
+            finally:
+                self._rewrite(entries[sent:])
+            return len(entries) - sent
+
+    def _rewrite(self, remaining: list[Entry]) -> None:
+        if not remaining:  # all sent: leave nothing behind (one writer per spool, so the lock can go too)
+            self.path.unlink(missing_ok=True)
+            shutil.rmtree(self.files, ignore_errors=True)
+            self.path.with_suffix(".lock").unlink(missing_ok=True)
+            return
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(e) + "\n" for e in remaining))
+        os.replace(tmp, self.path)
+
+
+def spool_files(directory: str | os.PathLike) -> list[Path]:
+    """The spool files under ``directory`` (a spool directory or a sweep's storage directory)."""
+    directory = Path(directory)
+    if (directory / SPOOL_DIRNAME).is_dir():
+        directory = directory / SPOOL_DIRNAME
+    return sorted(directory.glob("*.jsonl")) if directory.is_dir() else []
+
+
+def resend(directory: str | os.PathLike, tracking_uri: str | None = None, attempts: int = 3) -> int:
+    """Send everything spooled under ``directory``; returns how many calls are still unsent."""
+    client = MlflowClient(tracking_uri) if tracking_uri else None
+    if tracking_uri:
+        bound_http_retries(tracking_uri)
+    # Trials' spools first: the sweep's own (closing runs left RUNNING, then the parent) comes last.
+    paths = sorted(spool_files(directory), key=lambda p: p.name.startswith("sweep-"))
+    return sum(Spool(path, tracking_uri or "").flush(client, attempts=attempts) for path in paths)

@@ -1,0 +1,133 @@
+"""The sweep's parent run: created or reopened by the driver, with who drives it, and closed truly.
+
+Runs in the driver. It also gives runs left open their true status: trial runs of a process that died
+without closing them (FAILED) and of a driver that died (KILLED, outcome ``interrupted``).
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from mlflow.entities import Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from sweeps.tracking.operations import close_running_children, param_value
+from sweeps.tracking.store import TrackingError, experiment_id_for, with_retries
+from sweeps.tracking.trial_run import TrialTracking, find_trial_run
+
+ROLE_SWEEP = "sweep"
+
+
+def driver_identity() -> dict[str, str]:
+    """Tags that say which process drives a sweep, so a later command can tell whether it is still alive."""
+    import psutil  # a dependency of Ray
+
+    me = psutil.Process()
+    return {"driver_host": socket.gethostname(), "driver_pid": str(me.pid),
+            "driver_started": f"{me.create_time():.2f}"}
+
+
+def driver_alive(tags: dict[str, str]) -> bool | None:
+    """Whether the driver recorded in a parent run's tags still runs: True, False, or None (another host)."""
+    import psutil
+
+    if tags.get("driver_host") != socket.gethostname() or "driver_pid" not in tags:
+        return None
+    try:
+        process = psutil.Process(int(tags["driver_pid"]))
+        return abs(process.create_time() - float(tags.get("driver_started", "0"))) < 1.0  # not a reused pid
+    except (psutil.NoSuchProcess, ValueError):
+        return False
+
+
+@dataclass(frozen=True)
+class EarlierSweep:
+    """The newest parent run of the same sweep (same experiment and Tune storage directory)."""
+
+    experiment_id: str
+    run_id: str
+    status: str
+    alive: bool | None  # whether its driver still runs (None: it ran on another host)
+
+    @property
+    def interrupted(self) -> bool:
+        """Its driver died (or was stopped) before the sweep finished."""
+        return self.status == "KILLED" or (self.status == "RUNNING" and self.alive is False)
+
+    @property
+    def running(self) -> bool:
+        return self.status == "RUNNING" and bool(self.alive)
+
+
+def earlier_sweep(uri: str, experiment: str, sweep_id: str) -> EarlierSweep | None:
+    """The newest parent run of ``sweep_id`` in ``experiment``, or None (reads only)."""
+    client = MlflowClient(uri)
+    experiment_id = with_retries(lambda: experiment_id_for(client, experiment, create=False), "find experiment")
+    if experiment_id is None:
+        return None
+    found = with_retries(lambda: client.search_runs(
+        [experiment_id], f"tags.role = '{ROLE_SWEEP}' and tags.sweep_id = '{sweep_id}'",
+        order_by=["attributes.start_time DESC"], max_results=1), "find the sweep's parent run")
+    if not found:
+        return None
+    run = found[0]
+    return EarlierSweep(experiment_id, run.info.run_id, run.info.status, driver_alive(run.data.tags))
+
+
+def start_parent_run(uri: str, experiment: str, sweep_id: str, run_name: str, tags: dict[str, str],
+                     params: dict[str, Any], resume: bool = False) -> tuple[str, str]:
+    """Create the sweep's parent run, or with ``resume`` reopen the newest one of the same sweep.
+
+    ``sweep_id`` identifies the sweep across driver restarts (the Tune experiment's storage path). Returns
+    (experiment_id, run_id). Refuses to attach to a sweep whose driver is still running.
+    """
+    client = MlflowClient(uri)
+    experiment_id = with_retries(lambda: experiment_id_for(client, experiment, create=True), "create experiment")
+    earlier = earlier_sweep(uri, experiment, sweep_id)
+    if earlier is not None and earlier.running:
+        raise TrackingError(f"the sweep {sweep_id} is still running (parent run {earlier.run_id}, driver pid "
+                            f"on this host is alive); wait for it to end or stop it first")
+    identity = driver_identity()
+    if resume and earlier is not None:
+        with_retries(lambda: client.log_batch(earlier.run_id, tags=[RunTag(k, v) for k, v in identity.items()]),
+                     "tag parent run")
+        with_retries(lambda: client.update_run(earlier.run_id, status="RUNNING"), "reopen parent run")
+        return experiment_id, earlier.run_id
+    run = with_retries(lambda: client.create_run(experiment_id, run_name=run_name, tags={
+        **tags, "role": ROLE_SWEEP, "sweep_id": sweep_id, **identity}), "create parent run")
+    with_retries(lambda: client.log_batch(run.info.run_id, params=[Param(k, param_value(v)) for k, v in params.items()]),
+                 "log sweep params")
+    return experiment_id, run.info.run_id
+
+
+def finish_run(uri: str, run_id: str, status: str, attempts: int = 8) -> None:
+    with_retries(lambda: MlflowClient(uri).set_terminated(run_id, status), "finish run", attempts=attempts)
+
+
+def close_orphaned_trial_runs(uri: str, experiment_id: str, parent_run_id: str, attempts: int = 8) -> list[str]:
+    """Mark trial runs left RUNNING by a dead driver as KILLED (outcome ``interrupted``); returns their ids."""
+    client = MlflowClient(uri)
+    return with_retries(lambda: close_running_children(client, experiment_id, parent_run_id),
+                        "close orphaned runs", attempts=attempts)
+
+
+def close_interrupted_sweep(uri: str, earlier: EarlierSweep) -> list[str]:
+    """Give the runs of a sweep whose driver died their true status (KILLED, outcome ``interrupted``)."""
+    closed = close_orphaned_trial_runs(uri, earlier.experiment_id, earlier.run_id)
+    if earlier.status == "RUNNING":
+        finish_run(uri, earlier.run_id, "KILLED")
+    return closed
+
+
+def mark_trial_run_failed(tracking: TrialTracking, trial_id: str, attempts: int = 3) -> bool:
+    """Close a trial's run as FAILED if it is still RUNNING (its process died without closing it, e.g.
+    killed by the OS). True if the run was changed."""
+    client = MlflowClient(tracking.tracking_uri)
+    run = with_retries(lambda: find_trial_run(client, tracking, trial_id), "find trial run", attempts=attempts)
+    if run is None or run.info.status != "RUNNING":
+        return False
+    with_retries(lambda: client.set_tag(run.info.run_id, "outcome", "failed"), "tag failed run", attempts=attempts)
+    with_retries(lambda: client.set_terminated(run.info.run_id, "FAILED"), "close failed run", attempts=attempts)
+    return True

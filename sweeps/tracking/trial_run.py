@@ -1,0 +1,151 @@
+"""A trial's one MLflow run: created on first use, found again by the Tune trial id on retries and restores.
+
+Runs in the trial's process (possibly on another machine). Steps already in the run are not logged twice.
+Opening the run needs the store (with retries, else it raises and Tune retries the trial); after that no
+call blocks training for long: a call the store does not take is spooled, and sent, in order, at the next
+call that reaches the store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from sweeps.tracking import operations
+from sweeps.tracking.operations import Entry, param_value
+from sweeps.tracking.spool import Spool
+from sweeps.tracking.store import STORE_ERRORS, bound_http_retries, is_transient, short_error, with_retries
+
+log = logging.getLogger(__name__)
+
+ROLE_TRIAL = "trial"
+PROGRESS_METRIC = "train/error"  # logged at every evaluation: its last step is how far a run's log got
+
+
+@dataclass(frozen=True)
+class TrialTracking:
+    """What a trial needs to find its MLflow run: plain data, shipped from the driver to the trial's process."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    tags: tuple[tuple[str, str], ...] = ()  # sweep-wide tags (preset, study)
+    spool_dir: str = ""  # where unsent tracking calls are kept (see Spool); empty: a temporary directory
+
+
+def find_trial_run(client: MlflowClient, tracking: TrialTracking, trial_id: str):
+    """The run of Tune trial ``trial_id`` in this sweep, or None."""
+    found = client.search_runs([tracking.experiment_id], f"tags.mlflow.parentRunId = '{tracking.parent_run_id}' "
+                                                         f"and tags.trial_id = '{trial_id}'", max_results=2)
+    return found[0] if found else None
+
+
+class TrialRun:
+    """The one MLflow run of a Tune trial."""
+
+    def __init__(self, tracking: TrialTracking, trial_id: str, run_name: str, tags: dict[str, str],
+                 params: dict[str, Any], attempts: int = 3):
+        bound_http_retries(tracking.tracking_uri)
+        self.client = MlflowClient(tracking.tracking_uri)
+        self.tracking = tracking
+        self.attempts = attempts
+        spool_dir = Path(tracking.spool_dir or Path(tempfile.gettempdir()) / "resnet-studies-spool")
+        self.spool = Spool(spool_dir / f"{trial_id}.jsonl", tracking.tracking_uri)
+        self._retry_at, self._backoff = 0.0, 1.0
+        self.run_id, self.last_logged_step, self.attempt = with_retries(
+            lambda: self._open(trial_id, run_name, tags, params), "open trial run")
+
+    def _open(self, trial_id: str, run_name: str, tags: dict[str, str], params: dict[str, Any]) -> tuple[str, int, int]:
+        t = self.tracking
+        # What an earlier attempt of this trial could not send goes first, so the history below is complete.
+        if self.spool.flush(self.client, attempts=1):
+            raise MlflowException(f"tracking store {t.tracking_uri} is unreachable; spooled calls in "
+                                  f"{self.spool.path} are unsent")
+        found = find_trial_run(self.client, t, trial_id)
+        if found:
+            run_id = found.info.run_id
+            attempt = int(found.data.tags.get("attempts", "1")) + 1
+            self.client.log_batch(run_id, tags=[RunTag("outcome", "running"), RunTag("attempts", str(attempt))])
+            self.client.update_run(run_id, status="RUNNING")
+            history = self.client.get_metric_history(run_id, PROGRESS_METRIC)
+            return run_id, max((m.step for m in history), default=-1), attempt
+        all_tags = {**dict(t.tags), **tags, "role": ROLE_TRIAL, "trial_id": trial_id,
+                    "mlflow.parentRunId": t.parent_run_id, "outcome": "running", "attempts": "1"}
+        run = self.client.create_run(t.experiment_id, run_name=run_name, tags=all_tags)
+        self.client.log_batch(run.info.run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
+        return run.info.run_id, -1, 1
+
+    def _call(self, what: str, entry: Entry, attempts: int | None = None) -> bool:
+        """Send one tracking call, or spool it behind what is already spooled. True if it reached the store."""
+        if self.spool.pending():  # keep the order: nothing overtakes what is already spooled
+            if time.monotonic() < self._retry_at or self.spool.flush(self.client, attempts=1):
+                self.spool.append(entry)
+                self._failed(what, None)
+                return False
+        try:
+            with_retries(lambda: operations.send(self.client, entry), what, attempts=attempts or self.attempts)
+        except STORE_ERRORS as exc:
+            if not is_transient(exc):
+                raise
+            self.spool.append(entry)
+            self._failed(what, exc)
+            return False
+        self._backoff = 1.0
+        return True
+
+    def _failed(self, what: str, exc: BaseException | None) -> None:
+        if exc is not None or time.monotonic() >= self._retry_at:
+            log.warning("MLflow %s: tracking store %s unreachable%s; kept in %s, re-sent when it is back "
+                        "(or run: python -m sweeps.resend %s)", what, self.tracking.tracking_uri,
+                        f" ({short_error(exc)})" if exc else "", self.spool.path, self.spool.path.parent)
+        if time.monotonic() >= self._retry_at:
+            self._retry_at = time.monotonic() + self._backoff
+            self._backoff = min(self._backoff * 2, 60.0)
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> bool:
+        """Log one evaluation's metrics at ``step`` unless that step is already in the run; True if logged.
+
+        A step that could not reach the store is spooled and counts as logged (it is sent later).
+        """
+        if step <= self.last_logged_step:
+            return False
+        self._call("log metrics", operations.metrics_entry(self.run_id, step, metrics, PROGRESS_METRIC))
+        self.last_logged_step = step
+        return True
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        self._call("set tags", operations.tags_entry(self.run_id, tags))
+
+    def log_dict(self, data: dict[str, Any], artifact_file: str) -> None:
+        """Log ``data`` as the JSON artifact ``artifact_file`` (e.g. ``probes/grad_norms.json``)."""
+        folder, name = os.path.split(artifact_file)
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / name
+            path.write_text(json.dumps(data, indent=2))
+            self.log_file(path, folder or None)
+
+    def log_file(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self._call("log artifact", operations.artifact_entry(self.run_id, path, artifact_path))
+
+    def finish(self, outcome: str) -> bool:
+        """Close the run with a true status: FINISHED when completed, FAILED when diverged or crashed.
+
+        Returns False when the store was unreachable: the end is then spooled with everything before it.
+        """
+        tags = {"outcome": outcome, **({"diverged": "true"} if outcome == "diverged" else {})}
+        status = RunStatus.to_string(RunStatus.FINISHED if outcome == "completed" else RunStatus.FAILED)
+        if self.spool.pending():  # one last, slightly more patient try to deliver what waits
+            self._retry_at = 0.0
+            self.spool.flush(self.client, attempts=self.attempts)
+        self.set_tags(tags)
+        return self._call("finish run", operations.status_entry(self.run_id, status))
