@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from resnet_core import TrainConfig, fit  # noqa: E402
+from resnet_core.config import family_name  # noqa: E402
 from sweeps.cli import build_plan, study_arg_parser  # noqa: E402
 from sweeps.presets import get_preset  # noqa: E402
-from sweeps.trainable import family_name  # noqa: E402
 
 PRECISIONS = ("fp32", "bf16")
 

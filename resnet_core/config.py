@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-FAMILIES = ("cifar", "imagenet")
+LAYOUTS = ("cifar", "imagenet")
 SHORTCUTS = ("A", "B", "C")
 DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -28,9 +28,10 @@ def _opt(default: Any, help: str) -> Any:
 
 @dataclass
 class ModelConfig:
-    """Which network: family, depth, plain or residual, shortcut option (§3.3), width."""
+    """Which network: layout, depth, plain or residual, shortcut option (§3.3), width."""
 
-    family: str = _opt("cifar", f"model family: {' or '.join(FAMILIES)}")
+    layout: str = _opt("cifar", f"network layout: {' or '.join(LAYOUTS)} (the paper's §4.2 CIFAR nets or "
+                                "§3.4 ImageNet nets)")
     depth: int = _opt(20, "layers: 6n+2 for cifar (20, 32, 44, 56, 110, 1202, ...); 18/34/50/101/152 for imagenet")
     residual: bool = _opt(True, "residual net (y = F(x) + x); --no-residual / --plain gives the plain twin")
     shortcut: str = _opt("A", "shortcut option A (identity + zero-pad), B (projection where the shape changes), "
@@ -92,6 +93,16 @@ def scaled_milestones(iterations: int) -> tuple[int, ...]:
     return (iterations // 2, iterations * 3 // 4)
 
 
+# Flat keys that older runs and checkpoints used, and their current names. "model.family" was the
+# cifar/imagenet axis; "family" now means plain or residual only (``family_name``).
+LEGACY_KEYS = {"model.family": "model.layout"}
+
+
+def current_keys(flat: dict[str, Any]) -> dict[str, Any]:
+    """``flat`` with legacy keys renamed to their current names, so configs of older runs still read."""
+    return {LEGACY_KEYS.get(key, key): value for key, value in flat.items()}
+
+
 @dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -112,7 +123,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, flat: dict[str, Any], validate_config: bool = True) -> TrainConfig:
-        """Inverse of ``to_dict``; missing keys take their defaults, unknown keys are an error."""
+        """Inverse of ``to_dict``; missing keys take their defaults, legacy keys (``LEGACY_KEYS``) are read under
+        their current names, unknown keys are an error."""
+        flat = current_keys(flat)
         config = cls()
         known = set(config.to_dict())
         unknown = sorted(set(flat) - known)
@@ -131,6 +144,11 @@ class TrainConfig:
         merged = self.to_dict()
         merged.update(flat)
         return TrainConfig.from_dict(merged)
+
+
+def family_name(config: TrainConfig) -> Literal["plain", "residual"]:
+    """The net's family: "residual" (y = F(x) + x) or its "plain" twin (the same layers, no shortcuts)."""
+    return "residual" if config.model.residual else "plain"
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:
@@ -167,9 +185,9 @@ def cifar_depths_hint() -> str:
 def validate(config: TrainConfig) -> None:
     """Raise ValueError naming the first bad value and the valid choices."""
     m, d, o, r = config.model, config.data, config.optim, config.run
-    _choice("model.family", m.family, FAMILIES)
+    _choice("model.layout", m.layout, LAYOUTS)
     _choice("model.shortcut", m.shortcut, SHORTCUTS)
-    if m.family == "cifar":
+    if m.layout == "cifar":
         if m.depth < 8 or (m.depth - 2) % 6:
             raise ValueError(f"CIFAR depth must be 6n+2, e.g. {cifar_depths_hint()}; got model.depth={m.depth}")
     elif m.depth not in IMAGENET_DEPTHS:

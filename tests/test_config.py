@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from resnet_core.config import TrainConfig, scaled_milestones, validate
+from resnet_core.config import TrainConfig, family_name, scaled_milestones, validate
 
 
 def test_defaults_are_the_papers_cifar_recipe() -> None:
     flat = TrainConfig().to_dict()
-    assert flat["model.family"] == "cifar" and flat["model.shortcut"] == "A" and flat["model.residual"] is True
+    assert flat["model.layout"] == "cifar" and flat["model.shortcut"] == "A" and flat["model.residual"] is True
     assert flat["optim.lr"] == 0.1 and flat["optim.momentum"] == 0.9 and flat["optim.weight_decay"] == 1e-4
     assert flat["optim.batch_size"] == 128 and flat["optim.iterations"] == 64_000
     assert flat["optim.milestones"] == [32_000, 48_000]
@@ -68,7 +68,7 @@ def test_unknown_key_error_lists_valid_keys() -> None:
     [
         ("model.depth", 21, ["6n+2", "21"]),
         ("model.depth", 4, ["6n+2", "4"]),
-        ("model.family", "mnist", ["mnist", "cifar", "imagenet"]),
+        ("model.layout", "mnist", ["model.layout", "mnist", "cifar", "imagenet"]),
         ("model.shortcut", "D", ["'D'", "'A'", "'B'", "'C'"]),
         ("model.dropout", 1.0, ["model.dropout", "1.0"]),
         ("model.dropout", -0.1, ["model.dropout", "-0.1"]),
@@ -99,12 +99,30 @@ def test_bad_values_are_rejected_naming_value_and_choices(key: str, value: objec
 
 def test_imagenet_depths() -> None:
     with pytest.raises(ValueError) as info:
-        TrainConfig().replace(**{"model.family": "imagenet", "model.depth": 20})
+        TrainConfig().replace(**{"model.layout": "imagenet", "model.depth": 20})
     assert "20" in str(info.value) and "[18, 34, 50, 101, 152]" in str(info.value)
-    assert TrainConfig().replace(**{"model.family": "imagenet", "model.depth": 50}).model.depth == 50
+    assert TrainConfig().replace(**{"model.layout": "imagenet", "model.depth": 50}).model.depth == 50
     # 6n+2 is a CIFAR rule only: 18 is fine for imagenet, not for cifar.
     with pytest.raises(ValueError, match="6n\\+2"):
         TrainConfig().replace(**{"model.depth": 18})
+
+
+def test_legacy_key_model_family_reads_as_model_layout() -> None:
+    # Runs and checkpoints made before the rename store the cifar/imagenet axis as "model.family".
+    old = {key: value for key, value in TrainConfig().to_dict().items() if key != "model.layout"}
+    old.update({"model.family": "imagenet", "model.depth": 50})
+    config = TrainConfig.from_dict(old)
+    assert config.model.layout == "imagenet" and config.model.depth == 50
+    assert "model.family" not in config.to_dict()  # written back under the current name only
+    assert TrainConfig.from_dict({k: str(v) for k, v in old.items()}) == config  # as MLflow params store it
+    with pytest.raises(ValueError, match="model.layout='mnist'"):  # validated under the current name
+        TrainConfig.from_dict({"model.family": "mnist"})
+
+
+def test_family_is_plain_or_residual() -> None:
+    assert family_name(TrainConfig()) == "residual"
+    assert family_name(TrainConfig().replace(**{"model.residual": False})) == "plain"
+    assert family_name(TrainConfig().replace(**{"model.layout": "imagenet", "model.depth": 18})) == "residual"
 
 
 def test_validation_can_be_deferred_but_validate_still_rejects() -> None:
