@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from resnet_core import TrainConfig, fit  # noqa: E402
+from resnet_core.config import family_name  # noqa: E402
 from sweeps.cli import plan_from_argv  # noqa: E402
 from sweeps.depth_vs_error import STUDY  # noqa: E402
-from resnet_core.config import family_name  # noqa: E402
 
 PRECISIONS = ("fp32", "bf16")
 

@@ -10,27 +10,31 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-FAMILIES = ("cifar", "imagenet")
+LAYOUTS = ("cifar", "imagenet")
 SHORTCUTS = ("A", "B", "C")
 DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
 PRECISIONS = ("auto", "fp32", "bf16")
 IMAGENET_DEPTHS = (18, 34, 50, 101, 152)
 
 
-def _opt(default: Any, help: str) -> Any:
-    """A dataclass field carrying its command-line help text (one place documents every option)."""
+def _opt(default: Any, help: str, default_help: str | None = None) -> Any:
+    """A dataclass field carrying its help text (one place documents every option; the flags read it).
+
+    ``default_help`` describes the default where its bare value would mislead (e.g. a derived one).
+    """
+    metadata = {"help": help} if default_help is None else {"help": help, "default_help": default_help}
     if isinstance(default, tuple):
-        return field(default_factory=lambda: default, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda: default, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class ModelConfig:
-    """Which network: family, depth, plain or residual, shortcut option (§3.3), width."""
+    """Which network: layout, depth, plain or residual, shortcut option (§3.3), width."""
 
-    family: str = _opt("cifar", f"model family: {' or '.join(FAMILIES)}")
+    layout: str = _opt("cifar", "network layout: cifar (the paper's §4.2 nets for 32×32 images) or imagenet (§3.4)")
     depth: int = _opt(20, "layers: 6n+2 for cifar (20, 32, 44, 56, 110, 1202, ...); 18/34/50/101/152 for imagenet")
     residual: bool = _opt(True, "residual net (y = F(x) + x); --no-residual / --plain gives the plain twin")
     shortcut: str = _opt("A", "shortcut option A (identity + zero-pad), B (projection where the shape changes), "
@@ -61,14 +65,14 @@ class OptimConfig:
     weight_decay: float = _opt(1e-4, "L2 weight decay")
     batch_size: int = _opt(128, "images per iteration")
     iterations: int = _opt(64_000, "training iterations")
-    milestones: tuple[int, ...] = _opt((32_000, 48_000), "iterations where the lr is multiplied by --gamma "
-                                       "(default: 50%% and 75%% of --iterations, as the paper's 32k/48k of 64k)")
+    milestones: tuple[int, ...] = _opt((32_000, 48_000), "iterations where the lr is multiplied by --gamma",
+                                       "50% and 75% of --iterations, as the paper's 32k/48k of 64k")
     gamma: float = _opt(0.1, "lr factor at each milestone")
     label_smoothing: float = _opt(0.0, "label smoothing of the cross-entropy loss")
     warmup: bool = _opt(False, "ResNet-110 rule: train at --warmup-lr until the training error falls below "
                                "--warmup-until-error, then the normal schedule")
     warmup_lr: float = _opt(0.01, "learning rate during warm-up")
-    warmup_until_error: float = _opt(80.0, "training error (%%) that ends warm-up")
+    warmup_until_error: float = _opt(80.0, "training error (%) that ends warm-up")
 
 
 @dataclass
@@ -92,6 +96,16 @@ def scaled_milestones(iterations: int) -> tuple[int, ...]:
     return (iterations // 2, iterations * 3 // 4)
 
 
+# Flat keys that older runs and checkpoints used, and their current names. "model.family" was the
+# cifar/imagenet axis; "family" now means plain or residual only (``family_name``).
+LEGACY_KEYS = {"model.family": "model.layout"}
+
+
+def current_keys(flat: dict[str, Any]) -> dict[str, Any]:
+    """``flat`` with legacy keys renamed to their current names, so configs of older runs still read."""
+    return {LEGACY_KEYS.get(key, key): value for key, value in flat.items()}
+
+
 @dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -112,7 +126,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, flat: dict[str, Any], validate_config: bool = True) -> TrainConfig:
-        """Inverse of ``to_dict``; missing keys take their defaults, unknown keys are an error."""
+        """Inverse of ``to_dict``; missing keys take their defaults, legacy keys (``LEGACY_KEYS``) are read under
+        their current names, unknown keys are an error."""
+        flat = current_keys(flat)
         config = cls()
         known = set(config.to_dict())
         unknown = sorted(set(flat) - known)
@@ -131,6 +147,26 @@ class TrainConfig:
         merged = self.to_dict()
         merged.update(flat)
         return TrainConfig.from_dict(merged)
+
+
+def family_name(config: TrainConfig) -> Literal["plain", "residual"]:
+    """The net's family: "residual" (y = F(x) + x) or its "plain" twin (the same layers, no shortcuts)."""
+    return "residual" if config.model.residual else "plain"
+
+
+def apply_overrides(flat: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A new flat dict: ``flat`` with ``overrides`` applied, legacy keys under their current names.
+
+    The one home of the rule "iterations implies scaled milestones": overriding ``optim.iterations`` without
+    ``optim.milestones`` moves the milestones to the paper's proportions of the new length
+    (``scaled_milestones``), so a shorter run keeps the paper's schedule shape.
+    """
+    overrides = current_keys(overrides)
+    merged = {**current_keys(flat), **overrides}
+    if "optim.iterations" in overrides and "optim.milestones" not in overrides:
+        iterations = _coerce("optim.iterations", overrides["optim.iterations"], int)
+        merged["optim.milestones"] = list(scaled_milestones(iterations))
+    return merged
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:
@@ -167,9 +203,9 @@ def cifar_depths_hint() -> str:
 def validate(config: TrainConfig) -> None:
     """Raise ValueError naming the first bad value and the valid choices."""
     m, d, o, r = config.model, config.data, config.optim, config.run
-    _choice("model.family", m.family, FAMILIES)
+    _choice("model.layout", m.layout, LAYOUTS)
     _choice("model.shortcut", m.shortcut, SHORTCUTS)
-    if m.family == "cifar":
+    if m.layout == "cifar":
         if m.depth < 8 or (m.depth - 2) % 6:
             raise ValueError(f"CIFAR depth must be 6n+2, e.g. {cifar_depths_hint()}; got model.depth={m.depth}")
     elif m.depth not in IMAGENET_DEPTHS:

@@ -238,14 +238,14 @@ def _load_digits(config: DataConfig) -> _Raw:
     """scikit-learn's 1797 8×8 digits as 8×8 RGB in [0, 1]; a fixed stratified 1437 / 360 split.
 
     Kept at their native size: upsampling adds no information, and 8×8 makes a CPU smoke sweep ~3× cheaper
-    than 16×16 (the CIFAR-family nets take any size ≥ 8 thanks to global average pooling).
+    than 16×16 (the CIFAR-layout nets take any size ≥ 8 thanks to global average pooling).
     """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     images = torch.from_numpy(digits.images).to(torch.float32).div_(16).unsqueeze(1)  # pixels are 0..16
-    images = images.expand(-1, 3, -1, -1).contiguous()  # 3 channels so the CIFAR-family nets take them
+    images = images.expand(-1, 3, -1, -1).contiguous()  # 3 channels so the CIFAR-layout nets take them
     labels = torch.from_numpy(digits.target).to(torch.int64)
     # A fixed seed, not the run's: every run is tested on the same 360 images.
     train_index, test_index = train_test_split(

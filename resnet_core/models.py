@@ -1,6 +1,6 @@
 """Plain and residual networks of He et al. 2016 ("Deep Residual Learning for Image Recognition").
 
-Two families share one ``ResNet`` class and one block class per block kind:
+Two layouts share one ``ResNet`` class and one block class per block kind:
 
 * ``"cifar"`` (§4.2): depth 6n+2; a 3×3 stem with 16 filters, three stages of n basic blocks with
   16/32/64 filters, global average pooling and a linear classifier. Any input of at least 8×8 works.
@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet_core.config import FAMILIES, IMAGENET_DEPTHS, SHORTCUTS, cifar_depths_hint
+from resnet_core.config import IMAGENET_DEPTHS, LAYOUTS, SHORTCUTS, cifar_depths_hint
 
 __all__ = [
     "BasicBlock",
@@ -55,7 +55,7 @@ IMAGENET_LAYERS: dict[int, tuple[str, list[int]]] = {
     101: ("bottleneck", [3, 4, 23, 3]),
     152: ("bottleneck", [3, 8, 36, 3]),
 }
-# The paper's shortcut option for each family when the caller passes ``shortcut=None``.
+# The paper's shortcut option for each layout when the caller passes ``shortcut=None``.
 DEFAULT_SHORTCUT = {"cifar": "A", "imagenet": "B"}
 
 
@@ -293,7 +293,7 @@ def _scaled(channels: int, width: float) -> int:
 
 
 def build_model(
-    family: str,
+    layout: str,
     depth: int,
     residual: bool = True,
     shortcut: str | None = None,
@@ -305,21 +305,22 @@ def build_model(
 ) -> ResNet:
     """Build a plain (``residual=False``) or residual network of the paper.
 
-    ``shortcut=None`` takes the paper's option for the family ("A" for cifar, "B" for imagenet). Plain nets
-    have no shortcuts, so for them a valid ``shortcut`` is ignored: plain with "A", "B" or "C" is the same
-    network. ``zero_init_residual`` is likewise ignored by plain nets. ``width`` multiplies every layer's
-    filter count. Raises ``ValueError`` naming the bad value and the valid choices.
+    ``layout`` is "cifar" (§4.2) or "imagenet" (§3.4). ``shortcut=None`` takes the paper's option for the
+    layout ("A" for cifar, "B" for imagenet). Plain nets have no shortcuts, so for them a valid ``shortcut``
+    is ignored: plain with "A", "B" or "C" is the same network. ``zero_init_residual`` is likewise ignored by
+    plain nets. ``width`` multiplies every layer's filter count. Raises ``ValueError`` naming the bad value
+    and the valid choices.
     """
-    if family not in FAMILIES:
-        raise ValueError(f"family={family!r} is not valid; choose one of {list(FAMILIES)}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout={layout!r} is not valid; choose one of {list(LAYOUTS)}")
     if shortcut is None:
-        shortcut = DEFAULT_SHORTCUT[family]
+        shortcut = DEFAULT_SHORTCUT[layout]
     if shortcut not in SHORTCUTS:
         raise ValueError(f"shortcut={shortcut!r} is not valid; choose one of {list(SHORTCUTS)} (or None)")
     is_int = isinstance(depth, int) and not isinstance(depth, bool)
-    if family == "cifar" and (not is_int or depth < 8 or (depth - 2) % 6):
+    if layout == "cifar" and (not is_int or depth < 8 or (depth - 2) % 6):
         raise ValueError(f"CIFAR depth must be 6n+2, e.g. {cifar_depths_hint()}; got {depth!r}")
-    if family == "imagenet" and (not is_int or depth not in IMAGENET_DEPTHS):
+    if layout == "imagenet" and (not is_int or depth not in IMAGENET_DEPTHS):
         raise ValueError(f"ImageNet depth must be one of {list(IMAGENET_DEPTHS)}; got {depth!r}")
     if not width > 0:
         raise ValueError(f"width must be > 0; got {width!r}")
@@ -330,7 +331,7 @@ def build_model(
     if in_channels < 1:
         raise ValueError(f"in_channels must be >= 1; got {in_channels!r}")
 
-    if family == "cifar":
+    if layout == "cifar":
         n = (depth - 2) // 6
         block: type[BasicBlock] | type[Bottleneck] = BasicBlock
         layers, base, stem = [n, n, n], [16, 32, 64], 16
@@ -343,7 +344,7 @@ def build_model(
         layers,
         widths=[_scaled(c, width) for c in base],
         stem_width=_scaled(stem, width),
-        imagenet_stem=family == "imagenet",
+        imagenet_stem=layout == "imagenet",
         residual=residual,
         shortcut=shortcut,
         num_classes=num_classes,

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnet_core.checkpoint import load_checkpoint, save_checkpoint
-from resnet_core.config import TrainConfig, validate
+from resnet_core.config import TrainConfig, current_keys, validate
 from resnet_core.data import Dataset, Split, augment_batch, load_dataset
 from resnet_core.models import build_model
 from resnet_core.probes import global_norm, gradient_norms, layer_response_std
@@ -176,7 +176,7 @@ def fit(config: TrainConfig, resume: str | os.PathLike | dict | None = None,
         check_resume_config(state["config"], config)
     torch.manual_seed(r.seed)
     data = dataset if dataset is not None else load_dataset(config.data, device, seed=r.seed)
-    model = build_model(m.family, m.depth, residual=m.residual, shortcut=m.shortcut,
+    model = build_model(m.layout, m.depth, residual=m.residual, shortcut=m.shortcut,
                         num_classes=data.num_classes, width=m.width, zero_init_residual=m.zero_init_residual,
                         dropout=m.dropout, in_channels=data.in_channels).to(device)
     if r.channels_last:
@@ -298,8 +298,11 @@ RESUMABLE_CHANGES = ("optim.iterations", "data.data_dir", "data.download")
 
 
 def check_resume_config(saved: dict[str, Any], config: TrainConfig) -> None:
-    """Refuse to resume a checkpoint into a different experiment (model, data, recipe or seed)."""
-    current = config.to_dict()
+    """Refuse to resume a checkpoint into a different experiment (model, data, recipe or seed).
+
+    Keys are compared under their current names, so a checkpoint saved with a legacy key still resumes.
+    """
+    saved, current = current_keys(saved), config.to_dict()
     differ = sorted(key for key in current
                     if key in saved and saved[key] != current[key] and key not in RESUMABLE_CHANGES
                     and not (key.startswith("run.") and key != "run.seed"))

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
 
 import pytest
 
-from resnet_core.config import TrainConfig, scaled_milestones, validate
+from resnet_core.config import TrainConfig, apply_overrides, family_name, scaled_milestones, validate
+from resnet_core.train import add_config_arguments, config_from_args, overrides_from_args
 
 
 def test_defaults_are_the_papers_cifar_recipe() -> None:
     flat = TrainConfig().to_dict()
-    assert flat["model.family"] == "cifar" and flat["model.shortcut"] == "A" and flat["model.residual"] is True
+    assert flat["model.layout"] == "cifar" and flat["model.shortcut"] == "A" and flat["model.residual"] is True
     assert flat["optim.lr"] == 0.1 and flat["optim.momentum"] == 0.9 and flat["optim.weight_decay"] == 1e-4
     assert flat["optim.batch_size"] == 128 and flat["optim.iterations"] == 64_000
     assert flat["optim.milestones"] == [32_000, 48_000]
@@ -68,7 +71,7 @@ def test_unknown_key_error_lists_valid_keys() -> None:
     [
         ("model.depth", 21, ["6n+2", "21"]),
         ("model.depth", 4, ["6n+2", "4"]),
-        ("model.family", "mnist", ["mnist", "cifar", "imagenet"]),
+        ("model.layout", "mnist", ["model.layout", "mnist", "cifar", "imagenet"]),
         ("model.shortcut", "D", ["'D'", "'A'", "'B'", "'C'"]),
         ("model.dropout", 1.0, ["model.dropout", "1.0"]),
         ("model.dropout", -0.1, ["model.dropout", "-0.1"]),
@@ -99,12 +102,30 @@ def test_bad_values_are_rejected_naming_value_and_choices(key: str, value: objec
 
 def test_imagenet_depths() -> None:
     with pytest.raises(ValueError) as info:
-        TrainConfig().replace(**{"model.family": "imagenet", "model.depth": 20})
+        TrainConfig().replace(**{"model.layout": "imagenet", "model.depth": 20})
     assert "20" in str(info.value) and "[18, 34, 50, 101, 152]" in str(info.value)
-    assert TrainConfig().replace(**{"model.family": "imagenet", "model.depth": 50}).model.depth == 50
+    assert TrainConfig().replace(**{"model.layout": "imagenet", "model.depth": 50}).model.depth == 50
     # 6n+2 is a CIFAR rule only: 18 is fine for imagenet, not for cifar.
     with pytest.raises(ValueError, match="6n\\+2"):
         TrainConfig().replace(**{"model.depth": 18})
+
+
+def test_legacy_key_model_family_reads_as_model_layout() -> None:
+    # Runs and checkpoints made before the rename store the cifar/imagenet axis as "model.family".
+    old = {key: value for key, value in TrainConfig().to_dict().items() if key != "model.layout"}
+    old.update({"model.family": "imagenet", "model.depth": 50})
+    config = TrainConfig.from_dict(old)
+    assert config.model.layout == "imagenet" and config.model.depth == 50
+    assert "model.family" not in config.to_dict()  # written back under the current name only
+    assert TrainConfig.from_dict({k: str(v) for k, v in old.items()}) == config  # as MLflow params store it
+    with pytest.raises(ValueError, match="model.layout='mnist'"):  # validated under the current name
+        TrainConfig.from_dict({"model.family": "mnist"})
+
+
+def test_family_is_plain_or_residual() -> None:
+    assert family_name(TrainConfig()) == "residual"
+    assert family_name(TrainConfig().replace(**{"model.residual": False})) == "plain"
+    assert family_name(TrainConfig().replace(**{"model.layout": "imagenet", "model.depth": 18})) == "residual"
 
 
 def test_validation_can_be_deferred_but_validate_still_rejects() -> None:
@@ -141,3 +162,94 @@ def test_uncoercible_values_name_key_and_value(key: str, value: object) -> None:
     with pytest.raises(ValueError) as info:
         TrainConfig().replace(**{key: value})
     assert key in str(info.value) and repr(value) in str(info.value)
+
+
+# --- overrides and command-line flags --------------------------------------------------------------------
+
+
+def test_apply_overrides_scales_the_milestones_with_the_iterations() -> None:
+    flat = TrainConfig().to_dict()
+    shorter = apply_overrides(flat, {"optim.iterations": 1000})
+    assert shorter["optim.iterations"] == 1000 and shorter["optim.milestones"] == [500, 750]
+    assert flat["optim.milestones"] == [32_000, 48_000]  # a new dict: the input is left alone
+    # Given milestones win; without a new iteration count the milestones stay.
+    assert apply_overrides(flat, {"optim.iterations": 1000, "optim.milestones": [100]})["optim.milestones"] == [100]
+    assert apply_overrides(flat, {"optim.lr": 0.5})["optim.milestones"] == [32_000, 48_000]
+    assert apply_overrides(flat, {"optim.iterations": "2000"})["optim.milestones"] == [1000, 1500]  # --set strings
+    with pytest.raises(ValueError, match="optim.iterations='many'"):
+        apply_overrides(flat, {"optim.iterations": "many"})
+
+
+def test_apply_overrides_reads_legacy_keys() -> None:
+    old = {key: value for key, value in TrainConfig().to_dict().items() if key != "model.layout"}
+    old["model.family"] = "cifar"
+    merged = apply_overrides(old, {"model.family": "imagenet", "model.depth": 18})
+    assert merged["model.layout"] == "imagenet" and "model.family" not in merged
+    assert TrainConfig.from_dict(merged).model.layout == "imagenet"
+
+
+def _parser(**kwargs: object) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, **kwargs)
+    return parser
+
+
+def _flags(parser: argparse.ArgumentParser) -> set[str]:
+    return set(re.findall(r"--[a-z][\w-]*", parser.format_help())) - {"--help"}
+
+
+STUDY_KEYS = ["data.dataset", "data.data_dir", "optim.iterations", "run.eval_every", "model.shortcut", "model.depth"]
+
+
+def test_a_parser_built_with_keys_has_only_their_flags() -> None:
+    parser = _parser(keys=STUDY_KEYS)
+    assert _flags(parser) == {"--dataset", "--data-dir", "--iterations", "--eval-every", "--shortcut", "--depth"}
+    with pytest.raises(SystemExit):  # not among the keys: not a flag
+        parser.parse_args(["--lr", "0.5"])
+    assert _flags(_parser(keys=["model.residual"])) == {"--residual", "--no-residual", "--plain"}
+    every = _flags(_parser())
+    assert {"--layout", "--depth", "--milestones", "--threads", "--plain", "--no-augment"} <= every
+    assert "--family" not in every
+    with pytest.raises(ValueError, match="model.detph.*model.depth"):
+        _parser(keys=["model.detph"])
+
+
+def test_flag_help_comes_from_the_field() -> None:
+    text = " ".join(_parser().format_help().split())
+    assert "layers: 6n+2 for cifar" in text and "(default: 64000)" in text and "(default: True)" in text
+    assert "(default: 50% and 75% of --iterations" in text  # a described default, %-escaped for argparse
+    assert "training error (%) that ends warm-up (default: 80.0)" in text
+    preset = " ".join(_parser(keys=STUDY_KEYS, default_help="the preset's").format_help().split())
+    assert preset.count("(default: the preset's)") == len(STUDY_KEYS)
+    assert "(default: 64000)" not in preset and "(default: cifar10)" not in preset
+
+
+def test_overrides_from_args_returns_only_the_flags_given() -> None:
+    parser = _parser()
+    parser.add_argument("--depths")  # a caller's own flag is not a config key
+    args = parser.parse_args(["--depth", "56", "--plain", "--no-augment", "--milestones", "5,9", "--depths", "1"])
+    assert overrides_from_args(args) == {"model.depth": 56, "model.residual": False, "data.augment": False,
+                                         "optim.milestones": "5,9"}
+    assert overrides_from_args(parser.parse_args([])) == {}
+
+
+def test_config_from_args_applies_the_milestone_rule() -> None:
+    parser = _parser()
+    assert config_from_args(parser.parse_args(["--iterations", "1000"])).optim.milestones == (500, 750)
+    given = parser.parse_args(["--iterations", "1000", "--milestones", "300"])
+    assert config_from_args(given).optim.milestones == (300,)
+    base = TrainConfig().replace(**{"optim.iterations": 400, "optim.milestones": [100]})
+    assert config_from_args(parser.parse_args(["--lr", "0.5"]), base).optim.milestones == (100,)
+
+
+@pytest.mark.parametrize(("argv", "fragments"), [
+    (["--shortcut", "D"], ["model.shortcut='D'", "'A'", "'B'", "'C'"]),
+    (["--layout", "mnist"], ["model.layout='mnist'", "'cifar'", "'imagenet'"]),
+    (["--dataset", "imagenet"], ["data.dataset='imagenet'", "'cifar10'", "'digits'"]),
+    (["--milestones", "1,x"], ["optim.milestones", "'1,x'"]),
+])
+def test_a_bad_flag_value_is_refused_naming_value_and_choices(argv: list[str], fragments: list[str]) -> None:
+    with pytest.raises(ValueError) as info:
+        config_from_args(_parser().parse_args(argv))
+    for fragment in fragments:
+        assert fragment in str(info.value), (fragment, str(info.value))

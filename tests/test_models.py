@@ -55,10 +55,10 @@ def test_imagenet_option_b_matches_torchvision(depth: int) -> None:
 TWINS = [("cifar", d) for d in (*CIFAR_DEPTHS, 110)] + [("imagenet", d) for d in (18, 34, 50)]
 
 
-@pytest.mark.parametrize(("family", "depth"), TWINS)
-def test_plain_twin_has_identical_parameters_to_option_a(family: str, depth: int) -> None:
-    plain = build_model(family, depth, residual=False)
-    resnet = build_model(family, depth, residual=True, shortcut="A")
+@pytest.mark.parametrize(("layout", "depth"), TWINS)
+def test_plain_twin_has_identical_parameters_to_option_a(layout: str, depth: int) -> None:
+    plain = build_model(layout, depth, residual=False)
+    resnet = build_model(layout, depth, residual=True, shortcut="A")
     assert shapes(plain) == shapes(resnet)
     assert count_parameters(plain) == count_parameters(resnet)
     assert count(plain, PadShortcut) == count(plain, IdentityShortcut) == 0
@@ -66,12 +66,12 @@ def test_plain_twin_has_identical_parameters_to_option_a(family: str, depth: int
 
 
 @pytest.mark.parametrize(
-    ("family", "depth", "blocks", "reshaping"),
+    ("layout", "depth", "blocks", "reshaping"),
     [("cifar", 20, 9, 2), ("cifar", 56, 27, 2), ("imagenet", 18, 8, 3), ("imagenet", 50, 16, 4)],
 )
-def test_shortcut_options_add_parameters_where_expected(family: str, depth: int, blocks: int, reshaping: int) -> None:
-    plain = count_parameters(build_model(family, depth, residual=False))
-    a, b, c = (build_model(family, depth, shortcut=s) for s in SHORTCUTS)
+def test_shortcut_options_add_parameters_where_expected(layout: str, depth: int, blocks: int, reshaping: int) -> None:
+    plain = count_parameters(build_model(layout, depth, residual=False))
+    a, b, c = (build_model(layout, depth, shortcut=s) for s in SHORTCUTS)
     assert count_parameters(a) == plain
     assert count(a, ProjectionShortcut) == 0 and count(a, PadShortcut) == reshaping
     assert count(a, IdentityShortcut) == blocks - reshaping
@@ -108,12 +108,12 @@ NETS = (("cifar", 20), ("imagenet", 18), ("imagenet", 50))
 CASES = [(f, d, r, s) for f, d in NETS for r in (True, False) for s in SHORTCUTS]
 
 
-@pytest.mark.parametrize(("family", "depth", "residual", "shortcut"), CASES)
-def test_output_shapes(family: str, depth: int, residual: bool, shortcut: str) -> None:
+@pytest.mark.parametrize(("layout", "depth", "residual", "shortcut"), CASES)
+def test_output_shapes(layout: str, depth: int, residual: bool, shortcut: str) -> None:
     torch.manual_seed(0)
-    model = build_model(family, depth, residual=residual, shortcut=shortcut, num_classes=7)
+    model = build_model(layout, depth, residual=residual, shortcut=shortcut, num_classes=7)
     # CIFAR nets take any input of at least 8x8 (odd sizes too); ImageNet nets run at 64 and 32.
-    runs = [(True, s) for s in (32, 16, 15, 8)] + [(False, 32)] if family == "cifar" else [(True, 64), (False, 32)]
+    runs = [(True, s) for s in (32, 16, 15, 8)] + [(False, 32)] if layout == "cifar" else [(True, 64), (False, 32)]
     with torch.no_grad():
         for train, size in runs:
             model.train(train)
@@ -204,19 +204,19 @@ def test_traces_with_torch_compile_without_graph_breaks(residual: bool) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "bad", "valid"),
     [
-        ({"family": "mnist", "depth": 20}, "'mnist'", "imagenet"),
-        ({"family": "cifar", "depth": 21}, "got 21", "20"),
-        ({"family": "cifar", "depth": 2}, "got 2", "56"),
-        ({"family": "cifar", "depth": 0}, "got 0", "110"),
-        ({"family": "imagenet", "depth": 20}, "got 20", "18"),
-        ({"family": "imagenet", "depth": 200}, "got 200", "152"),
-        ({"family": "cifar", "depth": 20, "shortcut": "D"}, "D", "A"),
-        ({"family": "cifar", "depth": 20, "shortcut": "a", "residual": False}, "'a'", "C"),
-        ({"family": "cifar", "depth": 20, "width": 0}, "got 0", "> 0"),
-        ({"family": "cifar", "depth": 20, "width": -1.5}, "got -1.5", "> 0"),
-        ({"family": "cifar", "depth": 20, "dropout": 1.0}, "got 1.0", "[0, 1)"),
-        ({"family": "cifar", "depth": 20, "dropout": -0.1}, "got -0.1", "[0, 1)"),
-        ({"family": "cifar", "depth": 20, "num_classes": 0}, "got 0", ">= 1"),
+        ({"layout": "mnist", "depth": 20}, "'mnist'", "imagenet"),
+        ({"layout": "cifar", "depth": 21}, "got 21", "20"),
+        ({"layout": "cifar", "depth": 2}, "got 2", "56"),
+        ({"layout": "cifar", "depth": 0}, "got 0", "110"),
+        ({"layout": "imagenet", "depth": 20}, "got 20", "18"),
+        ({"layout": "imagenet", "depth": 200}, "got 200", "152"),
+        ({"layout": "cifar", "depth": 20, "shortcut": "D"}, "D", "A"),
+        ({"layout": "cifar", "depth": 20, "shortcut": "a", "residual": False}, "'a'", "C"),
+        ({"layout": "cifar", "depth": 20, "width": 0}, "got 0", "> 0"),
+        ({"layout": "cifar", "depth": 20, "width": -1.5}, "got -1.5", "> 0"),
+        ({"layout": "cifar", "depth": 20, "dropout": 1.0}, "got 1.0", "[0, 1)"),
+        ({"layout": "cifar", "depth": 20, "dropout": -0.1}, "got -0.1", "[0, 1)"),
+        ({"layout": "cifar", "depth": 20, "num_classes": 0}, "got 0", ">= 1"),
     ],
 )
 def test_bad_input_raises_value_error(kwargs: dict, bad: str, valid: str) -> None:
@@ -232,12 +232,12 @@ def test_default_shortcut_is_the_papers_choice() -> None:
     assert build_model("cifar", 20, residual=False).shortcut_option is None
 
 
-@pytest.mark.parametrize(("family", "depth"), [("cifar", 20), ("imagenet", 50)])
-def test_plain_ignores_the_shortcut_option(family: str, depth: int) -> None:
+@pytest.mark.parametrize(("layout", "depth"), [("cifar", 20), ("imagenet", 50)])
+def test_plain_ignores_the_shortcut_option(layout: str, depth: int) -> None:
     nets = []
     for shortcut in (None, "A", "B", "C"):
         torch.manual_seed(0)
-        nets.append(build_model(family, depth, residual=False, shortcut=shortcut))
+        nets.append(build_model(layout, depth, residual=False, shortcut=shortcut))
     reference = nets[0].state_dict()
     for net in nets[1:]:
         assert shapes(net) == shapes(nets[0])
@@ -260,9 +260,9 @@ def test_models_pickle(residual: bool, shortcut: str) -> None:
         assert torch.equal(model(x), clone(x))
 
 
-@pytest.mark.parametrize(("family", "depth", "last", "blocks"), [("cifar", 20, "bn2", 9), ("imagenet", 50, "bn3", 16)])
-def test_zero_init_residual_zeroes_the_last_bn_of_each_block(family: str, depth: int, last: str, blocks: int) -> None:
-    model = build_model(family, depth, shortcut="C", zero_init_residual=True)
+@pytest.mark.parametrize(("layout", "depth", "last", "blocks"), [("cifar", 20, "bn2", 9), ("imagenet", 50, "bn3", 16)])
+def test_zero_init_residual_zeroes_the_last_bn_of_each_block(layout: str, depth: int, last: str, blocks: int) -> None:
+    model = build_model(layout, depth, shortcut="C", zero_init_residual=True)
     zeroed = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and not m.weight.any()]
     assert len(zeroed) == blocks  # exactly one per block; stem and projection BNs are untouched
     for block in (m for m in model.modules() if isinstance(m, (BasicBlock, Bottleneck))):
@@ -300,13 +300,13 @@ def test_response_layers_cifar20() -> None:
 
 
 @pytest.mark.parametrize(
-    ("family", "depth", "expected"), [("cifar", 56, 55), ("cifar", 110, 109), ("imagenet", 18, 17), ("imagenet", 50, 49)]
+    ("layout", "depth", "expected"), [("cifar", 56, 55), ("cifar", 110, 109), ("imagenet", 18, 17), ("imagenet", 50, 49)]
 )
-def test_response_layers_same_for_twins_and_options(family: str, depth: int, expected: int) -> None:
-    reference = [n for n, _ in response_layers(build_model(family, depth, residual=False))]
+def test_response_layers_same_for_twins_and_options(layout: str, depth: int, expected: int) -> None:
+    reference = [n for n, _ in response_layers(build_model(layout, depth, residual=False))]
     assert len(reference) == expected  # every conv of the main path: depth - 1 (all but the fc layer)
     for shortcut in SHORTCUTS:  # projection-shortcut BNs are never included
-        assert [n for n, _ in response_layers(build_model(family, depth, shortcut=shortcut))] == reference
+        assert [n for n, _ in response_layers(build_model(layout, depth, shortcut=shortcut))] == reference
 
 
 def test_response_layer_hooks_see_bn_output_before_relu() -> None:

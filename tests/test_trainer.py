@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from resnet_core import TrainConfig, fit, load_checkpoint
+from resnet_core import TrainConfig, fit, load_checkpoint, save_checkpoint
 from resnet_core.config import DataConfig
 from resnet_core.data import Dataset, Split, load_dataset
 from resnet_core.models import build_model, response_layers
@@ -278,6 +278,21 @@ def test_resume_keeps_the_warmup_flag(tmp_path: Path) -> None:
     first.save_checkpoint(tmp_path / "ckpt.pt")
     resumed = list(fit(cfg, resume=tmp_path / "ckpt.pt", dataset=data))
     assert [(r.iteration, r.metrics["opt/lr"]) for r in resumed] == [(20, 0.01)]
+
+
+def test_resume_reads_a_checkpoint_saved_with_the_legacy_family_key(tmp_path: Path) -> None:
+    # Checkpoints made before the rename call the cifar/imagenet axis "model.family".
+    cfg = config(**{"optim.iterations": 20})
+    uninterrupted = list(fit(cfg))
+    state = next(fit(cfg)).state()
+    state["config"] = {("model.family" if k == "model.layout" else k): v for k, v in state["config"].items()}
+    save_checkpoint(state, tmp_path / "old.pt")
+    resumed = list(fit(cfg, resume=tmp_path / "old.pt"))
+    assert [(r.iteration, _reproducible(r)) for r in resumed] == [(20, _reproducible(uninterrupted[-1]))]
+    # ... and is still compared: an old checkpoint of another layout is refused, under the current name.
+    state["config"].update({"model.family": "imagenet", "model.depth": 18})
+    with pytest.raises(ValueError, match="model.layout: checkpoint 'imagenet' vs now 'cifar'"):
+        next(fit(cfg, resume=state))
 
 
 # --- probes ----------------------------------------------------------------------------------------------
