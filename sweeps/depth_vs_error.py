@@ -21,7 +21,7 @@ STUDY = GridStudy(
     description=__doc__.strip().splitlines()[0],
     axes=(FAMILY, DEPTH),
     presets={
-        "smoke": Preset("smoke", SMOKE_DESCRIPTION + ": shows degradation", SMOKE,
+        "smoke": Preset("smoke", SMOKE_DESCRIPTION + ": shows degradation in minutes", SMOKE,
                         grid=({"family": ("plain", "residual"), "depth": (20, 56)},),
                         seeds=2, cpus_per_trial=1, gpus_per_trial=0),
         "paper": Preset("paper", PAPER_DESCRIPTION, PAPER,

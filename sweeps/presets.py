@@ -17,7 +17,7 @@ def schedule(iterations: int, eval_every: int) -> dict[str, Any]:
 # it still trailed by ~1 pp); 8x8 digits make that affordable on two cores.
 SMOKE = {"data.dataset": "digits", "run.device": "cpu", "run.probe_images": 128, "run.eval_batch_size": 512,
          **schedule(1500, 125)}
-SMOKE_DESCRIPTION = "offline digits data, a scaled-down schedule, CPU: runs in minutes"
+SMOKE_DESCRIPTION = "offline digits data, a scaled-down schedule, CPU"
 
 # The paper's CIFAR-10 recipe (§4.2) is TrainConfig's default; fp32 because bf16 autocast keeps batch-norm
 # outputs and the residual stream in bf16, and its effect on CIFAR-10 error has not been measured.
