@@ -220,10 +220,22 @@ def check_resume_matches(plan: SweepPlan) -> None:
     with filesystem.open_input_stream(path) as source:
         saved = json.loads(source.read())
     current = json.loads(json.dumps(asdict(plan), default=str))
-    differ = [f"{key}: {saved.get(key)!r} then, {value!r} now" for key, value in current.items()
-              if key not in SAFE_ON_RESUME and saved.get(key) != value]
+    differ = [f"{key}: {then!r} then, {now!r} now" for key, then, now in _differences(saved, current)
+              if key.split(".")[0] not in SAFE_ON_RESUME]
     if differ:
         raise ValueError("--resume continues the sweep with the settings it started with, but these differ: "
                          + "; ".join(differ) + ". Repeat the original command with --resume (only "
                          + ", ".join(SAFE_ON_RESUME[1:]) + " may change), or start a new sweep with another "
                          "--experiment")
+
+
+def _differences(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, saved value, current value) for each setting that differs; the shared config key by key."""
+    differ = []
+    for key, now in current.items():
+        then = saved.get(key)
+        if isinstance(now, dict) and isinstance(then, dict) and key == "base":
+            differ += [(k, then.get(k), v) for k, v in now.items() if then.get(k) != v]
+        elif then != now:
+            differ.append((key, then, now))
+    return differ

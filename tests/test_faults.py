@@ -474,3 +474,15 @@ def test_damaged_cifar_file_stops_the_sweep_before_anything_starts(cifar_dir, tm
                                 "--data-dir", str(cifar_dir), "--depths", "8", "--seeds", "1"])
     assert code == 2 and f"{str(path)!r} failed its integrity check" in capsys.readouterr().err
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray_results").exists()
+
+
+def test_checking_a_data_set_before_a_sweep_verifies_files_without_loading_them(cifar_dir, monkeypatch):
+    """The driver's check reads checksums only: nothing is unpickled, and a missing file is named as missing."""
+    from resnet_core.data import check_dataset
+
+    unpickled = _no_unpickling(monkeypatch)
+    check_dataset(DataConfig(dataset="cifar10", data_dir=str(cifar_dir)))
+    assert unpickled == []
+    (cifar_dir / "cifar-10-batches-py" / "data_batch_5").unlink()
+    with pytest.raises(DatasetUnavailableError, match="CIFAR-10 not found"):
+        check_dataset(DataConfig(dataset="cifar10", data_dir=str(cifar_dir)))

@@ -145,3 +145,65 @@ def test_no_preset_picks_smoke_on_a_cluster_without_gpus(ray_runtime, tmp_path, 
     out = capsys.readouterr()
     assert out.out.splitlines()[0].startswith("preset: smoke (the Ray cluster has no GPU)")
     assert code == 2 and "--seeds must be >= 1" in out.err
+
+
+def test_a_trial_no_node_can_hold_is_refused_before_anything_starts(ray_runtime, tmp_path, capsys):
+    """As a new user would try it: --gpus-per-trial 2 on a machine without GPUs would leave every trial PENDING."""
+    code = depth_vs_error.main(tiny_args(tmp_path, "--gpus-per-trial", "2"))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "each trial asks for 1 CPU, 2 GPU" in err and "0 GPU" in err and "does not autoscale" in err
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray_results").exists()
+
+
+@pytest.fixture
+def autoscaler_config(ray_runtime):
+    """Publish an autoscaler's node groups in the real GCS, as `ray up` and KubeRay's autoscaler do; removed after."""
+    from ray._raylet import GCS_AUTOSCALER_CLUSTER_CONFIG_KEY, GCS_AUTOSCALER_STATE_NAMESPACE
+    from ray.core.generated import autoscaler_pb2
+    from ray.experimental import internal_kv
+
+    def publish(gpus_per_node: float) -> None:
+        config = autoscaler_pb2.ClusterConfig()
+        group = config.node_group_configs.add(name="gpu-workers", max_count=4)
+        group.resources.update({"CPU": 8, "GPU": gpus_per_node})
+        internal_kv._internal_kv_put(GCS_AUTOSCALER_CLUSTER_CONFIG_KEY, config.SerializeToString(),
+                                     namespace=GCS_AUTOSCALER_STATE_NAMESPACE)
+
+    yield publish
+    internal_kv._internal_kv_del(GCS_AUTOSCALER_CLUSTER_CONFIG_KEY, namespace=GCS_AUTOSCALER_STATE_NAMESPACE)
+
+
+def test_an_autoscaler_that_can_add_a_fitting_node_is_not_refused(autoscaler_config, tmp_path):
+    from sweeps.resources import check_cluster
+
+    plan = plan_for(tiny_args(tmp_path, "--gpus-per-trial", "2"))
+    autoscaler_config(gpus_per_node=4)
+    check_cluster(plan)  # the autoscaler can start a node with 4 GPUs: the trials wait for it
+    autoscaler_config(gpus_per_node=1)
+    with pytest.raises(ValueError, match="no autoscaler can add one that does"):
+        check_cluster(plan)
+
+
+def test_without_ray_private_state_api_the_cluster_is_not_refused(ray_runtime, tmp_path, monkeypatch, caplog):
+    """The autoscaler's node groups are read through a private Ray API; if it is gone, we cannot tell: warn, go on."""
+    import ray._private.state
+    from sweeps.resources import check_cluster
+
+    plan = plan_for(tiny_args(tmp_path, "--gpus-per-trial", "2"))
+    monkeypatch.delattr(ray._private.state.GlobalState, "get_cluster_config")
+    check_cluster(plan)
+    assert "cannot tell whether this Ray cluster autoscales" in caplog.text
+
+
+def test_resume_with_other_settings_is_refused_naming_them(tiny_sweep, tmp_path):
+    plan = tiny_sweep[0]
+    argv = [*TINY, "--tracking-uri", plan.tracking_uri, "--storage-path", plan.storage_path, "--experiment", "tiny",
+            "--max-concurrent", "2", "--resume"]
+    with pytest.raises(ValueError) as refused:
+        plan_for([*argv, "--seeds", "2", "--iterations", "16"])
+    message = str(refused.value)
+    assert "seeds: [0] then, [0, 1] now" in message and "optim.iterations: 12 then, 16 now" in message
+    assert "--max-failures" not in message
+    same = plan_for([*argv, "--report-path", str(tmp_path / "elsewhere.html")])  # a safe change is accepted
+    assert same.resume and same.seeds == [0]

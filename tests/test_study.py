@@ -1,0 +1,115 @@
+"""A study is a short declarative file: grids from presets and flags, the worked example in the docs, and
+the rule that test-only fault injection stays out of the installed package."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweeps.cli import plan_from_argv, study_arg_parser
+from sweeps.depth_vs_error import STUDY
+from sweeps.tracking import operations
+from sweeps.tracking.spool import Spool
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cells(argv: list[str]) -> list[tuple]:
+    plan = plan_from_argv(STUDY, ["--preset", *argv])
+    return [(c.model.residual, c.model.depth, c.run.seed, c.optim.warmup) for c in plan.configs()]
+
+
+def test_paper_grid_has_per_family_depths_warmup_for_110_and_three_seeds():
+    trials = cells(["paper"])
+    assert len(trials) == (4 + 5) * 3
+    assert {(r, d) for r, d, _, _ in trials} == {(False, d) for d in (20, 32, 44, 56)} | {(True, d) for d in (20, 32, 44, 56, 110)}
+    assert {w for r, d, _, w in trials if (r, d) == (True, 110)} == {True}
+    assert not any(w for r, d, _, w in trials if d != 110)
+    assert trials[0][1] == 110  # deepest first
+
+
+def test_axis_flags_filter_categories_and_replace_values():
+    # --families keeps the preset's depths of the family chosen; --depths replaces them in every block.
+    assert {(r, d) for r, d, _, _ in cells(["paper", "--families", "plain"])} == {(False, d) for d in (20, 32, 44, 56)}
+    assert {(r, d) for r, d, _, _ in cells(["paper", "--depths", "8,14"])} == {(r, d) for r in (False, True) for d in (8, 14)}
+    with pytest.raises(ValueError, match=r"unknown family 'wide' in --families; choose from \['plain', 'residual'\]"):
+        cells(["smoke", "--families", "wide"])
+
+
+def test_iterations_scale_milestones_in_one_place():
+    plan = plan_from_argv(STUDY, ["--preset", "smoke", "--iterations", "400"])
+    assert plan.base["optim.milestones"] == [200, 300]
+    plan = plan_from_argv(STUDY, ["--preset", "smoke", "--set", "optim.iterations=800"])
+    assert plan.base["optim.milestones"] == [400, 600]
+
+
+def test_recipe_is_paper_exactly_when_the_training_fields_are_the_papers(tmp_path):
+    paper = ["--preset", "paper", "--data-dir", str(tmp_path), "--cpus-per-trial", "4"]
+    assert plan_from_argv(STUDY, paper).recipe == "paper"          # paths and threads are not the recipe
+    assert plan_from_argv(STUDY, [*paper, "--depths", "20,56"]).recipe == "paper"  # fewer nets, same recipe
+    assert plan_from_argv(STUDY, [*paper, "--eval-every", "500"]).recipe == "paper"
+    for change in (["--iterations", "32000"], ["--set", "optim.weight_decay=5e-4"], ["--shortcut", "B"],
+                   ["--set", "run.precision=bf16"], ["--dataset", "cifar100"]):
+        assert plan_from_argv(STUDY, [*paper, *change]).recipe == "reduced", change
+    assert plan_from_argv(STUDY, ["--preset", "smoke"]).recipe == "reduced"
+
+
+def test_study_flags_come_from_the_config_metadata():
+    help_text = study_arg_parser(STUDY).format_help()
+    for flag in ("--dataset", "--data-dir", "--iterations", "--eval-every", "--shortcut", "--families", "--depths"):
+        assert flag in help_text
+    assert "(default: the preset's)" in help_text
+    with pytest.raises(ValueError, match=r"data.dataset='imagenet' is not valid; choose one of"):
+        plan_from_argv(STUDY, ["--preset", "smoke", "--dataset", "imagenet"])
+
+
+def test_the_worked_example_in_the_architecture_doc_is_a_working_study(tmp_path):
+    """docs/architecture.md shows a whole new grid study; run its code as a user would copy it."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    (code,) = re.findall(r"```python\n(\"\"\"The width study.*?)```", text, re.S)
+    assert len(code.splitlines()) <= 60
+    namespace: dict = {"__name__": "width_study", "__file__": str(REPO / "sweeps" / "width.py")}
+    exec(compile(code, "width_study.py", "exec"), namespace)
+    study = namespace["STUDY"]
+    plan = plan_from_argv(study, ["--preset", "smoke", "--widths", "1,2", "--storage-path", str(tmp_path)])
+    widths = sorted({(c.model.width, c.model.depth, c.model.residual) for c in plan.configs()})
+    assert widths == [(1.0, 20, True), (1.0, 56, True), (2.0, 20, True), (2.0, 56, True)]
+
+
+def test_fault_injection_is_not_in_the_installed_package():
+    assert not (REPO / "sweeps" / "faults.py").exists()
+    for folder in ("sweeps", "resnet_core", "dashboards"):
+        for path in (REPO / folder).glob("**/*.py"):
+            source = path.read_text()
+            assert "torch.save =" not in source and "os.system" not in source and "__reduce__" not in source, path
+
+
+def test_every_tracking_operation_replays_from_the_spool(tmp_path):
+    """The same entries that are sent live are kept in the spool and replayed, into a real SQLite store."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("ops", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(experiment_id).info.run_id
+    child = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent}).info.run_id
+    artifact = tmp_path / "note.json"
+    artifact.write_text('{"a": 1}')
+    spool = Spool(tmp_path / "spool" / "trial.jsonl", uri)
+    for entry in (operations.metrics_entry(child, 5, {"train/error": 12.5, "test/error": 20.0}, "train/error"),
+                  operations.tags_entry(child, {"outcome": "completed"}),
+                  operations.artifact_entry(child, artifact, "probes"),
+                  operations.close_orphans_entry(parent, experiment_id),
+                  operations.status_entry(parent, "FINISHED")):
+        spool.append(entry)
+    artifact.unlink()  # the spool kept its own copy
+    assert spool.flush() == 0 and not spool.path.exists()
+    run = client.get_run(child)
+    assert run.data.metrics == {"train/error": 12.5, "test/error": 20.0}
+    assert [m.step for m in client.get_metric_history(child, "train/error")] == [5]
+    assert run.data.tags["outcome"] == "interrupted"  # closed as an orphan after its tags arrived
+    assert run.info.status == "KILLED" and client.get_run(parent).info.status == "FINISHED"
+    assert [a.path for a in client.list_artifacts(child, "probes")] == ["probes/note.json"]
+    with pytest.raises(ValueError, match=r"unknown tracking call 'frobnicate'"):
+        operations.send(client, {"op": "frobnicate", "run_id": child})
