@@ -17,6 +17,7 @@ from resnet_core.train import add_config_arguments
 from sweeps.plan import SAFE_ON_RESUME, InterruptedSweepError, SweepPlan, build_plan, check_plan
 from sweeps.resources import check_cluster
 from sweeps.runner import run_sweep
+from sweeps.security import check_tracking_security, security_lines
 from sweeps.study import GridStudy, Preset
 from sweeps.trainable import TrialHooks
 from sweeps.tracking.store import TrackingError
@@ -59,6 +60,9 @@ def study_arg_parser(study: GridStudy) -> argparse.ArgumentParser:
     tracking.add_argument("--no-report", dest="report", action="store_false", help="do not build the HTML report")
     tracking.add_argument("--report-path", help="where to write the report (default: <launch dir>/reports/"
                                                 "<experiment>.html)")
+    tracking.add_argument("--insecure-tracking", action="store_true", help=(
+        "send to a plain-http tracking server on another host without credentials (refused by default: set "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD for a server with auth)"))
     tracking.add_argument("--mlflow-ui-url", help="link each run in the report to its page in this MLflow UI, "
                                                   "e.g. http://127.0.0.1:5000")
     return parser
@@ -99,9 +103,11 @@ def main(study: GridStudy, argv: list[str] | None = None, hooks: TrialHooks | No
         preset, why = choose_preset(study, args.preset)
         print(f"preset: {preset.name} ({why}): {preset.description}", flush=True)
         plan = build_plan(study, args, preset)
+        check_tracking_security(plan, args.insecure_tracking)
         check_plan(plan)
         connect_ray()
         check_cluster(plan)
+        print("\n".join(security_lines(plan, args.insecure_tracking)), flush=True)
     except InterruptedSweepError as exc:
         closed = close_interrupted_sweep(plan.tracking_uri, exc.earlier)
         note = f" Its {len(closed)} trial run(s) left RUNNING are now marked KILLED." if closed else ""

@@ -207,3 +207,23 @@ def test_resume_with_other_settings_is_refused_naming_them(tiny_sweep, tmp_path)
     assert "--max-failures" not in message
     same = plan_for([*argv, "--report-path", str(tmp_path / "elsewhere.html")])  # a safe change is accepted
     assert same.resume and same.seeds == [0]
+
+
+def test_unauthenticated_plain_http_tracking_on_the_network_is_refused(tmp_path, capsys, monkeypatch):
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    argv = [*TINY, "--tracking-uri", "http://10.255.255.1:5000", "--storage-path", str(tmp_path / "rr")]
+    assert depth_vs_error.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "plain http and no credentials" in err and "--insecure-tracking" in err
+    assert not (tmp_path / "rr").exists()
+    # With credentials, the refusal is gone (this address is never contacted: the reachability check fails fast).
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "user")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "secret")
+    from sweeps.cli import plan_from_argv
+    from sweeps.depth_vs_error import STUDY
+    from sweeps.security import check_tracking_security
+
+    check_tracking_security(plan_from_argv(STUDY, argv), insecure=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
+    check_tracking_security(plan_from_argv(STUDY, argv), insecure=True)  # --insecure-tracking: the user's call

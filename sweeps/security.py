@@ -1,0 +1,55 @@
+"""Security settings a sweep runs with: refuse an unauthenticated tracking server on the network, and say
+which protections are in force. Runs in the driver, before anything starts."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from urllib.parse import urlparse
+
+from sweeps.plan import SweepPlan
+
+CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def has_tracking_credentials() -> bool:
+    return all(os.environ.get(name) for name in CREDENTIAL_VARIABLES) or bool(os.environ.get("MLFLOW_TRACKING_TOKEN"))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine's loopback interface (127.0.0.0/8, ::1, localhost)."""
+    try:
+        return all(ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None))
+    except (socket.gaierror, ValueError):
+        return False
+
+
+def check_tracking_security(plan: SweepPlan, insecure: bool) -> None:
+    """Refuse a plain-http tracking server on another host when no credentials are set (anyone who reaches an
+    unauthenticated MLflow server can read and delete runs), unless ``insecure`` (--insecure-tracking)."""
+    url = urlparse(plan.tracking_uri)
+    if url.scheme != "http" or is_loopback(url.hostname or "") or has_tracking_credentials() or insecure:
+        return
+    raise ValueError(f"the tracking server {plan.tracking_uri} is on the network over plain http and no credentials "
+                     f"are set: set {' and '.join(CREDENTIAL_VARIABLES)} for a server with basic auth (cluster/README.md),"
+                     f" or pass --insecure-tracking to send to an unauthenticated server anyway")
+
+
+def security_lines(plan: SweepPlan, insecure: bool) -> list[str]:
+    """What protects this sweep, one line each (printed at its start)."""
+    address = os.environ.get("RAY_ADDRESS")
+    if not address:
+        ray_line = "embedded local Ray (this process only, no dashboard)"
+    elif os.environ.get("RAY_AUTH_MODE") == "token":
+        ray_line = f"cluster {address} with token authentication (RAY_AUTH_MODE=token)"
+    else:
+        ray_line = f"cluster {address}; this client does not send an auth token (RAY_AUTH_MODE is not 'token')"
+    url = urlparse(plan.tracking_uri)
+    if url.scheme not in ("http", "https"):
+        tracking = f"local store {plan.tracking_uri}"
+    else:
+        auth = "credentials from the environment" if has_tracking_credentials() else "no credentials"
+        warning = " -- INSECURE: --insecure-tracking given" if insecure and url.scheme == "http" else ""
+        tracking = f"server {url.scheme}://{url.netloc} ({'TLS' if url.scheme == 'https' else 'no TLS'}, {auth}){warning}"
+    return [f"security: ray: {ray_line}", f"security: tracking: {tracking}"]
