@@ -78,6 +78,12 @@ def test_ray_job_submit_runs_the_sweep_on_a_head_node(head_node, tmp_path):
     lines = logs.splitlines()
     entry = next(i for i, line in enumerate(lines) if line.startswith("Running entrypoint"))
     assert lines[entry + 1].startswith("preset: smoke (--preset given)"), logs[:1000]
+    assert any(line.startswith("security: ray: cluster") and "token authentication" in line for line in lines), logs
+    # Tune's live table names trials as their MLflow runs, with iteration, train/test error and images/s.
+    header = next(line for line in lines if "Trial name" in line and "train/error" in line)
+    assert all(column in header for column in ("iteration", "test/error", "perf/images_per_sec")), header
+    assert any(line.lstrip("│ ").startswith("plain-8 seed 0") and "TERMINATED" in line for line in lines), logs
+    assert "train_trial_" not in logs
 
     client = MlflowClient(f"sqlite:///{store}")
     runs = client.search_runs([client.get_experiment_by_name("job").experiment_id])
