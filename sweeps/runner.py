@@ -92,14 +92,14 @@ def _open_parent_run(plan: SweepPlan) -> tuple[str, str]:
 
 def _new_tuner(plan: SweepPlan, trainable: Any, tracking: TrialTracking) -> tune.Tuner:
     """A Tuner that runs every (cell, seed) of the plan once, deepest first, named as its MLflow run."""
-    varied = {"run.seed", *(key for arch in plan.archs for key in arch)}
-    # Each point sets every varied key (Tune warns when a point overrides a constant of the param space).
-    points = [{**{k: plan.base[k] for k in varied}, **arch, "run.seed": seed} for arch in plan.archs for seed in plan.seeds]
+    points = [{**arch, "run.seed": seed} for arch in plan.archs for seed in plan.seeds]
     # Trials are listed explicitly rather than as grid_search, so Tune's live table shows no parameter columns:
-    # the trial name ("plain-56 seed 1") says it all.
+    # the trial name ("plain-56 seed 1") says it all. A point must override keys of the param space, which
+    # Tune warns about once per key and trial: expected here, so not shown.
+    logging.getLogger("ray.tune.search.variant_generator").setLevel(logging.ERROR)
     return tune.Tuner(
         trainable,
-        param_space={k: v for k, v in plan.base.items() if k not in varied},
+        param_space=plan.base,
         tune_config=tune.TuneConfig(
             # max_concurrent here, not as TuneConfig's max_concurrent_trials: that would wrap the generator in a
             # ConcurrencyLimiter, which creates trials only as slots free, so no finished trial's process is reused.
