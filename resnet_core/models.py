@@ -367,10 +367,13 @@ def response_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     for bottleneck blocks, whose 1×1 layers are included alongside the 3×3). The BNs of projection
     shortcuts are not layers of the main path and are left out. CIFAR ResNet-20 therefore gives 19 layers
     (stem + 18 3×3 convs), which is the x-axis of Fig. 7; a plain net and its residual twin give the same
-    names. Names are module paths such as ``"layer1.0.bn1"``. A ``torch.compile``d model is unwrapped.
-    Register forward hooks on the returned modules to read the responses.
+    names. Names are module paths such as ``"layer1.0.bn1"``. Register forward hooks on the returned modules
+    to read the responses. ``model`` must be the uncompiled ResNet: ``torch.compile`` returns a wrapper whose
+    module paths differ, so keep a reference to the model you compiled (as ``fit`` does) and pass that.
     """
-    model = getattr(model, "_orig_mod", model)
+    if not isinstance(model, ResNet):
+        raise TypeError(f"response_layers needs an uncompiled ResNet from build_model (for a torch.compile'd "
+                        f"model, pass the model given to torch.compile); got {type(model).__name__}")
     shortcut_bns = {id(m.bn) for m in model.modules() if isinstance(m, ProjectionShortcut)}
     return [
         (name, module)

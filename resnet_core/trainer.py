@@ -78,8 +78,32 @@ def has_native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
-        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return cpu_has_native_bf16()
     return False
+
+
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has AVX512-BF16 or AMX instructions.
+
+    torch answers only through private functions (``torch.cpu._is_avx512_bf16_supported`` and
+    ``_is_amx_tile_supported``); where a torch version lacks them, the same flags are read from /proc/cpuinfo.
+    """
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(callable(probe) for probe in probes):
+        return any(probe() for probe in probes)
+    return bool(cpu_flags() & {"avx512_bf16", "amx_tile"})
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags listed in /proc/cpuinfo; none where there is no such file (macOS, Windows)."""
+    try:
+        text = CPUINFO.read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

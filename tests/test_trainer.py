@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from resnet_core import TrainConfig, fit, load_checkpoint, save_checkpoint
+from resnet_core import TrainConfig, fit, load_checkpoint, save_checkpoint, trainer
 from resnet_core.config import DataConfig
 from resnet_core.data import Dataset, Split, load_dataset
 from resnet_core.models import build_model, response_layers
@@ -51,16 +51,38 @@ def random_label_synthetic(seed: int = 0) -> Dataset:
 # --- precision ---
 
 
+def _proc_cpuinfo_flags() -> set[str]:
+    """The flags of /proc/cpuinfo, read here independently of the code under test."""
+    if not Path("/proc/cpuinfo").exists():
+        return set()
+    return {f for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
+            for f in line.split(":", 1)[1].split()}
+
+
 def test_precision_auto_is_bf16_exactly_where_the_cpu_has_bf16_instructions() -> None:
     cpu = torch.device("cpu")
-    flags = set()
-    if Path("/proc/cpuinfo").exists():
-        flags = {f for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
-                 for f in line.split(":", 1)[1].split()}
-    native = bool(flags & {"avx512_bf16", "amx_bf16"}) if flags else has_native_bf16(cpu)
+    flags = _proc_cpuinfo_flags()
+    native = bool(flags & {"avx512_bf16", "amx_tile"}) if flags else has_native_bf16(cpu)
     assert has_native_bf16(cpu) == native
     assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+
+
+def test_cpu_bf16_probe_falls_back_to_cpuinfo_without_torchs_private_probes(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert has_native_bf16(cpu) == bool(_proc_cpuinfo_flags() & {"avx512_bf16", "amx_tile"})
+    # Both answers of the fallback, and a machine without /proc/cpuinfo.
+    fake = tmp_path / "cpuinfo"
+    monkeypatch.setattr(trainer, "CPUINFO", fake)
+    fake.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16\n")
+    assert has_native_bf16(cpu) is True and resolve_precision("auto", cpu) == "bf16"
+    fake.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2\n")
+    assert has_native_bf16(cpu) is False
+    monkeypatch.setattr(trainer, "CPUINFO", tmp_path / "absent")
+    assert has_native_bf16(cpu) is False
 
 
 def test_bf16_autocast_changes_the_arithmetic_not_the_outcome() -> None:
