@@ -115,7 +115,7 @@ def test_short_digits_run_learns_and_reports_every_metric() -> None:
         assert "val/error" not in r.metrics and "val/loss" not in r.metrics  # no validation split asked for
         assert 0 <= r.metrics["train/error"] <= 100 and 0 <= r.metrics["test/error"] <= 100
         assert r.metrics["perf/images_per_sec"] > 0
-        # Probes: one response per conv layer of ResNet-8 (depth - 1 = stem + 6), gradient norm per weight.
+        # Probes: one response per 3×3 layer of ResNet-8 (depth - 1 = stem + 6), gradient norm per weight.
         assert len(r.layer_response_std) == 7
         assert r.metrics["probe/response_std_mean"] == pytest.approx(sum(r.layer_response_std.values()) / 7)
         assert r.grad_norms and r.metrics["probe/grad_norm"] == pytest.approx(global_norm(r.grad_norms))
