@@ -114,7 +114,13 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def autocast_for(config: TrainConfig, device: torch.device) -> torch.autocast | None:
-    """bf16 autocast (BN and the loss stay fp32) where the config asks for it; None means fp32."""
+    """bf16 autocast where the config asks for it (see ``resolve_precision``); None means fp32.
+
+    Under it the convolutions and the linear layer compute in bf16 and the activations between them are
+    bf16 too: BN outputs, ReLUs and the residual additions (the shortcut stream) included. What stays fp32:
+    the weights and the optimizer state, BN's affine parameters and running statistics, and the loss, which
+    is computed from the logits cast to fp32.
+    """
     if resolve_precision(config.run.precision, device) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return None

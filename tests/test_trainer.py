@@ -21,7 +21,7 @@ from resnet_core.data import Dataset, Split, load_dataset
 from resnet_core.models import build_model, response_layers
 from resnet_core.probes import global_norm, gradient_norms, layer_response_std
 from resnet_core.train import main
-from resnet_core.trainer import has_native_bf16, resolve_precision
+from resnet_core.trainer import autocast_for, has_native_bf16, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,6 +95,23 @@ def test_bf16_autocast_changes_the_arithmetic_not_the_outcome() -> None:
     for run in (fp32, bf16):
         assert run[-1].metrics["train/loss"] < 0.6 * run[0].metrics["train/loss"]
         assert run[-1].metrics["test/error"] < 70  # chance is 90 %
+
+
+def test_under_bf16_autocast_bn_outputs_and_the_residual_stream_are_bf16() -> None:
+    # What autocast_for's docstring promises, no more: bf16 activations, fp32 weights, BN statistics and loss.
+    autocast = autocast_for(config(**{"run.precision": "bf16"}), torch.device("cpu"))
+    model = build_model("cifar", 8, shortcut="B")
+    dtypes: dict[str, torch.dtype] = {}
+    watched = {"stem BN": model.bn1, "projection BN": model.layer2[0].shortcut.bn, "block output": model.layer2[0]}
+    hooks = [m.register_forward_hook(lambda _m, _i, out, n=n: dtypes.__setitem__(n, out.dtype))
+             for n, m in watched.items()]
+    with autocast:
+        logits = model(torch.randn(4, 3, 16, 16))
+    loss = nn.functional.cross_entropy(logits.float(), torch.tensor([0, 1, 2, 3]))
+    for h in hooks:
+        h.remove()
+    assert dtypes == dict.fromkeys(watched, torch.bfloat16)
+    assert model.bn1.weight.dtype == model.bn1.running_var.dtype == loss.dtype == torch.float32
 
 
 # --- training --------------------------------------------------------------------------------------------
