@@ -87,7 +87,9 @@ class RunConfig:
     compile: bool = _opt(False, "torch.compile the model")
     eval_every: int = _opt(2000, "iterations between evaluations (the last iteration is always evaluated)")
     eval_batch_size: int = _opt(1000, "batch size for evaluation")
-    probe_images: int = _opt(256, "test images for the layer-response probe (paper Fig. 7); 0 disables probes")
+    probe_images: int = _opt(256, "the first N test images, one fixed batch, on which the layer responses of "
+                                  "Fig. 7 are measured at each evaluation; 0 turns that probe off (gradient "
+                                  "norms are always reported)")
     threads: int = _opt(0, "torch CPU threads (0 = torch's default)")
 
 

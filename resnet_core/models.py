@@ -165,6 +165,10 @@ class BasicBlock(nn.Module):
         """The BN whose output meets the shortcut (zeroed by ``zero_init_residual``)."""
         return self.bn2
 
+    def conv_layers(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+        """The main path's convs in order, each with the BN that normalises its output."""
+        return [(self.conv1, self.bn1), (self.conv2, self.bn2)]
+
 
 class Bottleneck(nn.Module):
     """1×1 reduce, 3×3, 1×1 expand (×4), each followed by BN; ReLU after the addition (Fig. 5 right).
@@ -198,6 +202,10 @@ class Bottleneck(nn.Module):
     def last_bn(self) -> nn.BatchNorm2d:
         """The BN whose output meets the shortcut (zeroed by ``zero_init_residual``)."""
         return self.bn3
+
+    def conv_layers(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+        """The main path's convs in order (1×1, 3×3, 1×1), each with the BN that normalises its output."""
+        return [(self.conv1, self.bn1), (self.conv2, self.bn2), (self.conv3, self.bn3)]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -279,6 +287,12 @@ class ResNet(nn.Module):
                 if isinstance(m, (BasicBlock, Bottleneck)):
                     nn.init.zeros_(m.last_bn().weight)
 
+    def conv_layers(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+        """Every conv of the main path (the stem's, then each block's) with the BN that normalises its output,
+        in network order. Projection shortcuts are not on the main path and are not included."""
+        blocks = [m for m in self.modules() if isinstance(m, (BasicBlock, Bottleneck))]
+        return [(self.conv1, self.bn1)] + [layer for block in blocks for layer in block.conv_layers()]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for name in self.stage_names:
@@ -359,21 +373,22 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def response_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The BN modules whose outputs are the layer responses of Fig. 7, in network order.
+def response_layers(model: nn.Module) -> list[tuple[str, nn.BatchNorm2d]]:
+    """The layers of the paper's Fig. 7: the BN after each 3×3 conv, in network order, named by module path.
 
-    A response is a conv layer's output after BN and before the ReLU / addition. The list holds the BN of
-    every conv on the main path: the stem's ``bn1`` first, then each block's ``bn1``, ``bn2`` (and ``bn3``
-    for bottleneck blocks, whose 1×1 layers are included alongside the 3×3). The BNs of projection
-    shortcuts are not layers of the main path and are left out. CIFAR ResNet-20 therefore gives 19 layers
-    (stem + 18 3×3 convs), which is the x-axis of Fig. 7; a plain net and its residual twin give the same
-    names. Names are module paths such as ``"layer1.0.bn1"``. A ``torch.compile``d model is unwrapped.
-    Register forward hooks on the returned modules to read the responses.
+    Fig. 7 plots the std of "each 3×3 layer's response": its output after BN and before the ReLU / addition.
+    So the series holds the BN that follows each 3×3 conv. On the CIFAR layout that is every conv but none
+    of the shortcuts: the 3×3 stem and both convs of each block (ResNet-20: 19 layers, the x-axis of Fig. 7).
+    On the ImageNet layout the 7×7 stem and the bottleneck's 1×1 convs are not 3×3 layers and are left out.
+    Projection shortcuts (options B and C, 1×1 convs) never count, so a plain net and its residual twin
+    give the same names under every option. Names are module paths such as ``"layer1.0.bn1"``; register
+    forward hooks on the modules to read the responses.
+
+    ``model`` must be the uncompiled ResNet: ``torch.compile`` returns a wrapper whose module paths differ,
+    so keep a reference to the model you compiled (as ``fit`` does) and pass that.
     """
-    model = getattr(model, "_orig_mod", model)
-    shortcut_bns = {id(m.bn) for m in model.modules() if isinstance(m, ProjectionShortcut)}
-    return [
-        (name, module)
-        for name, module in model.named_modules()
-        if isinstance(module, nn.BatchNorm2d) and id(module) not in shortcut_bns
-    ]
+    if not isinstance(model, ResNet):
+        raise TypeError(f"response_layers needs an uncompiled ResNet from build_model (for a torch.compile'd "
+                        f"model, pass the model given to torch.compile); got {type(model).__name__}")
+    names = {module: name for name, module in model.named_modules()}
+    return [(names[bn], bn) for conv, bn in model.conv_layers() if conv.kernel_size == (3, 3)]

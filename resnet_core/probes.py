@@ -12,7 +12,12 @@ from resnet_core.models import response_layers
 def layer_response_std(model: nn.Module, images: torch.Tensor, autocast: torch.autocast | None = None) -> dict[str, float]:
     """Standard deviation of each 3×3 layer's response (after BN, before ReLU/addition), in network order.
 
-    Measured in eval mode on a fixed batch, as the paper's Fig. 7 does on CIFAR-10 test images.
+    This is the quantity of the paper's Fig. 7 (layers from ``response_layers``). The paper says only that it
+    is measured on CIFAR-10; the rest is our choice: one forward pass over ``images`` (``fit`` passes the
+    first ``run.probe_images`` test images, the same fixed batch at every evaluation), the model in eval
+    mode (BN normalises with its running statistics, dropout is off), and one std per layer over all of its
+    outputs in the batch (images, channels and positions together), computed in fp32. ``model`` is the
+    uncompiled ResNet; its train/eval mode is restored afterwards.
     """
     layers = response_layers(model)
     stds: dict[str, torch.Tensor] = {}

@@ -3,6 +3,11 @@
 The whole data set lives on the training device and batches are cut, augmented and shuffled with tensor
 ops (no DataLoader in the hot loop). All randomness comes from state that goes into the checkpoint, so a
 resumed run continues exactly as an uninterrupted one would.
+
+Reading order: ``fit`` builds a ``TrainingState`` (or restores one) and hands it to ``train``, the loop.
+Each iteration is ``training_batch`` then a ``TrainStep``; the loss and error sums stay on the device in
+``RunningSums`` and are read every CHECK_EVERY iterations (divergence, warm-up). An evaluation reports
+``training_metrics``, ``held_out_metrics`` and ``probe`` in one ``Result``.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import copy
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resnet_core.checkpoint import load_checkpoint, save_checkpoint
-from resnet_core.config import TrainConfig, current_keys, validate
+from resnet_core.config import RunConfig, TrainConfig, current_keys, validate
 from resnet_core.data import Dataset, Split, augment_batch, load_dataset
 from resnet_core.models import build_model
 from resnet_core.probes import global_norm, gradient_norms, layer_response_std
@@ -46,7 +51,7 @@ class Result:
     layer_response_std: dict[str, float]
     grad_norms: dict[str, float]
     status: str
-    state: Any = field(repr=False, default=None)
+    state: Callable[[], dict[str, Any]] | None = field(repr=False, default=None)
 
     @property
     def done(self) -> bool:
@@ -73,8 +78,32 @@ def has_native_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
-        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return cpu_has_native_bf16()
     return False
+
+
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has AVX512-BF16 or AMX instructions.
+
+    torch answers only through private functions (``torch.cpu._is_avx512_bf16_supported`` and
+    ``_is_amx_tile_supported``); where a torch version lacks them, the same flags are read from /proc/cpuinfo.
+    """
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(callable(probe) for probe in probes):
+        return any(probe() for probe in probes)
+    return bool(cpu_flags() & {"avx512_bf16", "amx_tile"})
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags listed in /proc/cpuinfo; none where there is no such file (macOS, Windows)."""
+    try:
+        text = CPUINFO.read_text()
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -85,7 +114,13 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def autocast_for(config: TrainConfig, device: torch.device) -> torch.autocast | None:
-    """bf16 autocast (BN and the loss stay fp32) where the config asks for it; None means fp32."""
+    """bf16 autocast where the config asks for it (see ``resolve_precision``); None means fp32.
+
+    Under it the convolutions and the linear layer compute in bf16 and the activations between them are
+    bf16 too: BN outputs, ReLUs and the residual additions (the shortcut stream) included. What stays fp32:
+    the weights and the optimizer state, BN's affine parameters and running statistics, and the loss, which
+    is computed from the logits cast to fp32.
+    """
     if resolve_precision(config.run.precision, device) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return None
@@ -152,6 +187,164 @@ def _prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+class TrainingState:
+    """Everything a run needs to go on exactly where it stopped: model, optimizer (momentum), batch order,
+    the generator behind batch order and augmentation, the lr schedule's warm-up flag, the iteration.
+
+    ``checkpoint()`` is the dict a checkpoint file holds; ``restore(state)`` puts one back. The model is the
+    uncompiled one: its state dict, evaluation and probes never depend on ``torch.compile``.
+    """
+
+    def __init__(self, config: TrainConfig, data: Dataset, device: torch.device):
+        o = config.optim
+        self.config, self.device = config, device
+        self.model = _model_for(config, data, device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
+                                         weight_decay=o.weight_decay)
+        self.generator = torch.Generator(device=device).manual_seed(config.run.seed)
+        self.sampler = BatchSampler(len(data.train.labels), o.batch_size, self.generator)
+        self.schedule = LearningRate(config, warmup_active=o.warmup)
+        self.iteration = 0
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The checkpoint dict. It references live tensors: save it before training goes on."""
+        state = {
+            "config": self.config.to_dict(), "iteration": self.iteration, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "order": self.sampler.order,
+            "position": self.sampler.position, "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(), "warmup_active": self.schedule.warmup_active,
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint dict, which is left as it was (it may be resumed from again)."""
+        self.model.load_state_dict(state["model"])
+        # A deep copy: load_state_dict keeps the given momentum buffers (no copy) and SGD updates them in
+        # place, which would otherwise change the caller's state dict (a second resume from it would differ).
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self.iteration = int(state["iteration"])
+        self.sampler.order, self.sampler.position = state["order"].to(self.device), int(state["position"])
+        self.generator.set_state(state["generator"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if self.device.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
+        self.schedule.warmup_active = bool(state["warmup_active"])
+
+    def set_learning_rate(self) -> float:
+        """Give the optimizer the schedule's rate for the next step, and return it."""
+        lr = self.schedule.at(self.iteration)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+
+def _model_for(config: TrainConfig, data: Dataset, device: torch.device) -> nn.Module:
+    """The config's network, shaped for the data set's images and classes, on ``device``."""
+    m = config.model
+    model = build_model(m.layout, m.depth, residual=m.residual, shortcut=m.shortcut, num_classes=data.num_classes,
+                        width=m.width, zero_init_residual=m.zero_init_residual, dropout=m.dropout,
+                        in_channels=data.in_channels).to(device)
+    return model.to(memory_format=torch.channels_last) if config.run.channels_last else model
+
+
+class TrainStep:
+    """One SGD step on one batch, with what stays fixed for a run: the forward (compiled if asked), the
+    autocast context and the loss."""
+
+    def __init__(self, config: TrainConfig, model: nn.Module, autocast: torch.autocast | None):
+        self.forward = torch.compile(model) if config.run.compile else model
+        self.autocast = autocast
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.optim.label_smoothing)
+
+    def __call__(self, state: TrainingState, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, backward, update; returns the batch's loss and its number of wrong predictions, both
+        left on the device (reading them would sync it)."""
+        with self.autocast or contextlib.nullcontext():
+            logits = self.forward(x)
+        loss = self.loss_fn(logits.float(), y)
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        state.optimizer.step()
+        state.iteration += 1
+        return loss.detach(), (logits.detach().argmax(1) != y).sum()
+
+
+def training_batch(state: TrainingState, data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next training batch: cut from the on-device data by the sampler, augmented with the run's
+    generator, in the model's memory format."""
+    indices = state.sampler.next_indices()
+    x = data.train.images[indices]
+    if state.config.data.augment:
+        pad = max(1, data.image_size // 8)  # the paper's 4 pixels on 32x32 images, in proportion for smaller ones
+        x = augment_batch(x, state.generator, pad=pad, flip=data.hflip)
+    return _prepare(x, state.config.run.channels_last), data.train.labels[indices]
+
+
+class RunningSums:
+    """Training loss and wrong predictions summed over the steps since the last ``restart``.
+
+    The sums stay on the device, so adding to them costs no sync; reading them costs one, which is why the
+    loop reads them only every CHECK_EVERY iterations and at evaluations.
+    """
+
+    def __init__(self, device: torch.device):
+        self.loss = torch.zeros((), device=device)
+        self.wrong = torch.zeros((), device=device, dtype=torch.long)
+        self.steps = 0
+
+    def add(self, loss: torch.Tensor, wrong: torch.Tensor) -> None:
+        self.loss += loss
+        self.wrong += wrong
+        self.steps += 1
+
+    def mean_loss(self) -> float:
+        return self.loss.item() / self.steps
+
+    def error_pct(self, batch_size: int) -> float:
+        return 100.0 * self.wrong.item() / (self.steps * batch_size)
+
+    def restart(self) -> None:
+        self.loss.zero_()
+        self.wrong.zero_()
+        self.steps = 0
+
+
+def training_metrics(window: RunningSums, batch_size: int, lr: float, seconds: float) -> dict[str, float]:
+    """Training error, loss and speed over the steps since the last evaluation, and the last step's lr."""
+    return {
+        "train/error": window.error_pct(batch_size),
+        "train/loss": window.mean_loss(),
+        "opt/lr": lr,
+        "perf/images_per_sec": window.steps * batch_size / max(seconds, 1e-9),
+    }
+
+
+def held_out_metrics(model: nn.Module, data: Dataset, run: RunConfig,
+                     autocast: torch.autocast | None) -> dict[str, float]:
+    """Error and loss on the validation split (when there is one) and the test split."""
+    metrics = {}
+    for name, split in (("val", data.val), ("test", data.test)):
+        if split is not None:
+            metrics[f"{name}/error"], metrics[f"{name}/loss"] = evaluate(model, split, run.eval_batch_size,
+                                                                        autocast, run.channels_last)
+    return metrics
+
+
+def probe(model: nn.Module, probe_images: torch.Tensor | None,
+          autocast: torch.autocast | None) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """(layer responses, gradient norms, their summary metrics): the gradient norms left by the last step,
+    and the Fig. 7 layer responses on ``probe_images`` unless there are none (``run.probe_images=0``)."""
+    grads = gradient_norms(model)
+    metrics = {"probe/grad_norm": global_norm(grads)}
+    responses = {}
+    if probe_images is not None:
+        responses = layer_response_std(model, probe_images, autocast)
+        metrics["probe/response_std_mean"] = sum(responses.values()) / max(len(responses), 1)
+    return responses, grads, metrics
+
+
 def fit(config: TrainConfig, resume: str | os.PathLike | dict | None = None,
         dataset: Dataset | None = None) -> Iterator[Result]:
     """Train ``config``; yield a Result after every evaluation, the last one with status != "running".
@@ -163,134 +356,79 @@ def fit(config: TrainConfig, resume: str | os.PathLike | dict | None = None,
         dataset: an already loaded data set (to share one across runs); loaded from ``config`` otherwise.
     """
     validate(config)
-    device = resolve_device(config.run.device)
-    if config.run.threads:
-        torch.set_num_threads(config.run.threads)
+    device = prepare_device(config.run)
+    saved = read_resume(resume, config, device)  # before any expensive work
+    torch.manual_seed(config.run.seed)
+    data = dataset if dataset is not None else load_dataset(config.data, device, seed=config.run.seed)
+    state = TrainingState(config, data, device)
+    if saved is not None:
+        state.restore(saved)
+    yield from train(state, data)
+
+
+def prepare_device(run: RunConfig) -> torch.device:
+    """The run's device, with torch's CPU thread count and cuDNN autotuning set for it."""
+    device = resolve_device(run.device)
+    if run.threads:
+        torch.set_num_threads(run.threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    m, o, r = config.model, config.optim, config.run
+    return device
 
-    state = None
-    if resume is not None:  # read and check the checkpoint before any expensive work
-        state = resume if isinstance(resume, dict) else load_checkpoint(resume, map_location=device)
-        check_resume_config(state["config"], config)
-    torch.manual_seed(r.seed)
-    data = dataset if dataset is not None else load_dataset(config.data, device, seed=r.seed)
-    model = build_model(m.layout, m.depth, residual=m.residual, shortcut=m.shortcut,
-                        num_classes=data.num_classes, width=m.width, zero_init_residual=m.zero_init_residual,
-                        dropout=m.dropout, in_channels=data.in_channels).to(device)
-    if r.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    generator = torch.Generator(device=device).manual_seed(r.seed)
-    sampler = BatchSampler(len(data.train.labels), o.batch_size, generator)
-    schedule = LearningRate(config, warmup_active=o.warmup)
-    iteration = 0
 
-    if resume is not None:
-        model.load_state_dict(state["model"])
-        # A deep copy: load_state_dict keeps the given momentum buffers (no copy) and SGD updates them in
-        # place, which would otherwise change the caller's state dict (a second resume from it would differ).
-        optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
-        iteration = int(state["iteration"])
-        sampler.order, sampler.position = state["order"].to(device), int(state["position"])
-        generator.set_state(state["generator"].cpu())
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if device.type == "cuda" and "cuda_rng" in state:
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
-        schedule.warmup_active = bool(state["warmup_active"])
+def read_resume(resume: str | os.PathLike | dict | None, config: TrainConfig,
+                device: torch.device) -> dict[str, Any] | None:
+    """The checkpoint dict to continue from (a path is loaded), checked to be of the same experiment."""
+    if resume is None:
+        return None
+    state = resume if isinstance(resume, dict) else load_checkpoint(resume, map_location=device)
+    check_resume_config(state["config"], config)
+    return state
 
-    def checkpoint_state() -> dict[str, Any]:
-        state = {
-            "config": config.to_dict(), "iteration": iteration, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "order": sampler.order, "position": sampler.position,
-            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-            "warmup_active": schedule.warmup_active,
-        }
-        if device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(device)
-        return state
 
-    step_model = torch.compile(model) if r.compile else model
+def train(state: TrainingState, data: Dataset) -> Iterator[Result]:
+    """The training loop from ``state.iteration`` on: a step per iteration, a check of the recent loss (for
+    divergence) and training error (for the warm-up rule) every CHECK_EVERY iterations, an evaluation every
+    ``run.eval_every`` iterations and at the end."""
+    config, device = state.config, state.device
+    o, r = config.optim, config.run
     autocast = autocast_for(config, device)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=o.label_smoothing)
+    step = TrainStep(config, state.model, autocast)
     probe_images = _prepare(data.test.images[: r.probe_images], r.channels_last) if r.probe_images else None
-    images, labels = data.train.images, data.train.labels
-    flip = data.hflip
-    pad = max(1, data.image_size // 8)  # the paper's 4 pixels on 32x32 images, in proportion for smaller ones
-
-    # Running sums since the last evaluation / the last check, kept on the device to avoid syncs.
-    window_loss = torch.zeros((), device=device)
-    window_wrong = torch.zeros((), device=device, dtype=torch.long)
-    check_loss = torch.zeros((), device=device)
-    check_wrong = torch.zeros((), device=device, dtype=torch.long)
-    window_start, check_start, train_seconds = iteration, iteration, 0.0
-    model.train()
+    window, recent = RunningSums(device), RunningSums(device)  # since the last evaluation / the last check
+    state.model.train()
     tic = time.perf_counter()
 
-    while iteration < o.iterations:
-        lr = schedule.at(iteration)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        batch = sampler.next_indices()
-        x = images[batch]
-        if config.data.augment:
-            x = augment_batch(x, generator, pad=pad, flip=flip)
-        x, y = _prepare(x, r.channels_last), labels[batch]
-        with autocast or contextlib.nullcontext():
-            logits = step_model(x)
-        loss = loss_fn(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        iteration += 1
+    while state.iteration < o.iterations:
+        lr = state.set_learning_rate()
+        loss, wrong = step(state, *training_batch(state, data))
+        recent.add(loss, wrong)
+        window.add(loss, wrong)
 
-        detached = loss.detach()
-        wrong = (logits.detach().argmax(1) != y).sum()
-        check_loss += detached
-        check_wrong += wrong
-        window_loss += detached
-        window_wrong += wrong
-
-        at_eval = iteration % r.eval_every == 0 or iteration == o.iterations
-        if iteration - check_start >= CHECK_EVERY or at_eval:
-            steps = iteration - check_start
-            mean_loss = check_loss.item() / steps
+        at_eval = state.iteration % r.eval_every == 0 or state.iteration == o.iterations
+        if recent.steps >= CHECK_EVERY or at_eval:
+            mean_loss = recent.mean_loss()
             if not math.isfinite(mean_loss):
-                yield _diverged(iteration, lr, mean_loss, checkpoint_state)
+                yield _diverged(state.iteration, lr, mean_loss, state.checkpoint)
                 return
-            schedule.observe_training_error(100.0 * check_wrong.item() / (steps * o.batch_size))
-            check_loss.zero_()
-            check_wrong.zero_()
-            check_start = iteration
+            state.schedule.observe_training_error(recent.error_pct(o.batch_size))
+            recent.restart()
 
         if at_eval:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            train_seconds = time.perf_counter() - tic
-            steps = iteration - window_start
-            metrics = {
-                "train/error": 100.0 * window_wrong.item() / (steps * o.batch_size),
-                "train/loss": window_loss.item() / steps,
-                "opt/lr": lr,
-                "perf/images_per_sec": steps * o.batch_size / max(train_seconds, 1e-9),
-            }
-            for split_name, split in (("val", data.val), ("test", data.test)):
-                if split is not None:
-                    error, split_loss = evaluate(model, split, r.eval_batch_size, autocast, r.channels_last)
-                    metrics[f"{split_name}/error"], metrics[f"{split_name}/loss"] = error, split_loss
-            grads = gradient_norms(model)
-            metrics["probe/grad_norm"] = global_norm(grads)
-            responses = {}
-            if probe_images is not None:
-                responses = layer_response_std(model, probe_images, autocast)
-                metrics["probe/response_std_mean"] = sum(responses.values()) / max(len(responses), 1)
-            status = "completed" if iteration == o.iterations else "running"
-            yield Result(iteration, metrics, responses, grads, status, checkpoint_state)
-            window_loss.zero_()
-            window_wrong.zero_()
-            window_start = iteration
+            metrics = training_metrics(window, o.batch_size, lr, _seconds_since(tic, device))
+            metrics.update(held_out_metrics(state.model, data, r, autocast))
+            responses, grads, probe_metrics = probe(state.model, probe_images, autocast)
+            status = "completed" if state.iteration == o.iterations else "running"
+            yield Result(state.iteration, {**metrics, **probe_metrics}, responses, grads, status, state.checkpoint)
+            window.restart()
             tic = time.perf_counter()
+
+
+def _seconds_since(tic: float, device: torch.device) -> float:
+    """Wall time since ``tic``, once the device has finished the work queued so far."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - tic
 
 
 # Settings that may change when a run is resumed: how it executes, and how long it trains.
@@ -311,5 +449,5 @@ def check_resume_config(saved: dict[str, Any], config: TrainConfig) -> None:
         raise ValueError(f"cannot resume: the checkpoint was made with a different config ({details})")
 
 
-def _diverged(iteration: int, lr: float, loss: float, state: Any) -> Result:
+def _diverged(iteration: int, lr: float, loss: float, state: Callable[[], dict[str, Any]]) -> Result:
     return Result(iteration, {"train/loss": loss, "opt/lr": lr}, {}, {}, "diverged", state)

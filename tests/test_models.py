@@ -195,7 +195,9 @@ def test_traces_with_torch_compile_without_graph_breaks(residual: bool) -> None:
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         assert torch.allclose(compiled(x), model(x))
-    assert [n for n, _ in response_layers(compiled)] == [n for n, _ in response_layers(model)]
+    # The compiled wrapper is not the network: the probes take the model that was compiled (fit keeps it).
+    with pytest.raises(TypeError, match="uncompiled ResNet"):
+        response_layers(compiled)
 
 
 # ---------------------------------------------------------------------------------------------- validation
@@ -300,13 +302,42 @@ def test_response_layers_cifar20() -> None:
 
 
 @pytest.mark.parametrize(
-    ("layout", "depth", "expected"), [("cifar", 56, 55), ("cifar", 110, 109), ("imagenet", 18, 17), ("imagenet", 50, 49)]
+    ("layout", "depth", "expected"),
+    # CIFAR: every conv is 3×3 (depth - 1: all but the fc layer). ImageNet: two 3×3 per basic block, one per
+    # bottleneck; the 7×7 stem and the 1×1 convs are not 3×3 layers.
+    [("cifar", 56, 55), ("cifar", 110, 109), ("imagenet", 18, 16), ("imagenet", 34, 32), ("imagenet", 50, 16)],
 )
 def test_response_layers_same_for_twins_and_options(layout: str, depth: int, expected: int) -> None:
     reference = [n for n, _ in response_layers(build_model(layout, depth, residual=False))]
-    assert len(reference) == expected  # every conv of the main path: depth - 1 (all but the fc layer)
+    assert len(reference) == expected
     for shortcut in SHORTCUTS:  # projection-shortcut BNs are never included
         assert [n for n, _ in response_layers(build_model(layout, depth, shortcut=shortcut))] == reference
+
+
+@pytest.mark.parametrize(("layout", "depth", "shortcut"), [
+    ("cifar", 20, "B"), ("cifar", 20, "C"), ("imagenet", 18, "C"), ("imagenet", 50, "B"), ("imagenet", 50, "C"),
+])
+def test_response_layers_are_the_3x3_layers_only(layout: str, depth: int, shortcut: str) -> None:
+    # Which conv feeds each response BN, read from the forward pass itself (a BN runs right after its conv),
+    # not from module names.
+    model = build_model(layout, depth, shortcut=shortcut).eval()
+    layers = response_layers(model)
+    last_conv: list[nn.Conv2d] = []
+    feeding: dict[str, nn.Conv2d] = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out: last_conv.append(mod))
+             for m in model.modules() if isinstance(m, nn.Conv2d)]
+    hooks += [bn.register_forward_hook(lambda mod, inp, out, n=n: feeding.__setitem__(n, last_conv[-1]))
+              for n, bn in layers]
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64))
+    for h in hooks:
+        h.remove()
+    assert [name for name, _ in layers] == list(feeding)  # network order
+    assert all(conv.kernel_size == (3, 3) for conv in feeding.values())
+    # ... and every 3×3 conv is in the series, once: no 7×7 stem, 1×1 bottleneck conv or projection shortcut.
+    all_3x3 = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert sorted(map(id, feeding.values())) == sorted(map(id, all_3x3))
+    assert count(model, ProjectionShortcut) > 0 and not any("shortcut" in name for name, _ in layers)
 
 
 def test_response_layer_hooks_see_bn_output_before_relu() -> None:

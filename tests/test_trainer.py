@@ -15,13 +15,13 @@ import pytest
 import torch
 from torch import nn
 
-from resnet_core import TrainConfig, fit, load_checkpoint, save_checkpoint
+from resnet_core import TrainConfig, fit, load_checkpoint, save_checkpoint, trainer
 from resnet_core.config import DataConfig
 from resnet_core.data import Dataset, Split, load_dataset
 from resnet_core.models import build_model, response_layers
 from resnet_core.probes import global_norm, gradient_norms, layer_response_std
 from resnet_core.train import main
-from resnet_core.trainer import has_native_bf16, resolve_precision
+from resnet_core.trainer import autocast_for, has_native_bf16, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,16 +51,38 @@ def random_label_synthetic(seed: int = 0) -> Dataset:
 # --- precision ---
 
 
+def _proc_cpuinfo_flags() -> set[str]:
+    """The flags of /proc/cpuinfo, read here independently of the code under test."""
+    if not Path("/proc/cpuinfo").exists():
+        return set()
+    return {f for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
+            for f in line.split(":", 1)[1].split()}
+
+
 def test_precision_auto_is_bf16_exactly_where_the_cpu_has_bf16_instructions() -> None:
     cpu = torch.device("cpu")
-    flags = set()
-    if Path("/proc/cpuinfo").exists():
-        flags = {f for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
-                 for f in line.split(":", 1)[1].split()}
-    native = bool(flags & {"avx512_bf16", "amx_bf16"}) if flags else has_native_bf16(cpu)
+    flags = _proc_cpuinfo_flags()
+    native = bool(flags & {"avx512_bf16", "amx_tile"}) if flags else has_native_bf16(cpu)
     assert has_native_bf16(cpu) == native
     assert resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+
+
+def test_cpu_bf16_probe_falls_back_to_cpuinfo_without_torchs_private_probes(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert has_native_bf16(cpu) == bool(_proc_cpuinfo_flags() & {"avx512_bf16", "amx_tile"})
+    # Both answers of the fallback, and a machine without /proc/cpuinfo.
+    fake = tmp_path / "cpuinfo"
+    monkeypatch.setattr(trainer, "CPUINFO", fake)
+    fake.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16\n")
+    assert has_native_bf16(cpu) is True and resolve_precision("auto", cpu) == "bf16"
+    fake.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2\n")
+    assert has_native_bf16(cpu) is False
+    monkeypatch.setattr(trainer, "CPUINFO", tmp_path / "absent")
+    assert has_native_bf16(cpu) is False
 
 
 def test_bf16_autocast_changes_the_arithmetic_not_the_outcome() -> None:
@@ -73,6 +95,23 @@ def test_bf16_autocast_changes_the_arithmetic_not_the_outcome() -> None:
     for run in (fp32, bf16):
         assert run[-1].metrics["train/loss"] < 0.6 * run[0].metrics["train/loss"]
         assert run[-1].metrics["test/error"] < 70  # chance is 90 %
+
+
+def test_under_bf16_autocast_bn_outputs_and_the_residual_stream_are_bf16() -> None:
+    # What autocast_for's docstring promises, no more: bf16 activations, fp32 weights, BN statistics and loss.
+    autocast = autocast_for(config(**{"run.precision": "bf16"}), torch.device("cpu"))
+    model = build_model("cifar", 8, shortcut="B")
+    dtypes: dict[str, torch.dtype] = {}
+    watched = {"stem BN": model.bn1, "projection BN": model.layer2[0].shortcut.bn, "block output": model.layer2[0]}
+    hooks = [m.register_forward_hook(lambda _m, _i, out, n=n: dtypes.__setitem__(n, out.dtype))
+             for n, m in watched.items()]
+    with autocast:
+        logits = model(torch.randn(4, 3, 16, 16))
+    loss = nn.functional.cross_entropy(logits.float(), torch.tensor([0, 1, 2, 3]))
+    for h in hooks:
+        h.remove()
+    assert dtypes == dict.fromkeys(watched, torch.bfloat16)
+    assert model.bn1.weight.dtype == model.bn1.running_var.dtype == loss.dtype == torch.float32
 
 
 # --- training --------------------------------------------------------------------------------------------
@@ -93,7 +132,7 @@ def test_short_digits_run_learns_and_reports_every_metric() -> None:
         assert "val/error" not in r.metrics and "val/loss" not in r.metrics  # no validation split asked for
         assert 0 <= r.metrics["train/error"] <= 100 and 0 <= r.metrics["test/error"] <= 100
         assert r.metrics["perf/images_per_sec"] > 0
-        # Probes: one response per conv layer of ResNet-8 (depth - 1 = stem + 6), gradient norm per weight.
+        # Probes: one response per 3×3 layer of ResNet-8 (depth - 1 = stem + 6), gradient norm per weight.
         assert len(r.layer_response_std) == 7
         assert r.metrics["probe/response_std_mean"] == pytest.approx(sum(r.layer_response_std.values()) / 7)
         assert r.grad_norms and r.metrics["probe/grad_norm"] == pytest.approx(global_norm(r.grad_norms))
