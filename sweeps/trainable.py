@@ -95,6 +95,8 @@ def _start(run: TrialRun, config: TrainConfig, sweep_env: dict[str, Any], trial_
 def _evaluation(run: TrialRun, result: Result, history: dict, name: str, hooks: TrialHooks | None) -> None:
     """One evaluation: log it, keep its probes, report it to Tune with a checkpoint (none when diverged)."""
     diverged = result.status == "diverged"
+    if run.last_logged_step < 0 and result.parameters:  # the first evaluation of this run
+        run.set_tags({"parameters": str(result.parameters)})
     run.log_metrics(result.iteration, result.metrics)
     _append(history, "layer_response_std", result.iteration, result.layer_response_std)
     _append(history, "grad_norms", result.iteration, result.grad_norms)
