@@ -221,60 +221,12 @@ def test_shortcut_and_search_figures(store):
 
 # ------------------------------------------------------------------------------------------------ verdict
 
-def _hand_made(train_errors: dict[tuple[str, int], list[float]], stop_early: str | None = None):
-    """Runs + history tables for given final training errors per (family, depth), one value per seed."""
-    runs, points = [], []
-    for (family, depth), values in train_errors.items():
-        for seed, final in enumerate(values):
-            run_id = f"{family}-{depth}-{seed}"
-            runs.append({"run_id": run_id, "name": run_id, "status": "FINISHED", "outcome": "completed",
-                         "family": family, "depth": depth, "shortcut": "A" if family == "residual" else "none",
-                         "seed": seed})
-            last = 500 if run_id == stop_early else 1000
-            for step in range(100, last + 1, 100):
-                points.append({"run_id": run_id, "metric": "train/error", "step": step,
-                               "value": final + (1000 - step) / 100})  # falls by 1 pp per 100 iterations
-    runs = pd.DataFrame(runs).astype({"depth": "Int64", "seed": "Int64"})
-    return runs, pd.DataFrame(points)
-
-
-def test_verdict_degrades_improves_and_inconclusive():
-    runs, history = _hand_made({("plain", 20): [5.0, 5.4], ("plain", 56): [9.0, 9.2],
-                                ("residual", 20): [4.0, 4.2], ("residual", 56): [2.0, 2.1]})
-    table, found = verdict.verdicts(history, runs)
-    by_family = {v.family: v for v in found}
-    plain, res = by_family["plain"], by_family["residual"]
-    assert plain.label == "degrades" and plain.gap == pytest.approx(3.9) and plain.spread == pytest.approx(0.4)
-    assert res.label == "improves" and res.gap == pytest.approx(-2.05)
-    assert plain.sentence.startswith("plain nets degrade: training error +3.90 pp from 20 to 56 layers")
-    assert res.sentence.startswith("residual nets improve: training error \u22122.05 pp from 20 to 56 layers")
-    assert plain.iteration == 1000 and len(table) == 4
-
-    runs, history = _hand_made({("plain", 20): [5.0, 7.0], ("plain", 56): [6.0, 6.5]})
-    (v,) = verdict.verdicts(history, runs)[1]
-    assert v.label == "inconclusive" and v.gap == pytest.approx(0.25) and v.spread == pytest.approx(2.0)
-    assert "inconclusive" in v.sentence
-
-
-def test_verdict_uses_matched_iteration_and_skips_excluded_runs():
-    runs, history = _hand_made({("plain", 20): [5.0, 5.0], ("plain", 56): [9.0, 9.0]}, stop_early="plain-56-1")
-    v = verdict.family_verdict(history, runs, "plain")
-    assert v.iteration == 500  # the last iteration every compared run reached
-    assert v.gap == pytest.approx(4.0)  # both depths read at 500: (9 + 5) − (5 + 5)
-
-    runs.loc[runs["run_id"].eq("plain-56-1"), ["outcome", "status"]] = ["diverged", "FAILED"]
-    v = verdict.family_verdict(history, runs, "plain")
-    assert v.iteration == 1000 and v.seeds == 1  # the diverged run no longer limits or counts
-    assert "one seed" in v.sentence
-
-    runs, history = _hand_made({("plain", 20): [5.0]})
-    assert verdict.family_verdict(history, runs, "plain").label == "not measured"
-    assert verdict.decide(1.0, 1.0) == "inconclusive" and verdict.decide(-1.5, 1.0) == "improves"
-
-
 def test_fixture_verdict_matches_the_paper_shape(smoke):
+    """The smoke fixture (2 seeds, a gap of many seed σ) gives the paper's verdicts, each naming its test."""
     found = {v.family: v for v in verdict.verdicts(smoke.history, smoke.runs)[1]}
     assert found["plain"].label == "degrades" and found["residual"].label == "improves"
+    for v in found.values():
+        assert "Welch's t-test" in v.sentence and "95 % CI" in v.sentence and v.comparison.seeds == (2, 2)
 
 
 def test_search_view_keeps_only_nets_with_varied_params():
@@ -348,7 +300,10 @@ def test_report_is_self_contained(smoke_html):
 def test_optional_sections_appear_only_with_their_data(store, smoke_html):
     uri, _ = store
     assert 'id="shortcuts"' not in smoke_html and 'id="search"' not in smoke_html
-    assert 'id="shortcuts"' in render_report(load_experiment("shortcuts", uri))
+    shortcuts_html = render_report(load_experiment("shortcuts", uri))
+    assert 'id="shortcuts"' in shortcuts_html
+    pairs = re.findall(r'<ul class="verdicts shortcut-verdicts">(.*?)</ul>', shortcuts_html)[0]
+    assert pairs.count("<li") == 3 and pairs.count("Bonferroni-corrected for 3 comparisons") == 3
     search_html = render_report(load_experiment("search", uri))
     assert 'id="search"' in search_html and 'id="fig-parcoords"' in search_html and 'id="fig-importance"' in search_html
 
