@@ -215,25 +215,53 @@ def _depth_section(data: ExperimentData) -> str:
 
 
 def _paper_section(data: ExperimentData) -> str:
-    comparison = paper.paper_comparison(data.runs)
-    imagenet = data.runs["model_family"].eq("imagenet").any()
-    source = "Table 3 (ImageNet top-1, 10-crop)" if imagenet else "Table 6 (CIFAR-10)"
-    protocol = f'<p class="protocol">Selection protocol: {_e(paper.SELECTION_PROTOCOL)}. Paper values: {source}.</p>'
+    result = paper.paper_comparison(data.runs, data.sweep_tags)
+    comparison = result.table
+    protocol = (f'<p class="protocol">Selection protocol: {_e(paper.SELECTION_PROTOCOL)}. ResNet-110 is compared '
+                f'with the paper\'s mean over 5 runs (6.61 ± 0.16), not its best run (6.43).</p>')
+    notes = "".join(f'<p class="note">{_e(n)}</p>' for n in result.notes)
     if comparison.empty:
-        return _section("paper", "The paper beside us", protocol,
-                        '<p class="note">No depth of this experiment appears in the paper\'s table.</p>')
+        return _section("paper", "The paper beside us", protocol, notes,
+                        '<p class="note">No net of this experiment appears in the paper\'s tables.</p>')
     shown = pd.DataFrame({
         "net": comparison["net"],
-        "paper (%)": comparison["paper"].map(lambda v: f"{v:.2f}"),
-        "this experiment (%)": [f"{row.ours_mean:.2f} ({row.ours_min:.2f}–{row.ours_max:.2f}, n={row.n})"
-                                for row in comparison.itertuples(index=False)],
-        "difference (pp)": comparison["difference"].map(lambda v: f"{v:+.2f}"),
-        "note": [paper.TABLE6_NOTES.get(int(d), "") if not imagenet else "" for d in comparison["depth"]],
+        "paper (%)": [_paper_value(row) for row in comparison.itertuples(index=False)],
+        "source": comparison["source"],
+        "this experiment (%)": [_ours(row) for row in comparison.itertuples(index=False)],
     })
-    plain = "" if imagenet else ('<p class="note">Table 6 has no plain-net numbers (plain nets appear only as '
-                                 'curves in Fig. 6).</p>')
-    return _section("paper", "The paper beside us", protocol, _table(shown, raw=False), plain,
-                    _figure(figures.paper_comparison(comparison), "fig-paper"))
+    if result.comparable:
+        shown["difference, ours − paper (pp)"] = [_difference(row) for row in comparison.itertuples(index=False)]
+        status = ('<p class="note" id="paper-comparable">Same data set, recipe and training length as the paper: '
+                  'the difference is ours − paper with a 95 % interval (Welch\'s t-test where the paper gives a '
+                  'mean ± std, else our seeds\' one-sample t interval).</p>')
+    else:
+        status = ('<p class="note reference-only" id="paper-reference-only"><strong>Reference only.</strong> This '
+                  'experiment is not the paper\'s setting (see the banner at the top), so the paper\'s numbers '
+                  'are shown beside ours without a difference: subtracting them would compare unlike things.</p>')
+    shown["note"] = comparison["paper_note"]
+    plain = ('<p class="note">Table 6 has no plain-net numbers (plain nets appear only as curves in Fig. 6).</p>'
+             if comparison["layout"].eq("cifar").any() else "")
+    return _section("paper", "The paper beside us", protocol, status, _table(shown, raw=False), notes, plain,
+                    _figure(figures.paper_comparison(comparison, reference_only=not result.comparable),
+                            "fig-paper"))
+
+
+def _paper_value(row) -> str:
+    if pd.notna(row.paper_std):
+        return f"{row.paper:.2f} ± {row.paper_std:.2f} (mean ± std, {int(row.paper_runs)} runs)"
+    return f"{row.paper:.2f}"
+
+
+def _ours(row) -> str:
+    if row.n < 2:
+        return f"{row.ours_mean:.2f} (one seed: no std)"
+    return f"{row.ours_mean:.2f} ± {row.ours_std:.2f} (mean ± std, n={row.n}; min–max {row.ours_min:.2f}–{row.ours_max:.2f})"
+
+
+def _difference(row) -> str:
+    if pd.isna(row.difference_low):
+        return f"{row.difference:+.2f} (one seed: no interval)"
+    return f"{row.difference:+.2f} (95 % CI {row.difference_low:+.2f} to {row.difference_high:+.2f})"
 
 
 def _responses_section(data: ExperimentData) -> str:

@@ -1,8 +1,8 @@
 """The report package against a real SQLite MLflow store written as docs/tracking.md describes.
 
-One module-scoped store holds four experiments (a smoke depth study with a failed, a diverged and a
-probe-less run; a paper-recipe study; a shortcut study; a regularisation search), so the whole module
-runs in seconds.
+One module-scoped store holds six experiments (a smoke depth study with a failed, a diverged and a
+probe-less run; a paper-recipe study with one seed and one with three; a shortcut study; a regularisation
+search; a study on digits), so the whole module runs in seconds.
 """
 
 from __future__ import annotations
@@ -42,6 +42,13 @@ def store(tmp_path_factory):
         "search": write_fixture_experiment(uri, "search", families=("residual",), depths=(56,), seeds=1,
                                            search_trials=10, with_failed=False, with_diverged=False,
                                            study="regularization"),
+        # the smoke preset's data: the paper's numbers may only be reference
+        "digits": write_fixture_experiment(uri, "digits", dataset="digits", points=4, probe_history=False,
+                                           with_failed=False, with_diverged=False),
+        # the paper's recipe with 3 seeds and ResNet-110: differences, 110 against the paper's mean
+        "paper3": write_fixture_experiment(uri, "paper3", families=("residual",), depths=(20, 110), seeds=3,
+                                           iterations=64_000, points=4, probe_history=False,
+                                           with_failed=False, with_diverged=False),
     }
     return uri, experiments
 
@@ -66,6 +73,7 @@ def test_loader_tables_have_counts_columns_and_dtypes(store, smoke):
     assert len(smoke.sweeps) == 1 and smoke.parent_run_id == written.parent_run_id
     assert set(smoke.runs["run_id"]) == set(written.runs)
     assert smoke.sweep_tags["recipe"] == "reduced"
+    assert smoke.runs["layout"].eq("cifar").all()  # read from the legacy tag model_family
 
     runs = smoke.runs
     for column in ("run_id", "name", "status", "outcome", "family", "depth", "shortcut", "seed", "lr",
@@ -133,7 +141,7 @@ def test_unknown_experiment_lists_the_valid_ones(store, capsys):
     uri, _ = store
     with pytest.raises(ExperimentNotFoundError) as error:
         build_report("no-such-study", uri, log_to_parent=False)
-    for name in ("smoke", "paper", "shortcuts", "search"):
+    for name in ("smoke", "paper", "shortcuts", "search", "digits"):
         assert repr(name) in str(error.value)
     assert main(["--experiment", "no-such-study", "--tracking-uri", uri, "--no-log"]) == 2
     err = capsys.readouterr().err
@@ -177,13 +185,15 @@ def test_error_vs_depth_and_paper_figures(smoke):
         assert list(trace.x) == [20, 56] and trace.error_y.array is not None
         assert trace.line.dash == ("dash" if trace.name.endswith("train") else "solid")
 
-    comparison = paper.paper_comparison(smoke.runs)
+    result = paper.paper_comparison(smoke.runs, smoke.sweep_tags)
+    comparison = result.table
+    assert not result.comparable and "difference" not in comparison  # a smoke run: the paper is reference only
     assert list(comparison["depth"]) == [20, 56]
     assert list(comparison["paper"]) == [8.75, 6.97]
     assert comparison["n"].tolist() == [2, 2]  # the failed residual-20 run is not counted
-    assert (comparison["difference"] - (comparison["ours_mean"] - comparison["paper"])).abs().max() < 1e-12
-    fig = figures.paper_comparison(comparison)
-    assert [t.meta["kind"] for t in fig.data] == ["paper", "ours"]
+    assert comparison["ours_std"].notna().all()  # mean ± std over seeds
+    fig = figures.paper_comparison(comparison, reference_only=True)
+    assert [t.meta["kind"] for t in fig.data] == ["paper", "ours"] and "reference only" in fig.layout.title.text
 
 
 def test_layer_response_figure_orders_and_sorts(smoke):
@@ -356,6 +366,82 @@ def test_report_of_an_empty_or_still_running_sweep(store, tmp_path):
     assert data.runs["outcome"].tolist() == ["running"] and data.missing_probes == [trial.info.run_id]
     html = render_report(data)
     assert "not measured" in html and 'class="run-running"' in html
+
+
+# ------------------------------------------------------------------------------------ paper comparison
+
+def _paper_runs(rows: list[tuple], dataset: str = "cifar10", iterations: int = 64_000) -> pd.DataFrame:
+    """Hand-made runs: (family, depth, shortcut, layout, test errors per seed)."""
+    out = []
+    for family, depth, shortcut, layout, errors in rows:
+        for seed, error in enumerate(errors):
+            out.append({"run_id": f"{family}-{depth}-{shortcut}-{layout}-{seed}", "name": f"{family}-{depth}",
+                        "status": "FINISHED", "outcome": "completed", "family": family, "depth": depth,
+                        "shortcut": shortcut, "seed": seed, "dataset": dataset, "layout": layout,
+                        "iterations": iterations, "last_step": iterations, "metrics.test/error": error})
+    return pd.DataFrame(out).astype({"depth": "Int64", "seed": "Int64", "iterations": "Int64", "last_step": "Int64"})
+
+
+PAPER_TAGS = {"recipe": "paper", "dataset": "cifar10"}
+
+
+def test_table6_difference_only_for_the_papers_setting_and_110_against_the_mean():
+    runs = _paper_runs([("residual", 20, "A", "cifar", [8.6, 8.9, 8.7]), ("residual", 110, "A", "cifar", [6.5, 6.7, 6.9]),
+                        ("plain", 20, "none", "cifar", [10.0, 10.2, 10.1])])
+    result = paper.paper_comparison(runs, PAPER_TAGS)
+    assert result.comparable and list(result.table["net"]) == ["ResNet-20", "ResNet-110"]  # no plain row
+    r110 = result.table.set_index("net").loc["ResNet-110"]
+    assert (r110["paper"], r110["paper_std"], r110["paper_runs"]) == (6.61, 0.16, 5)  # the mean, not the best 6.43
+    assert "6.43" in r110["paper_note"] and "best" in r110["paper_note"]
+    assert r110["difference"] == pytest.approx(6.7 - 6.61)
+    assert r110["difference_low"] < r110["difference"] < r110["difference_high"]
+    assert "Welch" in r110["difference_test"]
+    r20 = result.table.set_index("net").loc["ResNet-20"]
+    assert r20["paper"] == 8.75 and "one-sample" in r20["difference_test"]
+    assert r20["ours_std"] == pytest.approx(pd.Series([8.6, 8.9, 8.7]).std())
+
+    for tags, the_runs in [({"recipe": "reduced", "dataset": "cifar10"}, runs),  # not the paper's recipe
+                           ({"recipe": "paper", "dataset": "digits"}, runs.assign(dataset="digits")),  # other data
+                           ({}, runs),  # no sweep run: cannot confirm
+                           (PAPER_TAGS, runs.assign(iterations=2000, last_step=2000))]:  # shorter
+        result = paper.paper_comparison(the_runs, tags)
+        assert not result.comparable and "difference" not in result.table, tags
+        assert list(result.table["paper"]) == [8.75, 6.61]  # still shown, as reference
+
+
+def test_imagenet_layout_meets_tables_2_3_only_on_imagenet_and_table6_only_option_a():
+    runs = _paper_runs([("residual", 34, "A", "imagenet", [30.0, 31.0]), ("plain", 18, "none", "imagenet", [35.0, 36.0])])
+    result = paper.paper_comparison(runs, PAPER_TAGS)
+    assert result.table.empty
+    assert any("ResNet-34 (A) has the ImageNet layout but was not trained on ImageNet" in n for n in result.notes)
+    on_imagenet = paper.paper_comparison(runs.assign(dataset="imagenet"), {"recipe": "paper", "dataset": "imagenet"})
+    table = on_imagenet.table.set_index("net")
+    assert table.loc["ResNet-34", "paper"] == 25.03 and table.loc["plain-18", "paper"] == 27.94
+    assert table.loc["plain-18", "source"].startswith("Table 2") and not on_imagenet.comparable
+    assert "reference only" in table.loc["ResNet-34", "paper_note"]
+
+    legacy = _paper_runs([("residual", 56, "B", "cifar", [7.0, 7.2])]).drop(columns="layout").assign(model_family="cifar")
+    result = paper.paper_comparison(legacy, PAPER_TAGS)
+    assert result.table.empty and "Table 6 is option A" in result.notes[0]
+
+
+def test_report_on_digits_shows_the_paper_as_reference_only(store):
+    uri, _ = store
+    html = render_report(load_experiment("digits", uri))
+    section = html.split('id="paper"')[1].split("</section>")[0]
+    assert 'id="paper-reference-only"' in section and 'id="paper-comparable"' not in section
+    assert "<th>difference" not in section and "ours − paper" not in section and "95 % CI" not in section
+    assert "<td>8.75</td>" in section  # Table 6 still shown, as reference
+    assert "Dataset is digits; Table 6 is CIFAR-10." in html
+
+
+def test_report_of_the_papers_recipe_gives_differences_and_110_against_the_mean(store):
+    uri, _ = store
+    html = render_report(load_experiment("paper3", uri))
+    section = html.split('id="paper"')[1].split("</section>")[0]
+    assert 'id="paper-comparable"' in section and "difference, ours − paper (pp)" in section
+    assert "6.61 ± 0.16 (mean ± std, 5 runs)" in section and "best of 5 = 6.43" in section
+    assert len(re.findall(r"95 % CI [+−-]?\d", section)) == 2  # ResNet-20 and ResNet-110, 3 seeds each
 
 
 def test_imports_stay_light():
