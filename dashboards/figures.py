@@ -148,13 +148,14 @@ def paper_comparison(comparison: pd.DataFrame, reference_only: bool = False) -> 
 def layer_responses(responses: pd.DataFrame, runs: pd.DataFrame) -> go.Figure:
     """Fig. 7: std of each 3×3 layer's response; top in network order, bottom sorted descending.
 
-    One line per net (family × depth), the mean over its usable runs; plain nets dotted, ResNets solid.
+    ``responses`` should hold 3×3 layers only (dashboards.probes.three_by_three). One line per net (family ×
+    depth), the mean over its usable runs; plain nets dotted, ResNets solid.
     """
     members = comparison_runs(runs)
     data = responses.merge(members[["run_id", "family", "depth"]], on="run_id")
     per_layer = data.groupby(["family", "depth", "layer_index"], as_index=False)["std"].mean()
     colors = depth_colors(per_layer["depth"]) if not per_layer.empty else {}
-    fig = make_subplots(rows=2, cols=1, vertical_spacing=0.12,
+    fig = make_subplots(rows=2, cols=1, vertical_spacing=0.16,
                         subplot_titles=["layers in network order", "layers sorted by magnitude (descending)"])
     for (family, depth), rows in per_layer.groupby(["family", "depth"]):
         label, group = net_label(family, depth), f"{family}-{int(depth)}"
@@ -166,7 +167,7 @@ def layer_responses(responses: pd.DataFrame, runs: pd.DataFrame) -> go.Figure:
         ranked = rows["std"].sort_values(ascending=False).to_numpy()
         fig.add_trace(go.Scatter(x=list(range(1, len(ranked) + 1)), y=ranked, mode="lines", name=label, line=line,
                                  legendgroup=group, showlegend=False, meta={**meta, "kind": "sorted"}), row=2, col=1)
-    fig.update_xaxes(title_text="layer index (original)", row=1, col=1)
+    fig.update_xaxes(title_text="3×3 layer index (network order)", row=1, col=1)
     fig.update_xaxes(title_text="layer index (sorted)", row=2, col=1)
     fig.update_yaxes(title_text="std")
     fig.update_layout(title="Standard deviation of 3×3 layer responses (after BN, before ReLU/addition)", height=620,

@@ -23,7 +23,7 @@ import pandas as pd
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from dashboards import figures, paper, search
+from dashboards import figures, paper, probes, search
 from dashboards.loader import ExperimentData, ExperimentNotFoundError, load_experiment, open_client
 from dashboards.stats import comparison_runs, like_for_like, net_label, primary_shortcut, usable, varied_params
 from dashboards.verdict import shortcut_verdicts, verdicts
@@ -266,7 +266,8 @@ def _difference(row) -> str:
 
 def _responses_section(data: ExperimentData) -> str:
     members = comparison_runs(data.runs)
-    have = data.responses[data.responses["run_id"].isin(members["run_id"])]
+    kept, dropped = probes.three_by_three(data.responses, data.runs)
+    have = kept[kept["run_id"].isin(members["run_id"])]
     names = dict(zip(data.runs["run_id"], data.runs["name"]))
     outcomes = dict(zip(data.runs["run_id"], data.runs["outcome"]))
 
@@ -277,13 +278,20 @@ def _responses_section(data: ExperimentData) -> str:
     missing = [described(r) for r in data.missing_probes]
     lacking = (f'<p class="note missing-probes">No layer-response data (<code>probes/layer_response_std.json</code>) '
                f'for {len(missing)} run(s): {"; ".join(missing)}.</p>') if missing else ""
-    intro = ('<p class="note">Standard deviation of each 3×3 layer\'s response at the final evaluation '
-             '(mean over each net\'s runs). Plain nets dotted, ResNets solid.</p>')
     if have.empty:
         return _section("responses", "Layer responses (Fig. 7)", lacking,
                         '<p class="note">No layer-response data for the compared runs.</p>')
-    return _section("responses", "Layer responses (Fig. 7)", intro, lacking,
-                    _figure(figures.layer_responses(data.responses, data.runs), "fig-responses"))
+    probe = probes.describe_probe(have, dropped[dropped["run_id"].isin(members["run_id"])], members)
+    what = (f'<ul class="probe" id="probe-description"><li><b>Measures:</b> {_e(probe.mode)}.</li>'
+            f'<li><b>Layers:</b> {_e(probe.layers)}.</li><li><b>Images:</b> {_e(probe.images)}.</li>'
+            f'<li><b>When:</b> {_e(probe.iteration)}; lines are the mean over each net\'s runs. Plain nets dotted, '
+            f'ResNets solid.</li>'
+            + (f'<li><b>Left out:</b> {_e(probe.dropped)}</li>' if probe.dropped else "")
+            + '</ul><p class="note">The paper (Fig. 7) measures on CIFAR-10 after BN and before the ReLU / '
+              'addition, but does not say which images or which BN mode (train or eval); the images and the eval '
+              'mode are this project\'s choices.</p>')
+    return _section("responses", "Layer responses (Fig. 7)", what, lacking,
+                    _figure(figures.layer_responses(have, data.runs), "fig-responses"))
 
 
 def _shortcut_section(data: ExperimentData) -> str:
@@ -407,7 +415,7 @@ ul.verdicts li { font-size: 17px; margin: 4px 0; }
 li.verdict-degrades { color: #b71c1c; } li.verdict-improves { color: #1b5e20; }
 li.verdict-one-seed { color: #8d6e00; }
 li.verdict-no-difference, li.verdict-not-measured { color: #37474f; }
-.rule { max-width: 900px; }
+.rule { max-width: 900px; } ul.probe li { font-size: 14px; margin: 2px 0; }
 table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
 th, td { border-bottom: 1px solid #e0e0e0; padding: 4px 8px; text-align: left; white-space: nowrap; }
 th { background: #f5f5f5; position: sticky; top: 0; }

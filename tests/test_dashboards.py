@@ -1,8 +1,8 @@
 """The report package against a real SQLite MLflow store written as docs/tracking.md describes.
 
-One module-scoped store holds six experiments (a smoke depth study with a failed, a diverged and a
+One module-scoped store holds seven experiments (a smoke depth study with a failed, a diverged and a
 probe-less run; a paper-recipe study with one seed and one with three; a shortcut study; a regularisation
-search; a study on digits), so the whole module runs in seconds.
+search; a study on digits; ImageNet-layout nets on CIFAR-10), so the whole module runs in seconds.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage pings from
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from dashboards import figures, loader, paper, search, stats, verdict  # noqa: E402
+from dashboards import figures, loader, paper, probes, search, stats, verdict  # noqa: E402
 from dashboards.loader import ExperimentNotFoundError, load_experiment  # noqa: E402
 from dashboards.report import build_report, main, render_report  # noqa: E402
 from mlflow_fixtures import sqlite_uri, write_fixture_experiment  # noqa: E402
@@ -49,6 +49,10 @@ def store(tmp_path_factory):
         "paper3": write_fixture_experiment(uri, "paper3", families=("residual",), depths=(20, 110), seeds=3,
                                            iterations=64_000, points=4, probe_history=False,
                                            with_failed=False, with_diverged=False),
+        # ImageNet-layout nets trained on CIFAR-10, logged with the new tag name and old-style probes
+        "imagenet": write_fixture_experiment(uri, "imagenet", layout="imagenet", layout_tag="layout",
+                                             depths=(18, 50), points=4, probe_history=False,
+                                             with_failed=False, with_diverged=False),
     }
     return uri, experiments
 
@@ -433,6 +437,7 @@ def test_report_on_digits_shows_the_paper_as_reference_only(store):
     assert "<th>difference" not in section and "ours − paper" not in section and "95 % CI" not in section
     assert "<td>8.75</td>" in section  # Table 6 still shown, as reference
     assert "Dataset is digits; Table 6 is CIFAR-10." in html
+    assert "images of the digits test set" in html
 
 
 def test_report_of_the_papers_recipe_gives_differences_and_110_against_the_mean(store):
@@ -442,6 +447,36 @@ def test_report_of_the_papers_recipe_gives_differences_and_110_against_the_mean(
     assert 'id="paper-comparable"' in section and "difference, ours − paper (pp)" in section
     assert "6.61 ± 0.16 (mean ± std, 5 runs)" in section and "best of 5 = 6.43" in section
     assert len(re.findall(r"95 % CI [+−-]?\d", section)) == 2  # ResNet-20 and ResNet-110, 3 seeds each
+
+
+# ------------------------------------------------------------------------------------------- probes
+
+def test_probe_keeps_3x3_layers_and_the_report_says_what_it_measures(store, smoke_html):
+    uri, _ = store
+    data = load_experiment("imagenet", uri)
+    assert data.runs["layout"].eq("imagenet").all()  # read from the new tag name
+    kept, dropped = probes.three_by_three(data.responses, data.runs)
+    per_run = kept.groupby("run_id").size()
+    depth = dict(zip(data.runs["run_id"], data.runs["depth"]))
+    for run_id, layers in per_run.items():
+        assert layers == 16, (depth[run_id], layers)  # ImageNet-18: 8 blocks × two 3×3; -50: 16 bottlenecks × one
+    assert set(dropped["layer"]) >= {"conv1", "layer1.0.conv1", "layer1.0.conv3"}  # 7×7 stem and 1×1 layers
+    assert kept.groupby("run_id")["layer_index"].apply(lambda s: list(s) == list(range(len(s)))).all()
+    html = render_report(data)
+    assert "Left out:" in html and "non-3×3 layers" in html
+    section = html.split('id="paper"')[1].split("</section>")[0]
+    assert "ResNet-18 (A) has the ImageNet layout but was not trained on ImageNet" in section  # not Table 2
+
+    assert probes.is_3x3("bn1", "cifar", 20) and not probes.is_3x3("bn1", "imagenet", 34)
+    assert probes.is_3x3("layer2.0.bn2", "imagenet", 50) and not probes.is_3x3("layer2.0.bn3", "imagenet", 50)
+    assert probes.is_3x3("layer2.0.bn1", "imagenet", 34) and not probes.is_3x3("layer2.0.shortcut.bn", "cifar", 20)
+
+    probe = re.search(r'<ul class="probe" id="probe-description">(.*?)</ul>', smoke_html).group(1)
+    for words in ("after its BN and before the ReLU / residual addition", "eval mode", "the first 256 images",
+                  "cifar10 test set", "one fixed batch", "19 per 20-layer net", "55 per 56-layer net",
+                  "3×3 layers only", "final evaluation (iteration 2,000)"):
+        assert words in probe, words
+    assert "does not say which images or which BN mode" in smoke_html
 
 
 def test_imports_stay_light():
