@@ -1,6 +1,7 @@
 """One self-contained HTML report of a sweep experiment, and its command line.
 
     python -m dashboards.report --experiment depth_vs_error [--tracking-uri URI] [--out report.html] [--no-log]
+                                [--mlflow-ui-url http://127.0.0.1:5000]
 
 The page works offline: plotly.js is embedded once in the page head and every figure is a ``<div>`` drawn
 by an inline script — no CDN, no network request. Everything shown is computed from what the sweep logged
@@ -36,15 +37,17 @@ _PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 
 def build_report(experiment: str, tracking_uri: str | None = None, out: str | Path = "report.html",
-                 log_to_parent: bool = True) -> Path:
+                 log_to_parent: bool = True, mlflow_ui_url: str | None = None) -> Path:
     """Read the experiment, write the report to ``out`` and (by default) log it to the newest sweep run.
 
-    Raises ExperimentNotFoundError (listing the experiments that exist) for an unknown name.
+    ``mlflow_ui_url`` (e.g. ``http://127.0.0.1:5000``, where ``mlflow ui`` serves this store) makes each run
+    in the run table a link to its page there. Raises ExperimentNotFoundError (listing the experiments that
+    exist) for an unknown name.
     """
     data = load_experiment(experiment, tracking_uri, metrics=HISTORY_METRICS)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_report(data), encoding="utf-8")
+    out.write_text(render_report(data, mlflow_ui_url=mlflow_ui_url), encoding="utf-8")
     log.info("wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
     if log_to_parent:
         log_report(data, out)
@@ -71,8 +74,9 @@ def log_report(data: ExperimentData, path: Path) -> str | None:
 
 # ------------------------------------------------------------------------------------------------ the page
 
-def render_report(data: ExperimentData, generated_at: datetime | None = None) -> str:
-    """The whole HTML document for one experiment."""
+def render_report(data: ExperimentData, generated_at: datetime | None = None,
+                  mlflow_ui_url: str | None = None) -> str:
+    """The whole HTML document for one experiment; runs link to ``mlflow_ui_url`` when it is given."""
     generated_at = generated_at or datetime.now(timezone.utc)
     caveats = paper.reproduction_caveats(data.sweep_tags, data.runs)
     sections = [
@@ -83,7 +87,7 @@ def render_report(data: ExperimentData, generated_at: datetime | None = None) ->
         _responses_section(data),
         _shortcut_section(data),
         _search_section(data),
-        _runs_section(data),
+        _runs_section(data, mlflow_ui_url),
     ]
     body = "\n".join(s for s in sections if s)
     title = f"ResNet depth study — {data.name}"
@@ -328,15 +332,26 @@ def _search_section(data: ExperimentData) -> str:
     return _section("search", "Regularisation search", *parts)
 
 
-def _runs_section(data: ExperimentData) -> str:
+def run_url(mlflow_ui_url: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI page of one run: ``{url}/#/experiments/{experiment_id}/runs/{run_id}``."""
+    return f"{mlflow_ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def _runs_section(data: ExperimentData, mlflow_ui_url: str | None = None) -> str:
     runs = data.runs.sort_values(["family", "depth", "shortcut", "seed", "start_time"], na_position="last")
     missing = set(data.missing_probes)
+
+    def linked(run_id: str, text: str) -> str:
+        if not mlflow_ui_url:
+            return text
+        url = run_url(mlflow_ui_url, data.experiment_id, run_id)
+        return f'<a class="mlflow-run" href="{_e(url)}" target="_blank" rel="noopener">{text}</a>'
 
     def metric(column: str):
         return runs[column].map(_fmt_error) if column in runs else "—"
 
     shown = pd.DataFrame({
-        "run": runs["name"].map(_e),
+        "run": [linked(r, _e(n)) for r, n in zip(runs["run_id"], runs["name"])],
         "outcome": [f'<span class="badge {_e(o)}">{_e(o)}</span>' for o in runs["outcome"]],
         "status": runs["status"].map(_e),
         "family": runs["family"].fillna("—").map(_e),
@@ -350,12 +365,15 @@ def _runs_section(data: ExperimentData) -> str:
         "test err (%)": metric("metrics.test/error"),
         "duration": runs["duration_s"].map(_fmt_duration),
         "probes": ["missing" if r in missing else "yes" for r in runs["run_id"]],
-        "MLflow run id": [f"<code>{_e(r)}</code>" for r in runs["run_id"]],
+        "MLflow run id": [linked(r, f"<code>{_e(r)}</code>") for r in runs["run_id"]],
     })
     classes = [f"run-{o}" for o in runs["outcome"]]
+    where = (f' Run names link to their page in the MLflow UI at <code>{_e(mlflow_ui_url)}</code>.'
+             if mlflow_ui_url else "")
     return _section("runs", "Runs",
                     '<p class="note">Final metrics are each run\'s last logged value (final iterate). '
-                    'Iterations: last logged / configured.</p>', _table(shown, row_classes=classes, raw=True))
+                    f'Iterations: last logged / configured. The table scrolls sideways and down.{where}</p>',
+                    _table(shown, row_classes=classes, raw=True))
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -368,7 +386,9 @@ def _table(frame: pd.DataFrame, row_classes: list[str] | None = None, raw: bool 
         cls = f' class="{row_classes[i]}"' if row_classes else ""
         cells = "".join(f"<td>{v if raw else _e(_fmt_cell(v))}</td>" for v in values)
         rows.append(f"<tr{cls}>{cells}</tr>")
-    return f'<table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    # The wrapper scrolls: a wide table (the run table has 15 columns) is never cut off by the page width.
+    return (f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'
+            f'</table></div>')
 
 
 def _e(value) -> str:
@@ -416,15 +436,17 @@ li.verdict-degrades { color: #b71c1c; } li.verdict-improves { color: #1b5e20; }
 li.verdict-one-seed { color: #8d6e00; }
 li.verdict-no-difference, li.verdict-not-measured { color: #37474f; }
 .rule { max-width: 900px; } ul.probe li { font-size: 14px; margin: 2px 0; }
-table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
-th, td { border-bottom: 1px solid #e0e0e0; padding: 4px 8px; text-align: left; white-space: nowrap; }
+.table-wrap { overflow: auto; width: fit-content; max-width: 100%; margin: 8px 0; border: 1px solid #eee; }
+#runs .table-wrap { max-height: 80vh; }
+table { border-collapse: collapse; font-size: 13px; }
+th, td { border-bottom: 1px solid #e0e0e0; padding: 4px 8px; text-align: left; vertical-align: top; }
+#runs th, #runs td { white-space: nowrap; }
 th { background: #f5f5f5; position: sticky; top: 0; }
 tr.run-diverged td { background: #fdecea; } tr.run-failed td, tr.run-interrupted td { background: #f3e5f5; }
 .badge { border-radius: 4px; padding: 1px 6px; font-size: 12px; background: #e0e0e0; }
 .badge.completed { background: #c8e6c9; } .badge.diverged { background: #ffcdd2; }
 .badge.failed, .badge.interrupted { background: #e1bee7; }
 .badge.running { background: #bbdefb; }
-#runs { overflow-x: auto; }
 code { font-size: 12px; }
 """
 
@@ -439,6 +461,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
     parser.add_argument("--out", default="report.html", help="where to write the HTML (default: report.html)")
     parser.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
+    parser.add_argument("--mlflow-ui-url", default=None, metavar="URL",
+                        help="where `mlflow ui` serves this store (e.g. http://127.0.0.1:5000): each run in the "
+                             "run table links to its page there")
     return parser
 
 
@@ -446,7 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        build_report(args.experiment, args.tracking_uri, args.out, log_to_parent=not args.no_log)
+        build_report(args.experiment, args.tracking_uri, args.out, log_to_parent=not args.no_log,
+                     mlflow_ui_url=args.mlflow_ui_url)
     except (ExperimentNotFoundError, FileNotFoundError) as error:
         print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2

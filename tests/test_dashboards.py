@@ -479,6 +479,62 @@ def test_probe_keeps_3x3_layers_and_the_report_says_what_it_measures(store, smok
     assert "does not say which images or which BN mode" in smoke_html
 
 
+# ----------------------------------------------------------------------------------- what a user sees
+
+def test_verdict_section_states_its_test(smoke_html):
+    sentences = re.findall(r'<li class="verdict verdict-(\w[\w-]*)">(.*?)</li>', smoke_html)
+    assert [label for label, _ in sentences] == ["degrades", "improves"]
+    for _, sentence in sentences:
+        assert "Welch&#x27;s t-test" in sentence and "95 % CI" in sentence and "2 seeds per depth" in sentence
+    rule = re.search(r'<p class="note rule" id="verdict-rule">(.*?)</p>', smoke_html).group(1)
+    assert "Welch" in rule and "inconclusive (one seed)" in rule and "at most 5 %" in rule
+
+
+def test_runs_link_to_the_mlflow_ui(store, smoke, tmp_path):
+    uri, fx = store
+    html = render_report(smoke, mlflow_ui_url="http://127.0.0.1:5000/")
+    links = dict(re.findall(r'<a class="mlflow-run" href="([^"]+)"[^>]*>([^<]+)</a>', html))
+    expected = {f"http://127.0.0.1:5000/#/experiments/{smoke.experiment_id}/runs/{run_id}": name
+                for run_id, name in fx["smoke"].runs.items()}
+    assert links == expected  # one link per run, on its name (the run id links there too)
+    assert 'class="mlflow-run"' not in render_report(smoke)  # no URL, no links
+
+    out = tmp_path / "linked.html"
+    assert main(["--experiment", "smoke", "--tracking-uri", uri, "--out", str(out), "--no-log",
+                 "--mlflow-ui-url", "http://mlflow.example:5000"]) == 0
+    assert f"http://mlflow.example:5000/#/experiments/{smoke.experiment_id}/runs/" in out.read_text()
+
+
+def test_wide_tables_scroll_instead_of_being_cut_off(smoke_html):
+    assert smoke_html.count('<div class="table-wrap"><table>') == smoke_html.count("<table>")
+    assert re.search(r"\.table-wrap \{ overflow: auto;[^}]* max-width: 100%;", smoke_html)
+
+
+def test_main_install_has_every_package_the_dashboards_import():
+    """``pip install -e .`` must be enough for the report and ``python -m dashboards.screenshot``."""
+    import ast
+    import importlib.metadata
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    declared = {re.split(r"[\[<>=!~; ]", d, maxsplit=1)[0].lower().replace("_", "-")
+                for d in tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]}
+    imported = set()
+    for path in (root / "dashboards").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"dashboards", "__future__"}
+    provided_by = {module: {d.lower().replace("_", "-") for d in dists}
+                   for module, dists in importlib.metadata.packages_distributions().items()}
+    missing = sorted(m for m in third_party if not provided_by[m] & declared)  # mlflow: several dists provide it
+    assert not missing, f"imported by dashboards/ but not in the main dependencies: {missing}"
+    assert {"playwright", "scipy"} <= third_party
+
+
 def test_imports_stay_light():
     code = ("import sys, dashboards; assert len([m for m in sys.modules if m.startswith('dashboards')]) == 1; "
             "import dashboards.report, dashboards.loader, dashboards.figures, dashboards.verdict; "
