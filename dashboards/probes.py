@@ -80,8 +80,10 @@ def describe_probe(responses: pd.DataFrame, dropped: pd.DataFrame, runs: pd.Data
     images = f"{first} images of the {' / '.join(datasets) or 'unnamed'} test set — one fixed batch, the same " \
              f"at every evaluation"
     iterations = sorted(set(int(i) for i in responses["iteration"]))
-    when = (f"final evaluation (iteration {iterations[0]:,})" if len(iterations) == 1
-            else f"each run's final evaluation (iterations {iterations[0]:,}–{iterations[-1]:,})") if iterations else ""
+    when = ""
+    if iterations:
+        when = (f"final evaluation (iteration {iterations[0]:,})" if len(iterations) == 1
+                else f"each run's final evaluation (iterations {iterations[0]:,}–{iterations[-1]:,})")
     dropped_text = ""
     if not dropped.empty:
         names = sorted(set(dropped["layer"]))

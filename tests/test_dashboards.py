@@ -390,7 +390,8 @@ PAPER_TAGS = {"recipe": "paper", "dataset": "cifar10"}
 
 
 def test_table6_difference_only_for_the_papers_setting_and_110_against_the_mean():
-    runs = _paper_runs([("residual", 20, "A", "cifar", [8.6, 8.9, 8.7]), ("residual", 110, "A", "cifar", [6.5, 6.7, 6.9]),
+    runs = _paper_runs([("residual", 20, "A", "cifar", [8.6, 8.9, 8.7]),
+                        ("residual", 110, "A", "cifar", [6.5, 6.7, 6.9]),
                         ("plain", 20, "none", "cifar", [10.0, 10.2, 10.1])])
     result = paper.paper_comparison(runs, PAPER_TAGS)
     assert result.comparable and list(result.table["net"]) == ["ResNet-20", "ResNet-110"]  # no plain row
@@ -414,7 +415,8 @@ def test_table6_difference_only_for_the_papers_setting_and_110_against_the_mean(
 
 
 def test_imagenet_layout_meets_tables_2_3_only_on_imagenet_and_table6_only_option_a():
-    runs = _paper_runs([("residual", 34, "A", "imagenet", [30.0, 31.0]), ("plain", 18, "none", "imagenet", [35.0, 36.0])])
+    runs = _paper_runs([("residual", 34, "A", "imagenet", [30.0, 31.0]),
+                        ("plain", 18, "none", "imagenet", [35.0, 36.0])])
     result = paper.paper_comparison(runs, PAPER_TAGS)
     assert result.table.empty
     assert any("ResNet-34 (A) has the ImageNet layout but was not trained on ImageNet" in n for n in result.notes)
@@ -424,7 +426,8 @@ def test_imagenet_layout_meets_tables_2_3_only_on_imagenet_and_table6_only_optio
     assert table.loc["plain-18", "source"].startswith("Table 2") and not on_imagenet.comparable
     assert "reference only" in table.loc["ResNet-34", "paper_note"]
 
-    legacy = _paper_runs([("residual", 56, "B", "cifar", [7.0, 7.2])]).drop(columns="layout").assign(model_family="cifar")
+    legacy = _paper_runs([("residual", 56, "B", "cifar", [7.0, 7.2])])
+    legacy = legacy.drop(columns="layout").assign(model_family="cifar")  # an experiment logged before the rename
     result = paper.paper_comparison(legacy, PAPER_TAGS)
     assert result.table.empty and "Table 6 is option A" in result.notes[0]
 
@@ -446,6 +449,7 @@ def test_report_of_the_papers_recipe_gives_differences_and_110_against_the_mean(
     section = html.split('id="paper"')[1].split("</section>")[0]
     assert 'id="paper-comparable"' in section and "difference, ours − paper (pp)" in section
     assert "6.61 ± 0.16 (mean ± std, 5 runs)" in section and "best of 5 = 6.43" in section
+    assert "not with its best run (6.43" in section
     assert len(re.findall(r"95 % CI [+−-]?\d", section)) == 2  # ResNet-20 and ResNet-110, 3 seeds each
 
 

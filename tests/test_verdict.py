@@ -169,7 +169,8 @@ def test_shortcut_options_use_the_same_test_pairwise_with_bonferroni():
     plain = verdict.compare_groups([7.0, 7.2, 7.1], [6.0, 6.1, 6.05])
     assert c.p == pytest.approx(min(1.0, 3 * plain.p)) and c.confidence == pytest.approx(1 - 0.05 / 3)
     assert (c.high - c.low) > (plain.high - plain.low)  # the Bonferroni interval is wider
-    assert by_pair[("A", "C")].sentence.startswith("ResNet-20, shortcut C vs A: lower test error — −1.05 pp (98.3 % CI")
+    assert by_pair[("A", "C")].sentence.startswith(
+        "ResNet-20, shortcut C vs A: lower test error — −1.05 pp (98.3 % CI")
     assert "Bonferroni-corrected for 3 comparisons" in by_pair[("A", "C")].sentence
 
     one = verdict.judge_pairs(_values({"A": [7.0, 7.2], "B": [6.0]}, group="shortcut"), "shortcut")
