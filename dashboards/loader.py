@@ -141,7 +141,9 @@ def runs_table(runs: list) -> pd.DataFrame:
             "depth": tags.get("depth", params.get("model.depth")),
             "shortcut": tags.get("shortcut"),
             "seed": tags.get("seed", params.get("run.seed")),
-            "model_family": tags.get("model_family", params.get("model.family")),
+            # layout: "cifar" / "imagenet"; logged as model_family / model.family before the rename
+            "layout": _first(tags.get("layout"), tags.get("model_family"), params.get("model.layout"),
+                             params.get("model.family")),
             "dataset": tags.get("dataset", params.get("data.dataset")),
             "preset": tags.get("preset"),
             "trial_id": tags.get("trial_id"),
@@ -169,8 +171,13 @@ def runs_table(runs: list) -> pd.DataFrame:
 
 
 _BASE_COLUMNS = ["run_id", "name", "status", "outcome", "role", "parent_run_id", "family", "depth", "shortcut",
-                 "seed", "model_family", "dataset", "preset", "trial_id", "lr", "weight_decay", "iterations",
+                 "seed", "layout", "dataset", "preset", "trial_id", "lr", "weight_decay", "iterations",
                  "start_time", "end_time"]
+
+
+def _first(*values: str | None) -> str | None:
+    """The first value that is set."""
+    return next((v for v in values if v), None)
 
 
 def _outcome(tag: str | None, status: str) -> str:
