@@ -26,6 +26,7 @@ from plotly.offline import get_plotlyjs
 
 from dashboards import figures, paper, probes, search
 from dashboards.loader import ExperimentData, ExperimentNotFoundError, load_experiment, open_client
+from dashboards.shortcuts import shortcut_table
 from dashboards.stats import comparison_runs, like_for_like, net_label, primary_shortcut, usable, varied_params
 from dashboards.verdict import shortcut_verdicts, signed, verdicts
 
@@ -79,17 +80,9 @@ def render_report(data: ExperimentData, generated_at: datetime | None = None,
     """The whole HTML document for one experiment; runs link to ``mlflow_ui_url`` when it is given."""
     generated_at = generated_at or datetime.now(timezone.utc)
     caveats = paper.reproduction_caveats(data.sweep_tags, data.runs)
-    sections = [
-        _verdict_section(data),
-        _curves_section(data),
-        _depth_section(data),
-        _paper_section(data),
-        _responses_section(data),
-        _shortcut_section(data),
-        _search_section(data),
-        _runs_section(data, mlflow_ui_url),
-    ]
-    body = "\n".join(s for s in sections if s)
+    wanted = report_sections(data)
+    sections = [build(data) for name, build in SECTIONS.items() if name in wanted]
+    body = "\n".join(s for s in [*sections, _runs_section(data, mlflow_ui_url)] if s)
     title = f"ResNet depth study — {data.name}"
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -112,6 +105,12 @@ def render_report(data: ExperimentData, generated_at: datetime | None = None,
 </body>
 </html>
 """
+
+
+def report_sections(data: ExperimentData) -> set[str]:
+    """The sections the study asked for (the sweep's tag ``report_sections``), else every section."""
+    named = data.sweep_tags.get("report_sections", "")
+    return {name for name in named.split(",") if name} or set(SECTIONS)
 
 
 def _summary_line(data: ExperimentData, generated_at: datetime) -> str:
@@ -311,9 +310,12 @@ def _shortcut_section(data: ExperimentData) -> str:
              f'degradation verdict, per pair of options at one depth: Welch\'s t-test of the test error at the '
              f'matched iteration across seeds, with Bonferroni-widened intervals (confidence 1 − 0.05 / pairs); '
              f'a pair with a one-seed option is inconclusive.</p>') if sentences else ""
+    reference = ('<p class="note">The paper compares the options only on ImageNet (Table 3, ResNet-34 top-1, '
+                 '10-crop): shown as a reference, not as a difference — another data set, another net.</p>')
     return _section("shortcuts", "Shortcut options A / B / C",
                     '<p class="note">A: zero-padding identity; B: projections where the shape changes; '
                     'C: projections everywhere (§3.3). Final iterate; error bars = min–max over seeds.</p>', tests,
+                    _table(shortcut_table(data.runs)), reference,
                     _figure(figures.shortcut_options(data.runs), "fig-shortcuts"))
 
 
@@ -333,6 +335,12 @@ def _search_section(data: ExperimentData) -> str:
     except Exception as error:  # importance is a nicety; a degenerate search must not sink the report
         parts.append(f'<p class="note">Parameter importance unavailable: {_e(error)}</p>')
     return _section("search", "Regularisation search", *parts)
+
+
+# Every section a study may ask for (GridStudy.report_sections), in page order; the run table always comes last.
+SECTIONS = {"verdict": _verdict_section, "curves": _curves_section, "depth": _depth_section,
+            "paper": _paper_section, "responses": _responses_section, "shortcuts": _shortcut_section,
+            "search": _search_section}
 
 
 def run_url(mlflow_ui_url: str, experiment_id: str, run_id: str) -> str:

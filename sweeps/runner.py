@@ -79,7 +79,8 @@ def _open_parent_run(plan: SweepPlan) -> tuple[str, str]:
     params = {"depths": sorted({a.get("model.depth", plan.base["model.depth"]) for a in plan.archs}),
               "seeds": len(plan.seeds), "cpus_per_trial": plan.cpus_per_trial, "gpus_per_trial": plan.gpus_per_trial,
               **plan.extra_params, **plan.base}
-    tags = {"study": plan.study, "preset": plan.preset, "recipe": plan.recipe, "dataset": str(plan.base["data.dataset"])}
+    tags = {"study": plan.study, "preset": plan.preset, "recipe": plan.recipe, "dataset": str(plan.base["data.dataset"]),
+            "report_sections": ",".join(plan.report_sections)}
     experiment_id, parent_run_id = start_parent_run(plan.tracking_uri, plan.experiment, plan.sweep_id,
                                                     f"sweep {plan.study} {plan.preset}", tags, params,
                                                     resume=plan.resume)
@@ -224,5 +225,6 @@ def print_summary(results: tune.ResultGrid, elapsed: float) -> None:
 def _build_report(plan: SweepPlan) -> None:
     from dashboards.report import build_report
 
-    path = build_report(plan.experiment, tracking_uri=plan.tracking_uri, out=plan.report_path)
+    path = build_report(plan.experiment, tracking_uri=plan.tracking_uri, out=plan.report_path,
+                        mlflow_ui_url=plan.mlflow_ui_url)
     print(f"\nreport: {Path(path).resolve()}")

@@ -40,7 +40,7 @@ STUDY = GridStudy(
                         cell_overrides=(({"family": "residual", "depth": 110}, {"optim.warmup": True}),),
                         recipe="paper"),
     },
-    report_sections=("curves", "shortcut", "layer_responses"),
+    report_sections=("shortcuts", "curves", "responses"),
     config_flags=tuple(flag for flag in CONFIG_FLAGS if flag != "model.shortcut"),  # --options varies it
 )
 main = STUDY.main

@@ -76,7 +76,7 @@ class GridStudy:
     description: str
     axes: tuple[Axis, ...]
     presets: dict[str, Preset]
-    report_sections: tuple[str, ...] = ()
+    report_sections: tuple[str, ...] = ()  # of dashboards.report.SECTIONS; empty: every section
     config_flags: tuple[str, ...] = CONFIG_FLAGS
 
     def preset(self, name: str) -> Preset:

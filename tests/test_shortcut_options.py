@@ -52,3 +52,14 @@ def test_unknown_option_is_refused_before_anything_starts(tmp_path, capsys):
     assert code == 2
     assert "unknown shortcut 'D' in --options; choose from ['A', 'B', 'C']" in capsys.readouterr().err
     assert not (tmp_path / "m.db").exists() and not (tmp_path / "rr").exists()
+
+
+def test_the_report_has_the_shortcut_section_with_parameter_costs_and_table3_as_reference(shortcut_sweep):
+    _, _, runs, tmp_path = shortcut_sweep
+    html = (tmp_path / "report.html").read_text()
+    assert 'id="shortcuts"' in html and 'id="paper"' not in html and 'id="verdict"' not in html  # the study's sections
+    section = html[html.index('id="shortcuts"'):html.index("</section>", html.index('id="shortcuts"'))]
+    assert "Welch" in section and "shortcut B vs A" in section
+    params = {r.data.tags["shortcut"]: int(r.data.tags["parameters"]) for r in runs}
+    assert f"+{params['B'] - params['A']:,}" in section and f"+{params['C'] - params['A']:,}" in section
+    assert "25.03" in section and "reference only" in section and "<th>difference" not in section.lower()
