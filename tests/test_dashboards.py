@@ -107,6 +107,20 @@ def test_loader_tables_have_counts_columns_and_dtypes(store, smoke):
     assert len(plain56) == 55 and plain56["iteration"].eq(2000).all()  # 6n+1 3×3 layers, final evaluation
 
 
+def test_loader_reads_the_same_without_mlflow_private_apis(store, smoke, monkeypatch):
+    """The bulk history query and the artifact repository are MLflow internals, fenced: without them the
+    public client calls give the same tables."""
+    from dashboards import loader
+
+    uri, _ = store
+    monkeypatch.setattr(loader, "_tracking_store", lambda client: None)  # as if the private attribute were gone
+    monkeypatch.setattr(loader, "_artifact_repository", lambda: None)
+    fallback = load_experiment("smoke", uri)
+    key = ["run_id", "metric", "step"]
+    assert fallback.history.sort_values(key).reset_index(drop=True).equals(smoke.history.sort_values(key).reset_index(drop=True))
+    assert fallback.responses.equals(smoke.responses) and fallback.missing_probes == smoke.missing_probes
+
+
 def test_loader_reads_only_requested_metrics(store):
     uri, _ = store
     data = load_experiment("smoke", uri, metrics=["test/error"])
