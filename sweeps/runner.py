@@ -70,7 +70,7 @@ def run_sweep(plan: SweepPlan, hooks: TrialHooks | None = None) -> tune.ResultGr
         raise TrackingError(tracking_problem)
     if plan.report:
         _build_report(plan)
-    print(f"\nMLflow: mlflow ui --backend-store-uri {plan.tracking_uri}   (then open http://127.0.0.1:5000)")
+    print_mlflow_hint(plan, experiment_id)
     return results
 
 
@@ -220,6 +220,15 @@ def print_summary(results: tune.ResultGrid, elapsed: float) -> None:
     if best is not None:
         print(f"  best completed trial: {run_name(trial_config(best.config))}, test error "
               f"{best.metrics['test/error']:.2f}% (diverged and failed trials excluded)")
+
+
+def print_mlflow_hint(plan: SweepPlan, experiment_id: str) -> None:
+    """How to browse the runs: the `mlflow ui` command and the address of this experiment's training runs."""
+    from dashboards.report import experiment_url
+
+    base = plan.mlflow_ui_url or "http://127.0.0.1:5000"
+    command = "" if plan.mlflow_ui_url else f"mlflow ui --backend-store-uri {plan.tracking_uri}, then open "
+    print(f"\nMLflow: {command}{experiment_url(base, experiment_id)}")
 
 
 def _build_report(plan: SweepPlan) -> None:

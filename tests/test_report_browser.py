@@ -207,6 +207,18 @@ def test_mlflow_ui_shows_the_sweeps_child_runs(browser, fixture_store, mlflow_se
     page.close()
 
 
+def test_mlflow_ui_opens_the_experiment_on_its_training_runs(browser, fixture_store, mlflow_server):
+    """The address the sweep prints lands a user on the runs table, not on the GenAI "Overview" of traces."""
+    from dashboards.report import experiment_url
+
+    _, fx, _ = fixture_store
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.goto(experiment_url(mlflow_server, fx.experiment_id))
+    page.get_by_text("sweep depth_vs_error smoke").first.wait_for(timeout=60_000)  # a row of the runs table
+    assert page.get_by_text("No data available for the selected time range").count() == 0
+    page.close()
+
+
 def test_report_links_open_the_runs_page_in_the_mlflow_ui(browser, fixture_store, mlflow_server, tmp_path):
     uri, fx, _ = fixture_store
     linked = build_report(EXPERIMENT, uri, out=tmp_path / "linked.html", log_to_parent=False,
