@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rehearse the on-prem recipe on one machine, for real: `bash cluster/rehearse.sh` (as root, ~4 minutes).
+# Rehearse the on-prem recipe on one machine, for real: `bash cluster/rehearse.sh` (as root, 3-4 minutes).
 #
 # Builds a 3-node Ray cluster in Linux network namespaces: a head and two workers, each with its own address
 # on a bridge that lives in a namespace of its own, plus a client namespace. No namespace has a default route:
@@ -8,8 +8,8 @@
 #     password, --allowed-hosts, bound to the head's private address), cluster/start-head.sh (token auth);
 #     on the workers: cluster/start-worker.sh. One token, generated here, copied to every node and the client;
 #     each node's node.env holds the tracking server's address and the credentials of an MLflow user 'sweep'.
-#   - from the client: a client without the token is refused by Ray's Jobs API, one without MLflow
-#     credentials gets 401; then `ray job submit` runs the (shortened) smoke depth study; trials must run
+#   - from the client: a client without the token is refused by Ray's Jobs API (and cannot join the cluster as
+#     a node), one without MLflow credentials gets 401; then `ray job submit` runs the (shortened) smoke depth study; trials must run
 #     on both workers, every MLflow run end FINISHED, every metric step be logged once;
 #   - the study again, and a worker node is killed (every process in its namespace: raylet, workers, agents)
 #     mid-sweep: its trial must resume on the surviving worker from its last checkpoint, in the same MLflow run.
@@ -17,7 +17,7 @@
 # Secrets (Ray token, passwords, keys) are generated into mode-700 directories, must appear in no log, and
 # are deleted at the end.
 # Every namespace, the bridge and every process started here are removed at the end, also when a step fails.
-# Ends with one summary line, or exits non-zero naming the step that failed (logs are then kept and named).
+# Ends with one summary line, or exits non-zero naming the step that failed (its logs are then kept, nothing else).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bin=$repo/.venv/bin
@@ -47,10 +47,10 @@ cleanup() {
     for ns in "${namespaces[@]}"; do kill_node "${ns#"$prefix-"}"; done  # nothing here needs a graceful stop
     for ns in "${namespaces[@]}"; do ip netns delete "$ns" 2>/dev/null; done
     if [ -n "$run" ]; then
-        rm -rf "$run/secrets"
         if [ "$status" -eq 0 ]; then
             rm -rf "$run"
-        else
+        else  # keep the logs only: the rest holds secrets (tokens, node.env), databases, checkpoints
+            find "$run" -mindepth 1 -maxdepth 1 ! -name logs -exec rm -rf {} +
             echo "logs kept in $run/logs" >&2
         fi
     fi
@@ -213,7 +213,16 @@ grep -q "Unauthorized" "$run/logs/refused-submit.log" || fail "ray job submit wi
 if on_node client env RAY_AUTH_MODE=token ray job list --address "http://$head_ip:8265" 2>&1 | grep -q unauthenticated-job; then
     fail "the job submitted without the token exists"
 fi
-say "refused: ray job submit without the token (401), a wrong token (403); MLflow without credentials or with a wrong password (401), a foreign Host header (403)"
+# Nor can a machine without the token join the cluster as a node: the cluster's own RPCs need the token too.
+if in_ns client env HOME="$run/client" RAY_AUTH_MODE=disabled timeout 120 ray start --address "$head_ip:6379" \
+        --node-ip-address "$client_ip" --num-cpus 1 --object-store-memory 100000000 --temp-dir "$run/client/ray" \
+        > "$run/logs/refused-join.log" 2>&1; then
+    fail "a node without the token joined the cluster"
+fi
+grep -q "AuthenticationError" "$run/logs/refused-join.log" || fail "a node without the token was not refused" \
+    "for its token: $(tail -n 3 "$run/logs/refused-join.log")"
+kill_node client || fail "what the refused node left behind could not be killed"
+say "refused: ray job submit without the token (401), a wrong token (403), a node without the token joining the cluster; MLflow without credentials or with a wrong password (401), a foreign Host header (403)"
 
 # The README's command: ray job submit --working-dir <repo> -- python sweeps/depth_vs_error.py ...
 submit() {
