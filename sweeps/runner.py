@@ -226,8 +226,9 @@ def print_mlflow_hint(plan: SweepPlan, experiment_id: str) -> None:
     """How to browse the runs: the `mlflow ui` command and the address of this experiment's training runs."""
     from dashboards.report import experiment_url
 
-    base = plan.mlflow_ui_url or "http://127.0.0.1:5000"
-    command = "" if plan.mlflow_ui_url else f"mlflow ui --backend-store-uri {plan.tracking_uri}, then open "
+    server = plan.tracking_uri if plan.tracking_uri.startswith(("http://", "https://")) else None
+    base = plan.mlflow_ui_url or server or "http://127.0.0.1:5000"  # a tracking server serves the UI itself
+    command = "" if plan.mlflow_ui_url or server else f"mlflow ui --backend-store-uri {plan.tracking_uri}, then open "
     print(f"\nMLflow: {command}{experiment_url(base, experiment_id)}")
 
 
