@@ -31,7 +31,7 @@ from ray import tune
 from resnet_core import Result, TrainConfig, fit, save_checkpoint
 from resnet_core.checkpoint import CheckpointError, load_latest_checkpoint
 from sweeps.tracking.trial_run import TrialRun, TrialTracking
-from sweeps.trial import run_name, run_tags, trial_config
+from sweeps.trial import trial_config, trial_meta, trial_name, trial_tags
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ PACKAGES = ("torch", "torchvision", "ray", "mlflow", "numpy", "resnet-depth-stud
 # The probe histories kept across evaluations (and restores), with the key their values go under.
 PROBE_VALUE_KEYS = {"layer_response_std": "std", "grad_norms": "norm"}
 SHOWN = ("train/error", "test/error", "perf/images_per_sec")
+# A run's outcome if the trial ends after an evaluation of this status (Tune may stop it at a "running" one).
+OUTCOMES = {"running": "stopped", "completed": "completed", "diverged": "diverged"}
 
 
 class TrialHooks(Protocol):
@@ -61,22 +63,32 @@ def train_trial(config: dict[str, Any], tracking: TrialTracking, sweep_env: dict
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     train_config = trial_config(config)
     trial_id = tune.get_context().get_trial_id()
-    name = run_name(train_config)
-    run = TrialRun(tracking, trial_id, name, run_tags(train_config), train_config.to_dict())
+    name = trial_name(config)
+    meta = trial_meta(config)
+    run = TrialRun(tracking, trial_id, name, trial_tags(config), train_config.to_dict(),
+                   adopts=meta.adopts if meta else None)
+    outcome = "completed"  # also when resumed from the final checkpoint, where fit has nothing left to do
     try:
         run.set_tags({"node_ip": ray.util.get_node_ip_address()})  # where this attempt runs (a retry may move)
         state, history = _start(run, train_config, sweep_env, trial_id)
-        outcome = "completed"  # also when resumed from the final checkpoint, where fit has nothing left to do
         for result in fit(train_config, resume=state):
-            outcome = "diverged" if result.status == "diverged" else "completed"
+            outcome = OUTCOMES[result.status]
             _evaluation(run, result, history, name, hooks)
         run.finish(outcome)
-    except BaseException:
-        try:
-            run.finish("failed")  # a retry reopens the run and sets it RUNNING again
-        except Exception:  # never hide why the trial failed behind a tracking error
-            log.exception("could not mark the MLflow run of trial %s as failed", trial_id)
+    except SystemExit:  # Tune stopped the trial at this report: a scheduler's early stop, or the sweep ending
+        _finish(run, outcome, trial_id)  # "stopped" unless that report was the last one
         raise
+    except BaseException:
+        _finish(run, "failed", trial_id)  # a retry reopens the run and sets it RUNNING again
+        raise
+
+
+def _finish(run: TrialRun, outcome: str, trial_id: str) -> None:
+    """Close the run of a trial that is ending by an exception; never hides that exception."""
+    try:
+        run.finish(outcome)
+    except Exception:
+        log.exception("could not mark the MLflow run of trial %s as %s", trial_id, outcome)
 
 
 def _start(run: TrialRun, config: TrainConfig, sweep_env: dict[str, Any], trial_id: str) -> tuple[dict | None, dict]:
