@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 
+from sweeps.asha import AshaRungs, asha_scheduler
 from sweeps.plan import SweepPlan, save_plan
 from sweeps.runner import TrackedSweep, end_of_sweep, points_tuner, run_config, trial_settings, tracked_sweep
 from sweeps.searcher import ITERATION, FullBudgetOptunaSearch
@@ -60,17 +61,26 @@ def run_search(plan: SweepPlan, hooks: TrialHooks | None = None) -> SearchResult
     """Run a checked search plan on the connected cluster: the searches, the confirm stage, the report."""
     save_plan(plan)  # on --resume the same settings (check_plan compared them)
     with tracked_sweep(plan, hooks) as sweep:
-        started, results = time.time(), SearchResults({}, [])
-        for arch in plan.archs:
-            net = net_name(trial_config({**plan.base, **arch}))
-            results.searched[net], finished = _search_stage(plan, sweep, arch, net)
-            results.interrupted |= not finished
-        if not results.interrupted:
-            results.confirmed, finished = _fit_stage(plan, sweep, "confirm", lambda: _confirm_tuner(plan, sweep, results))
-            results.interrupted = not finished
+        started = time.time()
+        results = _run_stages(plan, sweep)
         sweep.status = results.status
         print_search_summary(plan, results, time.time() - started)
     end_of_sweep(plan)
+    return results
+
+
+def _run_stages(plan: SweepPlan, sweep: TrackedSweep) -> SearchResults:
+    """Each net's search, then the confirm stage; a stage cut short (the driver stopped) ends the run."""
+    results = SearchResults({}, [])
+    for arch in plan.archs:
+        net = net_name(trial_config({**plan.base, **arch}))
+        results.searched[net], finished = _search_stage(plan, sweep, arch, net)
+        if not finished:
+            results.interrupted = True
+            return results
+    confirm = partial(_confirm_tuner, plan, sweep, results)
+    results.confirmed, finished = _fit_stage(plan, sweep, "confirm", confirm)
+    results.interrupted = not finished
     return results
 
 
@@ -95,7 +105,7 @@ def _search_stage(plan: SweepPlan, sweep: TrackedSweep, arch: dict[str, Any],
     Errored trials are not retried on --resume: Optuna already holds them as FAIL.
     """
     name = f"search-{net}"
-    results, finished = _fit_stage(plan, sweep, name, lambda: _search_tuner(plan, sweep, arch, net, name),
+    results, finished = _fit_stage(plan, sweep, name, partial(_search_tuner, plan, sweep, arch, net, name),
                                    resume_errored=False)
     for result in results:
         if result.error is None and (result.metrics or {}).get("status") == "running":
@@ -120,16 +130,14 @@ def _search_tuner(plan: SweepPlan, sweep: TrackedSweep, arch: dict[str, Any], ne
     search = plan.search
     searcher = FullBudgetOptunaSearch(search.knobs(), search.optuna_storage, study_name(plan, sweep, net),
                                       search.search_seed, startup_trials(search.num_samples), net, search.metric)
-    scheduler = ASHAScheduler(time_attr=ITERATION, metric=search.metric, mode="min",
-                              max_t=plan.base["optim.iterations"], grace_period=search.grace_period,
-                              reduction_factor=search.reduction_factor)
+    scheduler = asha_scheduler(search, plan.base["optim.iterations"])
     return tune.Tuner(
         sweep.trainable,
         param_space={**plan.base, **arch, "run.seed": plan.seeds[0]},  # one seed: one validation split for all
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(searcher, plan.max_concurrent) if plan.max_concurrent else searcher,
             scheduler=scheduler, num_samples=search.num_samples, **trial_settings()),
-        run_config=run_config(plan, sweep, name, plan.sweep_id))
+        run_config=run_config(plan, sweep, name, plan.sweep_id, callbacks=[AshaRungs(scheduler)]))
 
 
 def _confirm_tuner(plan: SweepPlan, sweep: TrackedSweep, results: SearchResults) -> tune.Tuner:
