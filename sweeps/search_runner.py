@@ -18,7 +18,9 @@ the searcher keeps its Optuna study and sampler; a stage that never started star
 from __future__ import annotations
 
 import math
+import statistics
 import time
+from collections import Counter
 from functools import partial
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -151,46 +153,54 @@ def confirm_points(plan: SweepPlan, arch: dict[str, Any], net: str,
                    searched: list[tune.Result]) -> list[dict[str, Any]]:
     """The confirm trials of one net, as param-space overrides named ``<net> top1 seed 1``, ``<net> default ...``."""
     search = plan.search
-    default = ("default", {}, {key: plan.base[key] for key in search.space})
+    candidates = [(f"top{i}", {"optuna_trial": trial_meta(r.config).tags["optuna_trial"]},
+                   {key: r.config[key] for key in search.space})
+                  for i, r in enumerate(best_trials(searched, search.metric, search.top_k), start=1)]
+    candidates.append(("default", {}, {key: plan.base[key] for key in search.space}))
     points = []
-    for label, tags, values in [*top_configurations(searched, search.space, search.metric, search.top_k), default]:
+    for label, tags, values in candidates:
         for seed in range(1, search.confirm_seeds + 1):
             meta = TrialMeta(f"{net} {label} seed {seed}", {"stage": "confirm", "candidate": label, **tags})
             points.append({**arch, **values, "run.seed": seed, META_KEY: meta})
     return points
 
 
-def top_configurations(results: list[tune.Result], space: dict[str, Any], metric: str,
-                       k: int) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """The ``k`` full-budget trials with the lowest final ``metric``: (label, tags, searched values) each."""
+def best_trials(results: list[tune.Result], metric: str, k: int) -> list[tune.Result]:
+    """The ``k`` full-budget trials with the lowest final ``metric`` (ties: the earlier Optuna trial)."""
     full = [r for r in results if r.error is None and (r.metrics or {}).get("status") == "completed"
             and math.isfinite(r.metrics.get(metric, math.nan))]
     full.sort(key=lambda r: (r.metrics[metric], int(trial_meta(r.config).tags["optuna_trial"])))
-    return [(f"top{i}", {"optuna_trial": trial_meta(r.config).tags["optuna_trial"]},
-             {key: r.config[key] for key in space}) for i, r in enumerate(full[:k], start=1)]
+    return full[:k]
 
 
 def print_search_summary(plan: SweepPlan, results: SearchResults, elapsed: float) -> None:
     """Per net: how its search trials ended and the best found; then the confirm stage's test errors."""
     print(f"\nsearch finished in {elapsed:.0f}s ({len(results.errors)} trial(s) errored)")
-    metric = plan.search.metric
     for net, searched in results.searched.items():
-        ends = {"completed": 0, "running": 0}
-        for r in searched:
-            status = "error" if r.error else (r.metrics or {}).get("status", "not run")
-            ends[status] = ends.get(status, 0) + 1
-        best = top_configurations(searched, plan.search.space, metric, 1)
-        found = ", ".join(f"{key.split('.', 1)[1]}={value:.3g}" if isinstance(value, float) else
-                          f"{key.split('.', 1)[1]}={value}" for key, value in best[0][2].items()) if best else "none"
-        print(f"  {net}: {len(searched)} trials, {ends.pop('completed')} at full budget, {ends.pop('running')} "
-              f"stopped early by ASHA{''.join(f', {n} {s}' for s, n in ends.items())}; best: {found}")
+        print(f"  {net}: {_search_line(searched, plan.search.space, plan.search.metric)}")
     by_candidate: dict[str, list[float]] = {}
     for r in results.confirmed:
-        name = trial_meta(r.config).name.rsplit(" seed ", 1)[0]
-        by_candidate.setdefault(name, []).append((r.metrics or {}).get("test/error", math.nan))
+        by_candidate.setdefault(trial_meta(r.config).name.rsplit(" seed ", 1)[0], []).append(
+            (r.metrics or {}).get("test/error", math.nan))
     if by_candidate:
-        print("  confirm stage, test error (%) mean ± std over seeds:")
+        print("  confirm stage, test error (%), mean ± std over seeds:")
     for name, errors in by_candidate.items():
-        mean = sum(errors) / len(errors)
-        std = math.sqrt(sum((e - mean) ** 2 for e in errors) / (len(errors) - 1)) if len(errors) > 1 else math.nan
-        print(f"    {name:<24} {mean:6.2f} ± {std:.2f}  (n={len(errors)})")
+        spread = f"{statistics.stdev(errors):.2f}" if len(errors) > 1 else "—"
+        print(f"    {name:<28} {statistics.mean(errors):6.2f} ± {spread}  (n={len(errors)})")
+
+
+def _search_line(searched: list[tune.Result], space: dict[str, Any], metric: str) -> str:
+    """How one net's search trials ended, and its best full-budget configuration by ``metric``."""
+    ends = Counter("error" if r.error else (r.metrics or {}).get("status", "not run") for r in searched)
+    line = (f"{len(searched)} trials, {ends.pop('completed', 0)} at full budget, {ends.pop('running', 0)} stopped "
+            f"early by ASHA" + "".join(f", {n} {status}" for status, n in ends.items()))
+    best = best_trials(searched, metric, 1)
+    if not best:
+        return line + "; no full-budget trial"
+    trial = best[0]
+    shown = ", ".join(f"{key.split('.', 1)[1]}={_short(trial.config[key])}" for key in space)
+    return line + f"; best: {trial_meta(trial.config).name}, {metric} {trial.metrics[metric]:.2f}% ({shown})"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
