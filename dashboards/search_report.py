@@ -55,8 +55,8 @@ def search_trials(runs: pd.DataFrame, space: dict[str, list]) -> pd.DataFrame:
         raw = trials[f"params.{key}"]
         trials[key] = (raw.map({str(v): float(i) for i, v in enumerate(values)}) if kind == "choice"
                        else pd.to_numeric(raw, errors="coerce").astype(float))
-    columns = ["run_id", "name", "net", "number", "outcome", "last_step", TARGET, *space]
-    return trials[columns].sort_values(["net", "number"]).reset_index(drop=True)
+    columns = ["run_id", "name", "family", "net", "number", "outcome", "last_step", TARGET, *space]
+    return trials[columns].sort_values(["family", "net", "number"]).reset_index(drop=True)  # plain first
 
 
 def confirm_summary(runs: pd.DataFrame) -> pd.DataFrame:
@@ -64,12 +64,12 @@ def confirm_summary(runs: pd.DataFrame) -> pd.DataFrame:
     over the completed seeds."""
     confirm = runs[runs["tags.stage"].eq("confirm") & runs["outcome"].eq("completed")].copy()
     confirm["net"] = [net_label(f, d) for f, d in zip(confirm["family"], confirm["depth"])]
-    grouped = confirm.groupby(["net", "tags.candidate"])
+    grouped = confirm.groupby(["family", "net", "tags.candidate"])
     summary = pd.DataFrame({"test_mean": grouped[TEST].mean(), "test_std": grouped[TEST].std(),
                             "val_mean": grouped[VAL].mean(), "val_std": grouped[VAL].std(),
                             "n": grouped[TEST].count()}).reset_index().rename(columns={"tags.candidate": "candidate"})
     summary["order"] = summary["candidate"].map(lambda c: (c == "default", c))
-    return summary.sort_values(["net", "order"]).drop(columns="order").reset_index(drop=True)
+    return summary.sort_values(["family", "net", "order"]).drop(columns=["order", "family"]).reset_index(drop=True)
 
 
 def rung_survival(trials: pd.DataFrame, rungs: list[int], iterations: int) -> pd.DataFrame:
@@ -77,7 +77,7 @@ def rung_survival(trials: pd.DataFrame, rungs: list[int], iterations: int) -> pd
     iteration at or past it); one column per rung, ``of`` = the net's trials."""
     milestones = [*rungs, iterations] if iterations not in rungs else rungs
     rows = []
-    for net, group in trials.groupby("net"):
+    for net, group in trials.groupby("net", sort=False):
         reached = {f"{m:,}" + (" (full)" if m == iterations else ""): int(group["last_step"].ge(m).sum())
                    for m in milestones}
         rows.append({"net": net, **reached, "of": len(group)})
@@ -87,7 +87,7 @@ def rung_survival(trials: pd.DataFrame, rungs: list[int], iterations: int) -> pd
 def optimisation_history(trials: pd.DataFrame) -> go.Figure:
     """Final validation error of each search trial in the order Optuna proposed them, one panel per net:
     full-budget trials filled, ASHA-stopped ones hollow at their last value, the best so far as a step line."""
-    nets = sorted(trials["net"].unique())
+    nets = list(trials["net"].unique())
     fig = make_subplots(rows=1, cols=len(nets), shared_yaxes=True, subplot_titles=nets, horizontal_spacing=0.06)
     for col, net in enumerate(nets, start=1):
         group = trials[trials["net"].eq(net)]
@@ -142,14 +142,14 @@ def search_section(data: ExperimentData) -> str:
         table = full.assign(**{"model.residual": full["net"].str.startswith("ResNet").astype(float)})
         dims = [*space, "model.residual"] if table["net"].nunique() > 1 else list(space)
         parts.append(_figure(figures.search_parallel_coordinates(table, dims, TARGET), "fig-search-parcoords"))
-    parts += [_importance_part(trials[trials["net"].eq(net)], space, net) for net in sorted(trials["net"].unique())]
+    parts += [_importance_part(trials[trials["net"].eq(net)], space, net) for net in trials["net"].unique()]
     return _section("search", "Regularisation search", *parts)
 
 
 def _intro(settings: dict, trials: pd.DataFrame) -> str:
     space = "; ".join(f"{_e(key)}: {_e(kind)} {_e(', '.join(str(v) for v in values))}"
                       for key, (kind, *values) in settings.get("space", {}).items())
-    counts = trials.groupby("net")["outcome"].value_counts().unstack(fill_value=0)
+    counts = trials.groupby("net", sort=False)["outcome"].value_counts().unstack(fill_value=0)
     per_net = "; ".join(f"{_e(net)}: {row.get('completed', 0)} at full budget, {row.get('stopped_early', 0)} "
                         f"stopped early by ASHA, {sum(row) - row.get('completed', 0) - row.get('stopped_early', 0)} "
                         f"other" for net, row in counts.iterrows())

@@ -67,16 +67,16 @@ def train_trial(config: dict[str, Any], tracking: TrialTracking, sweep_env: dict
     meta = trial_meta(config)
     run = TrialRun(tracking, trial_id, name, trial_tags(config), train_config.to_dict(),
                    adopts=meta.adopts if meta else None)
-    outcome = "completed"  # also when resumed from the final checkpoint, where fit has nothing left to do
+    outcome = None  # what the run's end means after the latest evaluation
     try:
         run.set_tags({"node_ip": ray.util.get_node_ip_address()})  # where this attempt runs (a retry may move)
         state, history = _start(run, train_config, sweep_env, trial_id)
         for result in fit(train_config, resume=state):
             outcome = OUTCOMES[result.status]
             _evaluation(run, result, history, name, hooks)
-        run.finish(outcome)
-    except SystemExit:  # Tune stopped the trial at this report: a scheduler's early stop, or the sweep ending
-        _finish(run, outcome, trial_id)  # "stopped" unless that report was the last one
+        run.finish(outcome or "completed")  # none: resumed from the final checkpoint, nothing was left to do
+    except SystemExit:  # Tune stopped the trial at a report: a scheduler's early stop, or the sweep ending
+        _finish(run, outcome or "stopped", trial_id)  # "stopped" unless that report was the last one
         raise
     except BaseException:
         _finish(run, "failed", trial_id)  # a retry reopens the run and sets it RUNNING again

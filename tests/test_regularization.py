@@ -20,6 +20,8 @@ from optuna.trial import TrialState
 from ray.tune import ExperimentAnalysis
 
 from dashboards import search as search_views
+from dashboards.loader import load_experiment
+from dashboards.search_report import rung_survival, search_trials
 from dashboards.report import build_report
 from sweeps.asha import AshaRungs, asha_scheduler
 from sweeps.cli import plan_from_argv, study_arg_parser
@@ -211,6 +213,10 @@ def test_importance_uses_full_budget_trials_only_and_says_how_many(asha_search, 
     if len(full) >= 4:  # enough for fANOVA: it saw exactly the full-budget trials
         assert set(seen[-1]["run_id"]) == full
     assert 'id="fig-search-history"' in report and "best found" in report
+    last_steps = [max(m.step for m in client.get_metric_history(r[0].info.run_id, "train/error")) for r in runs.values()]
+    survived = rung_survival(search_trials(load_experiment("asha", plan.tracking_uri).runs, plan.search.space),
+                             plan.search.rungs(24), 24).iloc[0]
+    assert [survived[c] for c in ("8", "16", "24 (full)")] == [sum(s >= m for s in last_steps) for m in (8, 16, 24)]
 
 
 def test_confirm_stage_retrains_the_best_and_the_default_recipe(asha_search):
