@@ -41,8 +41,6 @@ PACKAGES = ("torch", "torchvision", "ray", "mlflow", "numpy", "resnet-depth-stud
 # The probe histories kept across evaluations (and restores), with the key their values go under.
 PROBE_VALUE_KEYS = {"layer_response_std": "std", "grad_norms": "norm"}
 SHOWN = ("train/error", "test/error", "perf/images_per_sec")
-# A run's outcome if the trial ends after an evaluation of this status (Tune may stop it at a "running" one).
-OUTCOMES = {"running": "stopped", "completed": "completed", "diverged": "diverged"}
 
 
 class TrialHooks(Protocol):
@@ -67,16 +65,16 @@ def train_trial(config: dict[str, Any], tracking: TrialTracking, sweep_env: dict
     meta = trial_meta(config)
     run = TrialRun(tracking, trial_id, name, trial_tags(config), train_config.to_dict(),
                    adopts=meta.adopts if meta else None)
-    outcome = None  # what the run's end means after the latest evaluation
     try:
         run.set_tags({"node_ip": ray.util.get_node_ip_address()})  # where this attempt runs (a retry may move)
         state, history = _start(run, train_config, sweep_env, trial_id)
         for result in fit(train_config, resume=state):
-            outcome = OUTCOMES[result.status]
-            _evaluation(run, result, history, name, hooks)
-        run.finish(outcome or "completed")  # none: resumed from the final checkpoint, nothing was left to do
+            _evaluation(run, result, history, name, hooks)  # the last one closes the run before its report
+        if run.ended is None:  # resumed from the final checkpoint: fit had nothing left to do
+            run.finish("completed")
     except SystemExit:  # Tune stopped the trial at a report: a scheduler's early stop, or the sweep ending
-        _finish(run, outcome or "stopped", trial_id)  # "stopped" unless that report was the last one
+        if run.ended is None:  # stopped before its last report
+            _finish(run, "stopped", trial_id)
         raise
     except BaseException:
         _finish(run, "failed", trial_id)  # a retry reopens the run and sets it RUNNING again
@@ -105,7 +103,12 @@ def _start(run: TrialRun, config: TrainConfig, sweep_env: dict[str, Any], trial_
 
 
 def _evaluation(run: TrialRun, result: Result, history: dict, name: str, hooks: TrialHooks | None) -> None:
-    """One evaluation: log it, keep its probes, report it to Tune with a checkpoint (none when diverged)."""
+    """One evaluation: log it, keep its probes, report it to Tune with a checkpoint (none when diverged).
+
+    The last one (completed or diverged) closes the run before it is reported: Tune may stop the trial at that
+    report (ASHA stops every trial that reaches its last rung), and a stopped trial's process may be ended
+    before it could close the run afterwards.
+    """
     diverged = result.status == "diverged"
     run.log_metrics(result.iteration, result.metrics)
     _append(history, "layer_response_std", result.iteration, result.layer_response_std)
@@ -114,7 +117,7 @@ def _evaluation(run: TrialRun, result: Result, history: dict, name: str, hooks: 
     report = {"iteration": result.iteration, **_shown_first(result.metrics),
               "status": result.status, "diverged": diverged}
     if diverged:  # no checkpoint of non-finite weights: the previous one stays the newest
-        _log_final_artifacts(run, result, history, None)
+        _close(run, result, history, None)
         tune.report(report)
         return
     with tempfile.TemporaryDirectory() as directory:
@@ -122,7 +125,7 @@ def _evaluation(run: TrialRun, result: Result, history: dict, name: str, hooks: 
             save_checkpoint(result.state(), Path(directory) / CHECKPOINT_FILE)
         (Path(directory) / PROBES_FILE).write_text(json.dumps(history))
         if result.done:
-            _log_final_artifacts(run, result, history, Path(directory))
+            _close(run, result, history, Path(directory))
         tune.report(report, checkpoint=tune.Checkpoint.from_directory(directory))
     if hooks:
         hooks.after_report(name, result.iteration)
@@ -203,7 +206,9 @@ def _append(history: dict, key: str, iteration: int, values: dict[str, float]) -
     entry[value_key].append([values[name] for name in entry["layers"]])
 
 
-def _log_final_artifacts(run: TrialRun, result: Result, history: dict, directory: Path | None) -> None:
+def _close(run: TrialRun, result: Result, history: dict, directory: Path | None) -> None:
+    """Log the final artifacts (probe histories, the final weights of a completed run) and end the run as the
+    last result's status says: ``completed`` or ``diverged``."""
     for key in PROBE_VALUE_KEYS:
         if key in history:
             run.log_dict(history[key], f"probes/{key}.json")
@@ -211,3 +216,4 @@ def _log_final_artifacts(run: TrialRun, result: Result, history: dict, directory
         weights = directory / "final_weights.pt"
         torch.save(result.state()["model"], weights)
         run.log_file(weights, "model")
+    run.finish(result.status)

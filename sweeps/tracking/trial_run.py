@@ -65,6 +65,7 @@ class TrialRun:
         spool_dir = Path(tracking.spool_dir or Path(tempfile.gettempdir()) / "resnet-studies-spool")
         self.spool = Spool(spool_dir / f"{trial_id}.jsonl", tracking.tracking_uri)
         self._retry_at, self._backoff = 0.0, 1.0
+        self.ended: str | None = None  # the outcome this attempt closed the run with
         self.run_id, self.last_logged_step, self.attempt = with_retries(
             lambda: self._open(trial_id, run_name, tags, params, adopts), "open trial run")
 
@@ -148,6 +149,7 @@ class TrialRun:
 
         Returns False when the store was unreachable: the end is then spooled with everything before it.
         """
+        self.ended = outcome
         tags = {"outcome": outcome, **({"diverged": "true"} if outcome == "diverged" else {})}
         status = RunStatus.to_string(FINISH_STATUS.get(outcome, RunStatus.FAILED))
         if self.spool.pending():  # one last, slightly more patient try to deliver what waits
