@@ -31,12 +31,13 @@ STUDY = SearchStudy(
     axes=(FAMILY,),
     presets={
         # 400 iterations are 45 epochs of the 1137 training digits: a depth-20 net fits them (room for
-        # regularisation), and 8 trials per family plus the confirm stage take minutes on two cores.
+        # regularisation). One ASHA rung (200) before the full budget keeps about half of 8 trials per family,
+        # enough full-budget trials for an importance estimate; with the confirm stage, minutes on two cores.
         "smoke": SearchPreset(
             "smoke", SMOKE_DESCRIPTION + ", depth 20, 300 images held out for validation",
             {**SMOKE, **schedule(400, 100), "model.depth": 20, "data.val_size": 300}, grid=BOTH, seeds=1,
             cpus_per_trial=1, gpus_per_trial=0,
-            budget=SearchBudget(num_samples=8, grace_period=100, reduction_factor=3, top_k=1, confirm_seeds=2)),
+            budget=SearchBudget(num_samples=8, grace_period=200, reduction_factor=2, top_k=1, confirm_seeds=2)),
         "paper": SearchPreset(
             "paper", PAPER_DESCRIPTION + ", depth 56, on the paper's 45k/5k train/validation split",
             {**PAPER, "model.depth": 56, "data.val_size": 5000}, grid=BOTH, seeds=1, cpus_per_trial=1,
