@@ -320,6 +320,10 @@ def _shortcut_section(data: ExperimentData) -> str:
 
 
 def _search_section(data: ExperimentData) -> str:
+    from dashboards import search_report  # an Optuna search's own section; it builds on this page's helpers
+
+    if search_report.is_search(data.runs):
+        return search_report.search_section(data)
     if not search.has_search(data.runs):
         return ""
     table, params = search.search_view(data.runs)

@@ -50,17 +50,24 @@ def has_search(runs: pd.DataFrame) -> bool:
     return bool(params) and len(table) >= MIN_RUNS
 
 
-def importance(table: pd.DataFrame, params: list[str], target: str = TARGET, seed: int = 0) -> pd.DataFrame:
-    """fANOVA importance of each param for ``target``: DataFrame param, importance (sums to 1)."""
+def importance(table: pd.DataFrame, params: list[str], target: str = TARGET, seed: int = 0,
+               distributions: dict | None = None) -> pd.DataFrame:
+    """fANOVA importance of each param for ``target``: DataFrame param, importance (sums to 1).
+
+    ``distributions``: each param's Optuna distribution, as searched; by default a float range over the values
+    seen (log-scaled when they span more than a factor of 20).
+    """
     import optuna  # heavy; only reports with a search pay for it
-    from optuna.distributions import FloatDistribution
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    distributions = {}
-    for column in params:
-        low, high = float(table[column].min()), float(table[column].max())
-        distributions[column] = FloatDistribution(low, high, log=low > 0 and high / low > 20)
-    trials = [optuna.trial.create_trial(params={c: float(row[c]) for c in params}, distributions=distributions,
+    if distributions is None:
+        distributions = {}
+        for column in params:
+            low, high = float(table[column].min()), float(table[column].max())
+            distributions[column] = FloatDistribution(low, high, log=low > 0 and high / low > 20)
+    typed = {c: (lambda v: v) if isinstance(distributions[c], CategoricalDistribution) else float for c in params}
+    trials = [optuna.trial.create_trial(params={c: typed[c](row[c]) for c in params}, distributions=distributions,
                                         value=float(row[target]))
               for _, row in table.iterrows()]
     study = optuna.create_study(direction="minimize")

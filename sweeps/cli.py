@@ -17,6 +17,9 @@ from resnet_core.train import add_config_arguments
 from sweeps.plan import SAFE_ON_RESUME, InterruptedSweepError, SweepPlan, build_plan, check_plan
 from sweeps.resources import check_cluster
 from sweeps.runner import run_sweep
+from sweeps.search import SearchStudy
+from sweeps.search_plan import add_search_arguments
+from sweeps.search_runner import run_search
 from sweeps.security import check_tracking_security, security_lines
 from sweeps.study import GridStudy, Preset
 from sweeps.trainable import TrialHooks
@@ -32,7 +35,10 @@ def study_arg_parser(study: GridStudy) -> argparse.ArgumentParser:
     for axis in study.axes:
         grid.add_argument(axis.flag, dest=axis.flag[2:], help=axis.help + (
             f" (from {','.join(axis.settings)})" if axis.settings else ""))
-    grid.add_argument("--seeds", type=int, help="seeds per configuration: 0..N-1 (default: the preset's)")
+    if isinstance(study, SearchStudy):
+        add_search_arguments(parser, study)
+    else:
+        grid.add_argument("--seeds", type=int, help="seeds per configuration: 0..N-1 (default: the preset's)")
     add_config_arguments(parser, keys=study.config_flags, default_help="the preset's")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other TrainConfig field for every trial, e.g. --set optim.weight_decay=5e-4")
@@ -117,7 +123,7 @@ def main(study: GridStudy, argv: list[str] | None = None, hooks: TrialHooks | No
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        results = run_sweep(plan, hooks)
+        results = (run_search if plan.search else run_sweep)(plan, hooks)
     except TrackingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

@@ -19,6 +19,8 @@ from mlflow.exceptions import MlflowException
 from resnet_core.config import TrainConfig, apply_overrides
 from resnet_core.data import DatasetUnavailableError, check_dataset
 from resnet_core.train import overrides_from_args
+from sweeps.search import SearchSettings, SearchStudy
+from sweeps.search_plan import check_optuna_storage, search_params, search_settings
 from sweeps.study import GridStudy, Preset
 from sweeps.tracking.spool import SPOOL_DIRNAME
 from sweeps.tracking.store import TrackingError, absolute_tracking_uri, check_tracking_uri, sqlite_path
@@ -53,6 +55,7 @@ class SweepPlan:
     report_sections: tuple[str, ...] = ()
     mlflow_ui_url: str | None = None
     extra_params: dict[str, Any] = field(default_factory=dict)
+    search: SearchSettings | None = None  # a search study's search (sweeps/search.py); None for a grid
 
     def configs(self) -> list[TrainConfig]:
         """The TrainConfig of every trial (validates each one)."""
@@ -103,23 +106,27 @@ def build_plan(study: GridStudy, args: argparse.Namespace, preset: Preset) -> Sw
     # Deepest (longest) trials first: Tune starts them in this order, and the short ones then fill the gaps,
     # instead of one long trial running alone at the end while the other slots idle.
     archs.sort(key=lambda arch: -arch.get("model.depth", base["model.depth"]))
-    seeds = args.seeds if args.seeds is not None else preset.seeds
+    seeds = getattr(args, "seeds", None)  # a search study has no --seeds: its search trials use the preset's
+    seeds = preset.seeds if seeds is None else seeds
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1; got {seeds}")
     if not args.experiment.strip():
         raise ValueError("--experiment must not be empty")
     storage = args.storage_path or str(home / "ray_results")
+    tracking_uri = absolute_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+                                         or f"sqlite:///{home / 'mlflow.db'}")
+    search = (search_settings(study, args, preset, base, tracking_uri, home) if isinstance(study, SearchStudy)
+              else None)
     return SweepPlan(
         study=study.name, preset=preset.name, recipe=recipe_of(preset, base), base=base, archs=archs,
-        seeds=list(range(seeds)), experiment=args.experiment,
-        tracking_uri=absolute_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-                                           or f"sqlite:///{home / 'mlflow.db'}"),
+        seeds=list(range(seeds)), experiment=args.experiment, tracking_uri=tracking_uri,
         storage_path=storage if "://" in storage else str(Path(storage).expanduser().resolve()),
         cpus_per_trial=cpus,
         gpus_per_trial=args.gpus_per_trial if args.gpus_per_trial is not None else preset.gpus_per_trial,
         max_concurrent=args.max_concurrent, max_failures=args.max_failures, resume=args.resume,
         report=args.report, report_path=args.report_path or str(home / "reports" / f"{args.experiment}.html"),
-        report_sections=study.report_sections, mlflow_ui_url=args.mlflow_ui_url,
+        report_sections=study.report_sections, mlflow_ui_url=args.mlflow_ui_url, search=search,
+        extra_params=search_params(search, base["optim.iterations"]) if search else {},
     )
 
 
@@ -176,6 +183,8 @@ def check_plan(plan: SweepPlan) -> None:
         check_tracking_uri(plan.tracking_uri)
     except (DatasetUnavailableError, TrackingError) as exc:
         raise ValueError(str(exc)) from None
+    if plan.search is not None:
+        check_optuna_storage(plan.search.optuna_storage)
     check_earlier_sweep(plan)
     if plan.resume:
         check_resume_matches(plan)

@@ -8,12 +8,14 @@ retried from its last checkpoint (``FailureConfig``); a killed driver is continu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +31,49 @@ from sweeps.tracking.sweep_run import (close_orphaned_trial_runs, finish_run, ma
                                        start_parent_run)
 from sweeps.tracking.trial_run import TrialTracking
 from sweeps.trainable import TrialHooks, train_trial
-from sweeps.trial import run_name, trial_config
+from sweeps.trial import META_KEY, trial_config, trial_name
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrackedSweep:
+    """A sweep whose parent run is open: what its Tune runs need, and the status the parent run will end with."""
+
+    experiment_id: str
+    parent_run_id: str
+    tracking: TrialTracking
+    trainable: Any  # train_trial with its resources and parameters bound, for tune.Tuner
+    status: str = "FAILED"  # the body of tracked_sweep sets the true one
+
+
+@contextlib.contextmanager
+def tracked_sweep(plan: SweepPlan, hooks: TrialHooks | None = None) -> Iterator[TrackedSweep]:
+    """The parent MLflow run around a sweep's Tune runs (the body's), closed with the status the body sets.
+
+    At the end, whatever happened: what trials spooled is delivered, runs left RUNNING are closed, the parent
+    run ends with ``sweep.status`` (KILLED on Ctrl-C). Raises TrackingError after the body when the store could
+    not take everything (what it missed is spooled, see docs/failure-modes.md).
+    """
+    bound_http_retries(plan.tracking_uri)
+    if (store := sqlite_path(plan.tracking_uri)) is not None:
+        store.parent.mkdir(parents=True, exist_ok=True)
+    experiment_id, parent_run_id = _open_parent_run(plan)
+    tracking = TrialTracking(plan.tracking_uri, experiment_id, parent_run_id,
+                             tags=(("preset", plan.preset), ("study", plan.study)), spool_dir=plan.spool_dir)
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, tracking=tracking, sweep_env={**git_state(), "argv": sys.argv}, hooks=hooks),
+        {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
+    sweep = TrackedSweep(experiment_id, parent_run_id, tracking, trainable)
+    try:
+        yield sweep
+    except KeyboardInterrupt:
+        sweep.status = "KILLED"
+        raise
+    finally:
+        tracking_problem = _close_tracking(plan, experiment_id, parent_run_id, sweep.status)
+    if tracking_problem:
+        raise TrackingError(tracking_problem)
 
 
 def run_sweep(plan: SweepPlan, hooks: TrialHooks | None = None) -> tune.ResultGrid:
@@ -40,38 +82,27 @@ def run_sweep(plan: SweepPlan, hooks: TrialHooks | None = None) -> tune.ResultGr
     Raises TrackingError at the end when the tracking store could not take everything (what it missed is
     spooled, see docs/failure-modes.md); the Tune results are complete either way.
     """
-    bound_http_retries(plan.tracking_uri)
-    if (store := sqlite_path(plan.tracking_uri)) is not None:
-        store.parent.mkdir(parents=True, exist_ok=True)
     restoring = plan.resume and tune.Tuner.can_restore(plan.sweep_id)
     if plan.resume and not restoring:
         print(f"--resume: no earlier sweep state under {plan.sweep_id}; starting a new sweep")
     if not restoring:
         save_plan(plan)
-    experiment_id, parent_run_id = _open_parent_run(plan)
-    tracking = TrialTracking(plan.tracking_uri, experiment_id, parent_run_id,
-                             tags=(("preset", plan.preset), ("study", plan.study)), spool_dir=plan.spool_dir)
-    trainable = tune.with_resources(
-        tune.with_parameters(train_trial, tracking=tracking, sweep_env={**git_state(), "argv": sys.argv}, hooks=hooks),
-        {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
-    started, status = time.time(), "FAILED"
-    try:
-        tuner = (tune.Tuner.restore(plan.sweep_id, trainable, resume_unfinished=True, resume_errored=True)
-                 if restoring else _new_tuner(plan, trainable, tracking))
+    with tracked_sweep(plan, hooks) as sweep:
+        started = time.time()
+        tuner = (tune.Tuner.restore(plan.sweep_id, sweep.trainable, resume_unfinished=True, resume_errored=True)
+                 if restoring else _new_tuner(plan, sweep))
         results = tuner.fit()
-        status = sweep_status(results)
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        tracking_problem = _close_tracking(plan, experiment_id, parent_run_id, status)
-    print_summary(results, time.time() - started)
-    if tracking_problem:
-        raise TrackingError(tracking_problem)
+        sweep.status = sweep_status(results)
+        print_summary(results, time.time() - started)
+    end_of_sweep(plan, sweep.experiment_id)
+    return results
+
+
+def end_of_sweep(plan: SweepPlan, experiment_id: str) -> None:
+    """Build the report (unless --no-report) and say where the MLflow UI shows the runs."""
     if plan.report:
         _build_report(plan)
     print_mlflow_hint(plan, experiment_id)
-    return results
 
 
 def _open_parent_run(plan: SweepPlan) -> tuple[str, str]:
@@ -91,34 +122,48 @@ def _open_parent_run(plan: SweepPlan) -> tuple[str, str]:
     return experiment_id, parent_run_id
 
 
-def _new_tuner(plan: SweepPlan, trainable: Any, tracking: TrialTracking) -> tune.Tuner:
+def _new_tuner(plan: SweepPlan, sweep: TrackedSweep) -> tune.Tuner:
     """A Tuner that runs every (cell, seed) of the plan once, deepest first, named as its MLflow run."""
-    points = [{**arch, "run.seed": seed} for arch in plan.archs for seed in plan.seeds]
+    return points_tuner(plan, sweep, [{**arch, "run.seed": seed} for arch in plan.archs for seed in plan.seeds])
+
+
+def points_tuner(plan: SweepPlan, sweep: TrackedSweep, points: list[dict[str, Any]], name: str | None = None,
+                 storage_path: str | None = None) -> tune.Tuner:
+    """A Tuner that runs each of ``points`` (overrides of the plan's shared config) once, in order."""
     # Trials are listed explicitly rather than as grid_search, so Tune's live table shows no parameter columns:
     # the trial name ("plain-56 seed 1") says it all. A point must override keys of the param space, which
     # Tune warns about once per key and trial: expected here, so not shown.
     logging.getLogger("ray.tune.search.variant_generator").setLevel(logging.ERROR)
     return tune.Tuner(
-        trainable,
-        param_space=plan.base,
+        sweep.trainable,
+        param_space={**plan.base, META_KEY: None},  # a point may name its trial (sweeps.trial.TrialMeta)
         tune_config=tune.TuneConfig(
             # max_concurrent here, not as TuneConfig's max_concurrent_trials: that would wrap the generator in a
             # ConcurrencyLimiter, which creates trials only as slots free, so no finished trial's process is reused.
             search_alg=BasicVariantGenerator(points_to_evaluate=points, max_concurrent=plan.max_concurrent or 0),
-            num_samples=len(points),
-            # reuse_actors: a trial runs in the process of a finished one instead of a new process, saving the
-            # ~5 s of Python, torch and MLflow start-up per trial (13 s of a 61 s 4-trial sweep on 2 cores).
-            reuse_actors=True, trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
-        run_config=tune.RunConfig(
-            name=plan.experiment, storage_path=plan.storage_path, verbose=1,
-            failure_config=tune.FailureConfig(max_failures=plan.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[CloseDeadTrialRuns(tracking)]),
-    )
+            num_samples=len(points), **trial_settings()),
+        run_config=run_config(plan, sweep, name, storage_path))
+
+
+def trial_settings() -> dict[str, Any]:
+    """TuneConfig settings every sweep shares: trials named as their MLflow runs, processes reused."""
+    # reuse_actors: a trial runs in the process of a finished one instead of a new process, saving the
+    # ~5 s of Python, torch and MLflow start-up per trial (13 s of a 61 s 4-trial sweep on 2 cores).
+    return {"reuse_actors": True, "trial_name_creator": _trial_name, "trial_dirname_creator": _trial_dirname}
+
+
+def run_config(plan: SweepPlan, sweep: TrackedSweep, name: str | None = None, storage_path: str | None = None,
+               callbacks: Iterable[tune.Callback] = ()) -> tune.RunConfig:
+    """Where a Tune run keeps its state (default: the sweep's own), its retries, checkpoints and callbacks."""
+    return tune.RunConfig(
+        name=name or plan.experiment, storage_path=storage_path or plan.storage_path, verbose=1,
+        failure_config=tune.FailureConfig(max_failures=plan.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        callbacks=[CloseDeadTrialRuns(sweep.tracking), *callbacks])
 
 
 def _trial_name(trial: tune.experiment.Trial) -> str:
-    return run_name(trial_config(trial.config))
+    return trial_name(trial.config)
 
 
 def _trial_dirname(trial: tune.experiment.Trial) -> str:
@@ -211,14 +256,14 @@ def print_summary(results: tune.ResultGrid, elapsed: float) -> None:
         metrics = result.metrics or {}
         status = "error" if result.error else str(metrics.get("status", "not run"))
         rows.append(((config.model.residual, config.model.depth, config.model.shortcut, config.run.seed),
-                     run_name(config), status, metrics))
+                     trial_name(result.config), status, metrics))
     print(f"  {'trial':<22} {'status':<10} {'iter':>6} {'train err %':>11} {'test err %':>10}")
     for _, name, status, metrics in sorted(rows, key=lambda r: r[0]):
         print(f"  {name:<22} {status:<10} {metrics.get('iteration', 0):>6} "
               f"{metrics.get('train/error', float('nan')):>11.2f} {metrics.get('test/error', float('nan')):>10.2f}")
     best = best_result(results)
     if best is not None:
-        print(f"  best completed trial: {run_name(trial_config(best.config))}, test error "
+        print(f"  best completed trial: {trial_name(best.config)}, test error "
               f"{best.metrics['test/error']:.2f}% (diverged and failed trials excluded)")
 
 

@@ -31,7 +31,7 @@ from ray import tune
 from resnet_core import Result, TrainConfig, fit, save_checkpoint
 from resnet_core.checkpoint import CheckpointError, load_latest_checkpoint
 from sweeps.tracking.trial_run import TrialRun, TrialTracking
-from sweeps.trial import run_name, run_tags, trial_config
+from sweeps.trial import trial_config, trial_meta, trial_name, trial_tags
 
 log = logging.getLogger(__name__)
 
@@ -61,22 +61,32 @@ def train_trial(config: dict[str, Any], tracking: TrialTracking, sweep_env: dict
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     train_config = trial_config(config)
     trial_id = tune.get_context().get_trial_id()
-    name = run_name(train_config)
-    run = TrialRun(tracking, trial_id, name, run_tags(train_config), train_config.to_dict())
+    name = trial_name(config)
+    meta = trial_meta(config)
+    run = TrialRun(tracking, trial_id, name, trial_tags(config), train_config.to_dict(),
+                   adopts=meta.adopts if meta else None)
     try:
         run.set_tags({"node_ip": ray.util.get_node_ip_address()})  # where this attempt runs (a retry may move)
         state, history = _start(run, train_config, sweep_env, trial_id)
-        outcome = "completed"  # also when resumed from the final checkpoint, where fit has nothing left to do
         for result in fit(train_config, resume=state):
-            outcome = "diverged" if result.status == "diverged" else "completed"
-            _evaluation(run, result, history, name, hooks)
-        run.finish(outcome)
-    except BaseException:
-        try:
-            run.finish("failed")  # a retry reopens the run and sets it RUNNING again
-        except Exception:  # never hide why the trial failed behind a tracking error
-            log.exception("could not mark the MLflow run of trial %s as failed", trial_id)
+            _evaluation(run, result, history, name, hooks)  # the last one closes the run before its report
+        if run.ended is None:  # resumed from the final checkpoint: fit had nothing left to do
+            run.finish("completed")
+    except SystemExit:  # Tune stopped the trial at a report: a scheduler's early stop, or the sweep ending
+        if run.ended is None:  # stopped before its last report
+            _finish(run, "stopped", trial_id)
         raise
+    except BaseException:
+        _finish(run, "failed", trial_id)  # a retry reopens the run and sets it RUNNING again
+        raise
+
+
+def _finish(run: TrialRun, outcome: str, trial_id: str) -> None:
+    """Close the run of a trial that is ending by an exception; never hides that exception."""
+    try:
+        run.finish(outcome)
+    except Exception:
+        log.exception("could not mark the MLflow run of trial %s as %s", trial_id, outcome)
 
 
 def _start(run: TrialRun, config: TrainConfig, sweep_env: dict[str, Any], trial_id: str) -> tuple[dict | None, dict]:
@@ -93,7 +103,12 @@ def _start(run: TrialRun, config: TrainConfig, sweep_env: dict[str, Any], trial_
 
 
 def _evaluation(run: TrialRun, result: Result, history: dict, name: str, hooks: TrialHooks | None) -> None:
-    """One evaluation: log it, keep its probes, report it to Tune with a checkpoint (none when diverged)."""
+    """One evaluation: log it, keep its probes, report it to Tune with a checkpoint (none when diverged).
+
+    The last one (completed or diverged) closes the run before it is reported: Tune may stop the trial at that
+    report (ASHA stops every trial that reaches its last rung), and a stopped trial's process may be ended
+    before it could close the run afterwards.
+    """
     diverged = result.status == "diverged"
     if run.last_logged_step < 0 and result.parameters:  # the first evaluation of this run
         run.set_tags({"parameters": str(result.parameters)})
@@ -104,7 +119,7 @@ def _evaluation(run: TrialRun, result: Result, history: dict, name: str, hooks: 
     report = {"iteration": result.iteration, **_shown_first(result.metrics),
               "status": result.status, "diverged": diverged}
     if diverged:  # no checkpoint of non-finite weights: the previous one stays the newest
-        _log_final_artifacts(run, result, history, None)
+        _close(run, result, history, None)
         tune.report(report)
         return
     with tempfile.TemporaryDirectory() as directory:
@@ -112,7 +127,7 @@ def _evaluation(run: TrialRun, result: Result, history: dict, name: str, hooks: 
             save_checkpoint(result.state(), Path(directory) / CHECKPOINT_FILE)
         (Path(directory) / PROBES_FILE).write_text(json.dumps(history))
         if result.done:
-            _log_final_artifacts(run, result, history, Path(directory))
+            _close(run, result, history, Path(directory))
         tune.report(report, checkpoint=tune.Checkpoint.from_directory(directory))
     if hooks:
         hooks.after_report(name, result.iteration)
@@ -193,7 +208,9 @@ def _append(history: dict, key: str, iteration: int, values: dict[str, float]) -
     entry[value_key].append([values[name] for name in entry["layers"]])
 
 
-def _log_final_artifacts(run: TrialRun, result: Result, history: dict, directory: Path | None) -> None:
+def _close(run: TrialRun, result: Result, history: dict, directory: Path | None) -> None:
+    """Log the final artifacts (probe histories, the final weights of a completed run) and end the run as the
+    last result's status says: ``completed`` or ``diverged``."""
     for key in PROBE_VALUE_KEYS:
         if key in history:
             run.log_dict(history[key], f"probes/{key}.json")
@@ -201,3 +218,4 @@ def _log_final_artifacts(run: TrialRun, result: Result, history: dict, directory
         weights = directory / "final_weights.pt"
         torch.save(result.state()["model"], weights)
         run.log_file(weights, "model")
+    run.finish(result.status)

@@ -77,10 +77,15 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
             raise TrackingError(f"tracking server {uri} is unreachable ({exc}); start it, or pass "
                                 f"--tracking-uri sqlite:///PATH/mlflow.db for a local store") from None
         return
-    if (store := sqlite_path(uri)) is not None:
-        directory = next((p for p in (store.parent, *store.parent.parents) if p.exists()), Path("/"))
-        if not directory.is_dir() or not os.access(directory, os.W_OK):
-            raise TrackingError(f"cannot create the SQLite tracking store {uri}: {directory} is not a writable directory")
+    if (store := sqlite_path(uri)) is not None and (directory := unwritable_directory(store)) is not None:
+        raise TrackingError(f"cannot create the SQLite tracking store {uri}: {directory} is not a writable directory")
+
+
+def unwritable_directory(path: Path) -> Path | None:
+    """What stops a file at ``path`` from being created: its nearest existing ancestor, when that is not a
+    writable directory; None when the file (and any missing directories above it) can be created."""
+    directory = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("/"))
+    return None if directory.is_dir() and os.access(directory, os.W_OK) else directory
 
 
 def is_transient(exc: BaseException) -> bool:

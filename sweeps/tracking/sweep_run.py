@@ -121,13 +121,23 @@ def close_interrupted_sweep(uri: str, earlier: EarlierSweep) -> list[str]:
     return closed
 
 
+def mark_trial_run(tracking: TrialTracking, trial_id: str, outcome: str, status: str,
+                   tags: dict[str, str] | None = None, only_running: bool = True, attempts: int = 3) -> bool:
+    """Give a trial's run its true end from the driver: the tag ``outcome`` (and ``tags``) and MLflow ``status``.
+
+    With ``only_running``, only a run still RUNNING is changed. True if the run was changed.
+    """
+    client = MlflowClient(tracking.tracking_uri)
+    run = with_retries(lambda: find_trial_run(client, tracking, trial_id), "find trial run", attempts=attempts)
+    if run is None or (only_running and run.info.status != "RUNNING"):
+        return False
+    batch = [RunTag(k, str(v)) for k, v in {**(tags or {}), "outcome": outcome}.items()]
+    with_retries(lambda: client.log_batch(run.info.run_id, tags=batch), f"tag {outcome} run", attempts=attempts)
+    with_retries(lambda: client.set_terminated(run.info.run_id, status), f"close {outcome} run", attempts=attempts)
+    return True
+
+
 def mark_trial_run_failed(tracking: TrialTracking, trial_id: str, attempts: int = 3) -> bool:
     """Close a trial's run as FAILED if it is still RUNNING (its process died without closing it, e.g.
     killed by the OS). True if the run was changed."""
-    client = MlflowClient(tracking.tracking_uri)
-    run = with_retries(lambda: find_trial_run(client, tracking, trial_id), "find trial run", attempts=attempts)
-    if run is None or run.info.status != "RUNNING":
-        return False
-    with_retries(lambda: client.set_tag(run.info.run_id, "outcome", "failed"), "tag failed run", attempts=attempts)
-    with_retries(lambda: client.set_terminated(run.info.run_id, "FAILED"), "close failed run", attempts=attempts)
-    return True
+    return mark_trial_run(tracking, trial_id, "failed", "FAILED", attempts=attempts)

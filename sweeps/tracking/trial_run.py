@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 ROLE_TRIAL = "trial"
 PROGRESS_METRIC = "train/error"  # logged at every evaluation: its last step is how far a run's log got
+FINISH_STATUS = {"completed": RunStatus.FINISHED, "stopped": RunStatus.KILLED}  # any other outcome: FAILED
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,9 @@ class TrialRun:
     """The one MLflow run of a Tune trial."""
 
     def __init__(self, tracking: TrialTracking, trial_id: str, run_name: str, tags: dict[str, str],
-                 params: dict[str, Any], attempts: int = 3):
+                 params: dict[str, Any], attempts: int = 3, adopts: str | None = None):
+        """``adopts``: the Tune trial id of an earlier trial whose run this one continues (a search trial that a
+        dead driver created but did not save, re-issued under a new id on --resume); None for most trials."""
         bound_http_retries(tracking.tracking_uri)
         self.client = MlflowClient(tracking.tracking_uri)
         self.tracking = tracking
@@ -62,20 +65,23 @@ class TrialRun:
         spool_dir = Path(tracking.spool_dir or Path(tempfile.gettempdir()) / "resnet-studies-spool")
         self.spool = Spool(spool_dir / f"{trial_id}.jsonl", tracking.tracking_uri)
         self._retry_at, self._backoff = 0.0, 1.0
+        self.ended: str | None = None  # the outcome this attempt closed the run with
         self.run_id, self.last_logged_step, self.attempt = with_retries(
-            lambda: self._open(trial_id, run_name, tags, params), "open trial run")
+            lambda: self._open(trial_id, run_name, tags, params, adopts), "open trial run")
 
-    def _open(self, trial_id: str, run_name: str, tags: dict[str, str], params: dict[str, Any]) -> tuple[str, int, int]:
+    def _open(self, trial_id: str, run_name: str, tags: dict[str, str], params: dict[str, Any],
+              adopts: str | None) -> tuple[str, int, int]:
         t = self.tracking
         # What an earlier attempt of this trial could not send goes first, so the history below is complete.
         if self.spool.flush(self.client, attempts=1):
             raise MlflowException(f"tracking store {t.tracking_uri} is unreachable; spooled calls in "
                                   f"{self.spool.path} are unsent")
-        found = find_trial_run(self.client, t, trial_id)
+        found = find_trial_run(self.client, t, trial_id) or (adopts and find_trial_run(self.client, t, adopts))
         if found:
             run_id = found.info.run_id
             attempt = int(found.data.tags.get("attempts", "1")) + 1
-            self.client.log_batch(run_id, tags=[RunTag("outcome", "running"), RunTag("attempts", str(attempt))])
+            self.client.log_batch(run_id, tags=[RunTag("outcome", "running"), RunTag("attempts", str(attempt)),
+                                                RunTag("trial_id", trial_id)])
             self.client.update_run(run_id, status="RUNNING")
             history = self.client.get_metric_history(run_id, PROGRESS_METRIC)
             return run_id, max((m.step for m in history), default=-1), attempt
@@ -138,12 +144,14 @@ class TrialRun:
         self._call("log artifact", operations.artifact_entry(self.run_id, path, artifact_path))
 
     def finish(self, outcome: str) -> bool:
-        """Close the run with a true status: FINISHED when completed, FAILED when diverged or crashed.
+        """Close the run with a true status: FINISHED when completed, KILLED when Tune stopped it before its
+        last iteration ("stopped"), FAILED when diverged or crashed.
 
         Returns False when the store was unreachable: the end is then spooled with everything before it.
         """
+        self.ended = outcome
         tags = {"outcome": outcome, **({"diverged": "true"} if outcome == "diverged" else {})}
-        status = RunStatus.to_string(RunStatus.FINISHED if outcome == "completed" else RunStatus.FAILED)
+        status = RunStatus.to_string(FINISH_STATUS.get(outcome, RunStatus.FAILED))
         if self.spool.pending():  # one last, slightly more patient try to deliver what waits
             self._retry_at = 0.0
             self.spool.flush(self.client, attempts=self.attempts)
