@@ -23,6 +23,7 @@ import ray
 import yaml
 
 from sweeps.cli import study_arg_parser
+from sweeps.depth_vs_error import STUDY
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"
@@ -65,7 +66,7 @@ def study_flags(command: str) -> list[str]:
 
 
 def parse_study(flags: list[str]):
-    return study_arg_parser("depth_vs_error", "test").parse_args(flags)
+    return study_arg_parser(STUDY).parse_args(flags)
 
 
 # --- ray up -------------------------------------------------------------------------------------------------
@@ -160,7 +161,7 @@ def test_kuberay_rayjob_runs_the_paper_preset_with_flags_the_study_accepts():
     assert shlex.split(entrypoint)[:2] == ["python", "/home/ray/resnet-studies/sweeps/depth_vs_error.py"]
     args = parse_study(study_flags(entrypoint))  # the study's own parser: exits on an unknown flag
     assert args.preset == "paper"
-    for path in (args.storage_path, args.data_dir, args.report_path):
+    for path in (args.storage_path, getattr(args, "data.data_dir"), args.report_path):
         assert path.startswith("/mnt/shared/"), path  # on the shared volume, not in a pod's own disk
     submitter = job["spec"]["submitterPodTemplate"]["spec"]["containers"][0]
     env = {e["name"]: e for e in submitter["env"]}
