@@ -121,33 +121,41 @@ def error_vs_depth(runs: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def paper_comparison(comparison: pd.DataFrame) -> go.Figure:
-    """Our residual test error per depth (mean, min–max) beside the paper's table values."""
+def paper_comparison(comparison: pd.DataFrame, reference_only: bool = False) -> go.Figure:
+    """Our test error per net (mean ± std over seeds) beside the paper's value (± std where it gives one).
+
+    ``reference_only`` (not the paper's data set or recipe) says so in the title: the two are not comparable.
+    """
     fig = go.Figure()
+    paper_std = comparison["paper_std"] if "paper_std" in comparison else None
     fig.add_trace(go.Scatter(x=comparison["net"], y=comparison["paper"], mode="markers", name="paper",
                              marker=dict(symbol="diamond", size=11, color="#444"),
+                             error_y=None if paper_std is None else dict(type="data", array=paper_std.fillna(0)),
                              meta={"family": "residual", "depth": None, "metric": "test/error", "kind": "paper"}))
+    std = comparison["ours_std"].fillna(0) if "ours_std" in comparison else None
     fig.add_trace(go.Scatter(
-        x=comparison["net"], y=comparison["ours_mean"], mode="markers", name="this experiment (final iterate)",
-        marker=dict(size=10, color="#1f77b4"),
-        error_y=dict(type="data", symmetric=False, array=comparison["ours_max"] - comparison["ours_mean"],
-                     arrayminus=comparison["ours_mean"] - comparison["ours_min"]),
+        x=comparison["net"], y=comparison["ours_mean"], mode="markers", name="this experiment (mean ± std)",
+        marker=dict(size=10, color="#1f77b4"), error_y=None if std is None else dict(type="data", array=std),
         meta={"family": "residual", "depth": None, "metric": "test/error", "kind": "ours"}))
     fig.update_yaxes(title_text="test error (%)")
-    fig.update_layout(title="Test error: the paper vs this experiment", height=380, **_LAYOUT)
+    title = "Test error: the paper vs this experiment (mean ± std over seeds)"
+    if reference_only:
+        title = "Test error: the paper (reference only — not the paper's data or recipe) and this experiment"
+    fig.update_layout(title=title, height=380, **_LAYOUT)
     return fig
 
 
 def layer_responses(responses: pd.DataFrame, runs: pd.DataFrame) -> go.Figure:
     """Fig. 7: std of each 3×3 layer's response; top in network order, bottom sorted descending.
 
-    One line per net (family × depth), the mean over its usable runs; plain nets dotted, ResNets solid.
+    ``responses`` should hold 3×3 layers only (dashboards.probes.three_by_three). One line per net (family ×
+    depth), the mean over its usable runs; plain nets dotted, ResNets solid.
     """
     members = comparison_runs(runs)
     data = responses.merge(members[["run_id", "family", "depth"]], on="run_id")
     per_layer = data.groupby(["family", "depth", "layer_index"], as_index=False)["std"].mean()
     colors = depth_colors(per_layer["depth"]) if not per_layer.empty else {}
-    fig = make_subplots(rows=2, cols=1, vertical_spacing=0.12,
+    fig = make_subplots(rows=2, cols=1, vertical_spacing=0.16,
                         subplot_titles=["layers in network order", "layers sorted by magnitude (descending)"])
     for (family, depth), rows in per_layer.groupby(["family", "depth"]):
         label, group = net_label(family, depth), f"{family}-{int(depth)}"
@@ -159,7 +167,7 @@ def layer_responses(responses: pd.DataFrame, runs: pd.DataFrame) -> go.Figure:
         ranked = rows["std"].sort_values(ascending=False).to_numpy()
         fig.add_trace(go.Scatter(x=list(range(1, len(ranked) + 1)), y=ranked, mode="lines", name=label, line=line,
                                  legendgroup=group, showlegend=False, meta={**meta, "kind": "sorted"}), row=2, col=1)
-    fig.update_xaxes(title_text="layer index (original)", row=1, col=1)
+    fig.update_xaxes(title_text="3×3 layer index (network order)", row=1, col=1)
     fig.update_xaxes(title_text="layer index (sorted)", row=2, col=1)
     fig.update_yaxes(title_text="std")
     fig.update_layout(title="Standard deviation of 3×3 layer responses (after BN, before ReLU/addition)", height=620,

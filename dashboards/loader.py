@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlparse
 
 import pandas as pd
@@ -141,7 +141,9 @@ def runs_table(runs: list) -> pd.DataFrame:
             "depth": tags.get("depth", params.get("model.depth")),
             "shortcut": tags.get("shortcut"),
             "seed": tags.get("seed", params.get("run.seed")),
-            "model_family": tags.get("model_family", params.get("model.family")),
+            # layout: "cifar" / "imagenet"; logged as model_family / model.family before the rename
+            "layout": _first(tags.get("layout"), tags.get("model_family"), params.get("model.layout"),
+                             params.get("model.family")),
             "dataset": tags.get("dataset", params.get("data.dataset")),
             "preset": tags.get("preset"),
             "trial_id": tags.get("trial_id"),
@@ -169,8 +171,13 @@ def runs_table(runs: list) -> pd.DataFrame:
 
 
 _BASE_COLUMNS = ["run_id", "name", "status", "outcome", "role", "parent_run_id", "family", "depth", "shortcut",
-                 "seed", "model_family", "dataset", "preset", "trial_id", "lr", "weight_decay", "iterations",
+                 "seed", "layout", "dataset", "preset", "trial_id", "lr", "weight_decay", "iterations",
                  "start_time", "end_time"]
+
+
+def _first(*values: str | None) -> str | None:
+    """The first value that is set."""
+    return next((v for v in values if v), None)
 
 
 def _outcome(tag: str | None, status: str) -> str:
@@ -197,7 +204,7 @@ def fetch_histories(client, run_ids: list[str], keys: Iterable[str]) -> pd.DataF
         columns["step"].append(step)
         columns["value"].append(value)
 
-    if hasattr(store, "get_metric_history_bulk"):
+    if store is not None and hasattr(store, "get_metric_history_bulk"):
         with _gc_paused():
             for key in keys:
                 for start in range(0, len(run_ids), _BULK_CHUNK):
@@ -217,18 +224,36 @@ def fetch_histories(client, run_ids: list[str], keys: Iterable[str]) -> pd.DataF
 
 
 def _tracking_store(client):
-    """The client's backend store. MLflow exposes the bulk history query only on the store, not the client."""
-    return client._tracking_client.store
+    """The client's backend store, or None. MLflow exposes the bulk history query only on the store, through a
+    private attribute: fenced here, and without it the histories come from the public per-run calls."""
+    return getattr(getattr(client, "_tracking_client", None), "store", None)
+
+
+def _artifact_repository() -> Callable | None:
+    """MLflow's internal ``get_artifact_repository`` (it skips the client's per-call run lookup), or None."""
+    try:
+        from mlflow.store.artifact import artifact_repository_registry as registry
+    except ImportError:
+        return None
+    return getattr(registry, "get_artifact_repository", None)
+
+
+def _artifact_reader(client) -> Callable[[Any, str], str]:
+    """``read(run, path) -> local file`` for a run's artifact: through MLflow's artifact repository, fenced in
+    ``_artifact_repository``; without it, the public ``download_artifacts``."""
+    repository = _artifact_repository()
+    if repository is None:
+        return lambda run, path: client.download_artifacts(run.info.run_id, path)
+    return lambda run, path: repository(run.info.artifact_uri, tracking_uri=client.tracking_uri).download_artifacts(path)
 
 
 def fetch_layer_responses(client, runs: list) -> tuple[pd.DataFrame, list[str]]:
     """The final evaluation of each run's layer-response artifact; also the ids of runs that lack it."""
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    read = _artifact_reader(client)
 
     def load(run) -> dict | None:
-        repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri)
         try:
-            return json.loads(Path(repo.download_artifacts(RESPONSE_ARTIFACT)).read_text())
+            return json.loads(Path(read(run, RESPONSE_ARTIFACT)).read_text())
         except Exception:  # absent (MlflowException / OSError) or not JSON: the run is listed as lacking probes
             return None
 

@@ -1,6 +1,7 @@
 """One self-contained HTML report of a sweep experiment, and its command line.
 
     python -m dashboards.report --experiment depth_vs_error [--tracking-uri URI] [--out report.html] [--no-log]
+                                [--mlflow-ui-url http://127.0.0.1:5000]
 
 The page works offline: plotly.js is embedded once in the page head and every figure is a ``<div>`` drawn
 by an inline script — no CDN, no network request. Everything shown is computed from what the sweep logged
@@ -23,10 +24,11 @@ import pandas as pd
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from dashboards import figures, paper, search
+from dashboards import figures, paper, probes, search
 from dashboards.loader import ExperimentData, ExperimentNotFoundError, load_experiment, open_client
+from dashboards.shortcuts import shortcut_table
 from dashboards.stats import comparison_runs, like_for_like, net_label, primary_shortcut, usable, varied_params
-from dashboards.verdict import verdicts
+from dashboards.verdict import shortcut_verdicts, signed, verdicts
 
 log = logging.getLogger("dashboards.report")
 
@@ -36,15 +38,17 @@ _PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
 
 def build_report(experiment: str, tracking_uri: str | None = None, out: str | Path = "report.html",
-                 log_to_parent: bool = True) -> Path:
+                 log_to_parent: bool = True, mlflow_ui_url: str | None = None) -> Path:
     """Read the experiment, write the report to ``out`` and (by default) log it to the newest sweep run.
 
-    Raises ExperimentNotFoundError (listing the experiments that exist) for an unknown name.
+    ``mlflow_ui_url`` (e.g. ``http://127.0.0.1:5000``, where ``mlflow ui`` serves this store) makes each run
+    in the run table a link to its page there. Raises ExperimentNotFoundError (listing the experiments that
+    exist) for an unknown name.
     """
     data = load_experiment(experiment, tracking_uri, metrics=HISTORY_METRICS)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_report(data), encoding="utf-8")
+    out.write_text(render_report(data, mlflow_ui_url=mlflow_ui_url), encoding="utf-8")
     log.info("wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
     if log_to_parent:
         log_report(data, out)
@@ -71,21 +75,14 @@ def log_report(data: ExperimentData, path: Path) -> str | None:
 
 # ------------------------------------------------------------------------------------------------ the page
 
-def render_report(data: ExperimentData, generated_at: datetime | None = None) -> str:
-    """The whole HTML document for one experiment."""
+def render_report(data: ExperimentData, generated_at: datetime | None = None,
+                  mlflow_ui_url: str | None = None) -> str:
+    """The whole HTML document for one experiment; runs link to ``mlflow_ui_url`` when it is given."""
     generated_at = generated_at or datetime.now(timezone.utc)
     caveats = paper.reproduction_caveats(data.sweep_tags, data.runs)
-    sections = [
-        _verdict_section(data),
-        _curves_section(data),
-        _depth_section(data),
-        _paper_section(data),
-        _responses_section(data),
-        _shortcut_section(data),
-        _search_section(data),
-        _runs_section(data),
-    ]
-    body = "\n".join(s for s in sections if s)
+    wanted = report_sections(data)
+    sections = [build(data) for name, build in SECTIONS.items() if name in wanted]
+    body = "\n".join(s for s in [*sections, _runs_section(data, mlflow_ui_url)] if s)
     title = f"ResNet depth study — {data.name}"
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -108,6 +105,12 @@ def render_report(data: ExperimentData, generated_at: datetime | None = None) ->
 </body>
 </html>
 """
+
+
+def report_sections(data: ExperimentData) -> set[str]:
+    """The sections the study asked for (the sweep's tag ``report_sections``), else every section."""
+    named = data.sweep_tags.get("report_sections", "")
+    return {name for name in named.split(",") if name} or set(SECTIONS)
 
 
 def _summary_line(data: ExperimentData, generated_at: datetime) -> str:
@@ -170,21 +173,33 @@ def _comparison_note(data: ExperimentData) -> str:
     return "".join(f'<p class="note">{n}</p>' for n in notes)
 
 
+VERDICT_RULE = (
+    "Test: training error of each run at the matched iteration (the last iteration every compared run of the "
+    "family reached), seeds as replicates. Per family, Welch's t-test of the linear trend of training error "
+    "against log<sub>2</sub>(depth), every depth with ≥ 2 seeds taking part (with two depths this is Welch's "
+    "two-sample t-test of deepest − shallowest). The effect is the fitted change from the shallowest to the "
+    "deepest net, in percentage points, with its 95 % confidence interval (Welch–Satterthwaite degrees of "
+    "freedom). A family <em>degrades</em> or <em>improves</em> only when that interval excludes 0 (p &lt; 0.05); "
+    "otherwise there is <em>no detectable difference</em>. With one seed per depth the seed noise is unknown and "
+    "the verdict is <em>inconclusive (one seed)</em>. Simulated with no true difference, this test gives a "
+    "definite verdict in at most 5 % of experiments for 2–5 seeds, and finds a gap of 5 seed standard "
+    "deviations with 3 seeds in 97–99 % (tests/test_verdict_simulation.py). The min–max columns are for "
+    "looking only.")
+
+
 def _verdict_section(data: ExperimentData) -> str:
     table, found = verdicts(data.history, data.runs)
     if not found:
         return _section("verdict", "Degradation verdict", '<p class="note">No plain or residual runs found.</p>')
-    sentences = "".join(f'<li class="verdict-{v.label.replace(" ", "-")}">{_e(v.sentence)}</li>' for v in found)
+    sentences = "".join(f'<li class="verdict verdict-{v.css}">{_e(v.sentence)}</li>' for v in found)
     shown = table.assign(
         net=[net_label(f, d) for f, d in zip(table["family"], table["depth"])],
         iteration=table["iteration"].map(lambda i: f"{int(i):,}" if pd.notna(i) else "—"),
-    )[["net", "iteration", "mean", "min", "max", "n"]]
-    shown.columns = ["net", "matched iteration", "train error mean (%)", "min (%)", "max (%)", "runs"]
-    rule = ("Training error at the matched iteration (the last iteration every compared run of the family "
-            "reached). Spread = min–max over seeds; a verdict is <em>inconclusive</em> when the difference between "
-            "the shallowest and the deepest net is not larger than the larger seed range.")
+    )[["net", "iteration", "mean", "std", "min", "max", "n"]]
+    shown.columns = ["net", "matched iteration", "train error mean (%)", "std (pp)", "min (%)", "max (%)", "seeds"]
     return _section("verdict", "Degradation verdict", f'<ul class="verdicts">{sentences}</ul>', _table(shown),
-                    f'<p class="note">{rule}</p>', _excluded_note(data), _comparison_note(data))
+                    f'<p class="note rule" id="verdict-rule">{VERDICT_RULE}</p>', _excluded_note(data),
+                    _comparison_note(data))
 
 
 def _curves_section(data: ExperimentData) -> str:
@@ -203,30 +218,62 @@ def _depth_section(data: ExperimentData) -> str:
 
 
 def _paper_section(data: ExperimentData) -> str:
-    comparison = paper.paper_comparison(data.runs)
-    imagenet = data.runs["model_family"].eq("imagenet").any()
-    source = "Table 3 (ImageNet top-1, 10-crop)" if imagenet else "Table 6 (CIFAR-10)"
-    protocol = f'<p class="protocol">Selection protocol: {_e(paper.SELECTION_PROTOCOL)}. Paper values: {source}.</p>'
+    result = paper.paper_comparison(data.runs, data.sweep_tags)
+    comparison = result.table
+    protocol = f'<p class="protocol">Selection protocol: {_e(paper.SELECTION_PROTOCOL)}.</p>'
+    if comparison["depth"].eq(110).any() and comparison["source"].str.startswith("Table 6").any():
+        protocol += ('<p class="note">ResNet-110 is compared with the paper\'s mean over 5 runs (6.61 ± 0.16), '
+                     'not with its best run (6.43, the value Table 6 prints).</p>')
+    notes = "".join(f'<p class="note">{_e(n)}</p>' for n in result.notes)
     if comparison.empty:
-        return _section("paper", "The paper beside us", protocol,
-                        '<p class="note">No depth of this experiment appears in the paper\'s table.</p>')
+        return _section("paper", "The paper beside us", protocol, notes,
+                        '<p class="note">No net of this experiment appears in the paper\'s tables.</p>')
     shown = pd.DataFrame({
         "net": comparison["net"],
-        "paper (%)": comparison["paper"].map(lambda v: f"{v:.2f}"),
-        "this experiment (%)": [f"{row.ours_mean:.2f} ({row.ours_min:.2f}–{row.ours_max:.2f}, n={row.n})"
-                                for row in comparison.itertuples(index=False)],
-        "difference (pp)": comparison["difference"].map(lambda v: f"{v:+.2f}"),
-        "note": [paper.TABLE6_NOTES.get(int(d), "") if not imagenet else "" for d in comparison["depth"]],
+        "paper (%)": [_paper_value(row) for row in comparison.itertuples(index=False)],
+        "source": comparison["source"],
+        "this experiment (%)": [_ours(row) for row in comparison.itertuples(index=False)],
     })
-    plain = "" if imagenet else ('<p class="note">Table 6 has no plain-net numbers (plain nets appear only as '
-                                 'curves in Fig. 6).</p>')
-    return _section("paper", "The paper beside us", protocol, _table(shown, raw=False), plain,
-                    _figure(figures.paper_comparison(comparison), "fig-paper"))
+    if result.comparable:
+        shown["difference, ours − paper (pp)"] = [_difference(row) for row in comparison.itertuples(index=False)]
+        status = ('<p class="note" id="paper-comparable">Same data set, recipe and training length as the paper: '
+                  'the difference is ours − paper with a 95 % interval (Welch\'s t-test where the paper gives a '
+                  'mean ± std, else our seeds\' one-sample t interval).</p>')
+    else:
+        status = ('<p class="note reference-only" id="paper-reference-only"><strong>Reference only.</strong> This '
+                  'experiment is not the paper\'s setting (see the banner at the top), so the paper\'s numbers '
+                  'are shown beside ours without a difference: subtracting them would compare unlike things.</p>')
+    shown["note"] = comparison["paper_note"]
+    plain = ('<p class="note">Table 6 has no plain-net numbers (plain nets appear only as curves in Fig. 6).</p>'
+             if comparison["layout"].eq("cifar").any() else "")
+    return _section("paper", "The paper beside us", protocol, status, _table(shown, raw=False), notes, plain,
+                    _figure(figures.paper_comparison(comparison, reference_only=not result.comparable),
+                            "fig-paper"))
+
+
+def _paper_value(row) -> str:
+    if pd.notna(row.paper_std):
+        return f"{row.paper:.2f} ± {row.paper_std:.2f} (mean ± std, {int(row.paper_runs)} runs)"
+    return f"{row.paper:.2f}"
+
+
+def _ours(row) -> str:
+    if row.n < 2:
+        return f"{row.ours_mean:.2f} (one seed: no std)"
+    return (f"{row.ours_mean:.2f} ± {row.ours_std:.2f} (mean ± std, n={row.n}; "
+            f"min–max {row.ours_min:.2f}–{row.ours_max:.2f})")
+
+
+def _difference(row) -> str:
+    if pd.isna(row.difference_low):
+        return f"{signed(row.difference)} (one seed: no interval)"
+    return f"{signed(row.difference)} (95 % CI {signed(row.difference_low)} to {signed(row.difference_high)})"
 
 
 def _responses_section(data: ExperimentData) -> str:
     members = comparison_runs(data.runs)
-    have = data.responses[data.responses["run_id"].isin(members["run_id"])]
+    kept, dropped = probes.three_by_three(data.responses, data.runs)
+    have = kept[kept["run_id"].isin(members["run_id"])]
     names = dict(zip(data.runs["run_id"], data.runs["name"]))
     outcomes = dict(zip(data.runs["run_id"], data.runs["outcome"]))
 
@@ -237,21 +284,38 @@ def _responses_section(data: ExperimentData) -> str:
     missing = [described(r) for r in data.missing_probes]
     lacking = (f'<p class="note missing-probes">No layer-response data (<code>probes/layer_response_std.json</code>) '
                f'for {len(missing)} run(s): {"; ".join(missing)}.</p>') if missing else ""
-    intro = ('<p class="note">Standard deviation of each 3×3 layer\'s response at the final evaluation '
-             '(mean over each net\'s runs). Plain nets dotted, ResNets solid.</p>')
     if have.empty:
         return _section("responses", "Layer responses (Fig. 7)", lacking,
                         '<p class="note">No layer-response data for the compared runs.</p>')
-    return _section("responses", "Layer responses (Fig. 7)", intro, lacking,
-                    _figure(figures.layer_responses(data.responses, data.runs), "fig-responses"))
+    probe = probes.describe_probe(have, dropped[dropped["run_id"].isin(members["run_id"])], members)
+    what = (f'<ul class="probe" id="probe-description"><li><b>Measures:</b> {_e(probe.mode)}.</li>'
+            f'<li><b>Layers:</b> {_e(probe.layers)}.</li><li><b>Images:</b> {_e(probe.images)}.</li>'
+            f'<li><b>When:</b> {_e(probe.iteration)}; lines are the mean over each net\'s runs. Plain nets dotted, '
+            f'ResNets solid.</li>'
+            + (f'<li><b>Left out:</b> {_e(probe.dropped)}</li>' if probe.dropped else "")
+            + '</ul><p class="note">The paper (Fig. 7) measures on CIFAR-10 after BN and before the ReLU / '
+              'addition, but does not say which images or which BN mode (train or eval); the images and the eval '
+              'mode are this project\'s choices.</p>')
+    return _section("responses", "Layer responses (Fig. 7)", what, lacking,
+                    _figure(figures.layer_responses(have, data.runs), "fig-responses"))
 
 
 def _shortcut_section(data: ExperimentData) -> str:
     if len(_residual_shortcuts(data)) < 2:
         return ""
+    found = shortcut_verdicts(data.history, data.runs)
+    sentences = "".join(f'<li class="verdict verdict-{v.css}">{_e(v.sentence)}</li>'
+                        for pairs in found.values() for v in pairs)
+    tests = (f'<ul class="verdicts shortcut-verdicts">{sentences}</ul><p class="note rule">Same test as the '
+             f'degradation verdict, per pair of options at one depth: Welch\'s t-test of the test error at the '
+             f'matched iteration across seeds, with Bonferroni-widened intervals (confidence 1 − 0.05 / pairs); '
+             f'a pair with a one-seed option is inconclusive.</p>') if sentences else ""
+    reference = ('<p class="note">The paper compares the options only on ImageNet (Table 3, ResNet-34 top-1, '
+                 '10-crop): shown as a reference, not as a difference — another data set, another net.</p>')
     return _section("shortcuts", "Shortcut options A / B / C",
                     '<p class="note">A: zero-padding identity; B: projections where the shape changes; '
-                    'C: projections everywhere (§3.3). Final iterate; error bars = min–max over seeds.</p>',
+                    'C: projections everywhere (§3.3). Final iterate; error bars = min–max over seeds.</p>', tests,
+                    _table(shortcut_table(data.runs)), reference,
                     _figure(figures.shortcut_options(data.runs), "fig-shortcuts"))
 
 
@@ -277,15 +341,41 @@ def _search_section(data: ExperimentData) -> str:
     return _section("search", "Regularisation search", *parts)
 
 
-def _runs_section(data: ExperimentData) -> str:
+# Every section a study may ask for (GridStudy.report_sections), in page order; the run table always comes last.
+SECTIONS = {"verdict": _verdict_section, "curves": _curves_section, "depth": _depth_section,
+            "paper": _paper_section, "responses": _responses_section, "shortcuts": _shortcut_section,
+            "search": _search_section}
+
+
+def experiment_url(mlflow_ui_url: str, experiment_id: str) -> str:
+    """The MLflow UI page of an experiment's training runs.
+
+    MLflow 3.17's UI opens every experiment on its GenAI "Overview" (traces) unless the address names the
+    model-training view; the experiment's tag ``mlflow.experimentKind`` alone does not change that.
+    """
+    return f"{mlflow_ui_url.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def run_url(mlflow_ui_url: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI page of one run: ``{url}/#/experiments/{experiment_id}/runs/{run_id}``."""
+    return f"{mlflow_ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def _runs_section(data: ExperimentData, mlflow_ui_url: str | None = None) -> str:
     runs = data.runs.sort_values(["family", "depth", "shortcut", "seed", "start_time"], na_position="last")
     missing = set(data.missing_probes)
+
+    def linked(run_id: str, text: str) -> str:
+        if not mlflow_ui_url:
+            return text
+        url = run_url(mlflow_ui_url, data.experiment_id, run_id)
+        return f'<a class="mlflow-run" href="{_e(url)}" target="_blank" rel="noopener">{text}</a>'
 
     def metric(column: str):
         return runs[column].map(_fmt_error) if column in runs else "—"
 
     shown = pd.DataFrame({
-        "run": runs["name"].map(_e),
+        "run": [linked(r, _e(n)) for r, n in zip(runs["run_id"], runs["name"])],
         "outcome": [f'<span class="badge {_e(o)}">{_e(o)}</span>' for o in runs["outcome"]],
         "status": runs["status"].map(_e),
         "family": runs["family"].fillna("—").map(_e),
@@ -299,12 +389,15 @@ def _runs_section(data: ExperimentData) -> str:
         "test err (%)": metric("metrics.test/error"),
         "duration": runs["duration_s"].map(_fmt_duration),
         "probes": ["missing" if r in missing else "yes" for r in runs["run_id"]],
-        "MLflow run id": [f"<code>{_e(r)}</code>" for r in runs["run_id"]],
+        "MLflow run id": [linked(r, f"<code>{_e(r)}</code>") for r in runs["run_id"]],
     })
     classes = [f"run-{o}" for o in runs["outcome"]]
+    where = (f' Run names link to their page in the MLflow UI at <code>{_e(mlflow_ui_url)}</code>.'
+             if mlflow_ui_url else "")
     return _section("runs", "Runs",
                     '<p class="note">Final metrics are each run\'s last logged value (final iterate). '
-                    'Iterations: last logged / configured.</p>', _table(shown, row_classes=classes, raw=True))
+                    f'Iterations: last logged / configured. The table scrolls sideways and down.{where}</p>',
+                    _table(shown, row_classes=classes, raw=True))
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -317,7 +410,9 @@ def _table(frame: pd.DataFrame, row_classes: list[str] | None = None, raw: bool 
         cls = f' class="{row_classes[i]}"' if row_classes else ""
         cells = "".join(f"<td>{v if raw else _e(_fmt_cell(v))}</td>" for v in values)
         rows.append(f"<tr{cls}>{cells}</tr>")
-    return f'<table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    # The wrapper scrolls: a wide table (the run table has 15 columns) is never cut off by the page width.
+    return (f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody>'
+            f'</table></div>')
 
 
 def _e(value) -> str:
@@ -362,16 +457,20 @@ h1 { margin-bottom: 4px; } h2 { margin-top: 40px; border-bottom: 1px solid #ddd;
 .protocol { font-weight: 600; }
 ul.verdicts li { font-size: 17px; margin: 4px 0; }
 li.verdict-degrades { color: #b71c1c; } li.verdict-improves { color: #1b5e20; }
-li.verdict-inconclusive { color: #8d6e00; }
-table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
-th, td { border-bottom: 1px solid #e0e0e0; padding: 4px 8px; text-align: left; white-space: nowrap; }
+li.verdict-one-seed { color: #8d6e00; }
+li.verdict-no-difference, li.verdict-not-measured { color: #37474f; }
+.rule { max-width: 900px; } ul.probe li { font-size: 14px; margin: 2px 0; }
+.table-wrap { overflow: auto; width: fit-content; max-width: 100%; margin: 8px 0; border: 1px solid #eee; }
+#runs .table-wrap { max-height: 80vh; }
+table { border-collapse: collapse; font-size: 13px; }
+th, td { border-bottom: 1px solid #e0e0e0; padding: 4px 8px; text-align: left; vertical-align: top; }
+#runs th, #runs td { white-space: nowrap; }
 th { background: #f5f5f5; position: sticky; top: 0; }
 tr.run-diverged td { background: #fdecea; } tr.run-failed td, tr.run-interrupted td { background: #f3e5f5; }
 .badge { border-radius: 4px; padding: 1px 6px; font-size: 12px; background: #e0e0e0; }
 .badge.completed { background: #c8e6c9; } .badge.diverged { background: #ffcdd2; }
 .badge.failed, .badge.interrupted { background: #e1bee7; }
 .badge.running { background: #bbdefb; }
-#runs { overflow-x: auto; }
 code { font-size: 12px; }
 """
 
@@ -386,6 +485,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
     parser.add_argument("--out", default="report.html", help="where to write the HTML (default: report.html)")
     parser.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
+    parser.add_argument("--mlflow-ui-url", default=None, metavar="URL",
+                        help="where `mlflow ui` serves this store (e.g. http://127.0.0.1:5000): each run in the "
+                             "run table links to its page there")
     return parser
 
 
@@ -393,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        build_report(args.experiment, args.tracking_uri, args.out, log_to_parent=not args.no_log)
+        build_report(args.experiment, args.tracking_uri, args.out, log_to_parent=not args.no_log,
+                     mlflow_ui_url=args.mlflow_ui_url)
     except (ExperimentNotFoundError, FileNotFoundError) as error:
         print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
 """Small aggregations shared by the verdict, the figures and the report: which runs count, seed spreads.
 
-The spread over seeds is always the **min–max range** (not ±std): with the 2–5 seeds a sweep affords, the
-range shows every run and needs no distributional assumption.
+Figures draw the spread over seeds as the **min–max range**: with the 2–5 seeds a sweep affords, the range
+shows every run. The range is for looking only; verdicts use a test (dashboards/verdict.py), and the paper
+comparison states mean ± std.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def varied_params(runs: pd.DataFrame) -> list[str]:
     return found
 
 
-_IDENTITY_PARAMS = ("model.depth", "model.family", "model.residual", "model.shortcut", "data.dataset", "data.data_dir")
+_IDENTITY_PARAMS = ("model.depth", "model.layout", "model.family",  # model.family: the legacy name of model.layout
+                    "model.residual", "model.shortcut", "data.dataset", "data.data_dir")
 
 
 def like_for_like(runs: pd.DataFrame) -> pd.DataFrame:
@@ -116,6 +118,19 @@ def final_errors(runs: pd.DataFrame) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=["run_id", "family", "depth", "shortcut", "split", "error"])
     return pd.concat(frames, ignore_index=True).dropna(subset=["error"])
+
+
+def layout_column(runs: pd.DataFrame) -> pd.Series:
+    """Each run's model layout (``cifar`` / ``imagenet``); ``cifar`` — the default — where none was logged.
+
+    Reads the ``layout`` column and falls back to ``model_family``, its name in experiments logged before the
+    rename, so tables built by hand with either name work.
+    """
+    layout = pd.Series(pd.NA, index=runs.index, dtype="object")
+    for column in ("layout", "model_family"):
+        if column in runs:
+            layout = layout.fillna(runs[column])
+    return layout.fillna("cifar")
 
 
 def net_label(family: str, depth: int) -> str:

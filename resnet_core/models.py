@@ -377,12 +377,12 @@ def response_layers(model: nn.Module) -> list[tuple[str, nn.BatchNorm2d]]:
     """The layers of the paper's Fig. 7: the BN after each 3×3 conv, in network order, named by module path.
 
     Fig. 7 plots the std of "each 3×3 layer's response": its output after BN and before the ReLU / addition.
-    So the series holds the BN that follows each 3×3 conv. On the CIFAR layout that is every conv but none
-    of the shortcuts: the 3×3 stem and both convs of each block (ResNet-20: 19 layers, the x-axis of Fig. 7).
-    On the ImageNet layout the 7×7 stem and the bottleneck's 1×1 convs are not 3×3 layers and are left out.
-    Projection shortcuts (options B and C, 1×1 convs) never count, so a plain net and its residual twin
-    give the same names under every option. Names are module paths such as ``"layer1.0.bn1"``; register
-    forward hooks on the modules to read the responses.
+    So the series holds the BN that follows each 3×3 conv: on the CIFAR layout the 3×3 stem and both convs
+    of every block (ResNet-20: 19 layers, the x-axis of Fig. 7); on the ImageNet layout only the blocks' 3×3
+    convs, since the 7×7 stem and the bottleneck's 1×1 convs are not 3×3 layers. The 1×1 projection
+    shortcuts of options B and C never count, so a plain net and its residual twin give the same names under
+    every option. Names are module paths such as ``"layer1.0.bn1"``; register forward hooks on the modules
+    to read the responses.
 
     ``model`` must be the uncompiled ResNet: ``torch.compile`` returns a wrapper whose module paths differ,
     so keep a reference to the model you compiled (as ``fit`` does) and pass that.

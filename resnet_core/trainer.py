@@ -29,7 +29,7 @@ from torch import nn
 from resnet_core.checkpoint import load_checkpoint, save_checkpoint
 from resnet_core.config import RunConfig, TrainConfig, current_keys, validate
 from resnet_core.data import Dataset, Split, augment_batch, load_dataset
-from resnet_core.models import build_model
+from resnet_core.models import build_model, count_parameters
 from resnet_core.probes import global_norm, gradient_norms, layer_response_std
 
 # Warm-up and divergence are checked on a window of this many iterations: often enough to react, rarely
@@ -52,6 +52,7 @@ class Result:
     grad_norms: dict[str, float]
     status: str
     state: Callable[[], dict[str, Any]] | None = field(repr=False, default=None)
+    parameters: int = 0  # trainable parameters of the model (the paper's "params")
 
     @property
     def done(self) -> bool:
@@ -419,7 +420,8 @@ def train(state: TrainingState, data: Dataset) -> Iterator[Result]:
             metrics.update(held_out_metrics(state.model, data, r, autocast))
             responses, grads, probe_metrics = probe(state.model, probe_images, autocast)
             status = "completed" if state.iteration == o.iterations else "running"
-            yield Result(state.iteration, {**metrics, **probe_metrics}, responses, grads, status, state.checkpoint)
+            yield Result(state.iteration, {**metrics, **probe_metrics}, responses, grads, status, state.checkpoint,
+                         parameters=count_parameters(state.model))
             window.restart()
             tic = time.perf_counter()
 

@@ -31,7 +31,7 @@ STUDY = GridStudy(
                         cell_overrides=(({"family": "residual", "depth": 110}, {"optim.warmup": True}),),
                         recipe="paper"),
     },
-    report_sections=("curves", "error_vs_depth", "verdict", "paper", "layer_responses"),
+    report_sections=("verdict", "curves", "depth", "paper", "responses"),
 )
 main = STUDY.main
 

@@ -94,15 +94,15 @@ def run_sweep(plan: SweepPlan, hooks: TrialHooks | None = None) -> tune.ResultGr
         results = tuner.fit()
         sweep.status = sweep_status(results)
         print_summary(results, time.time() - started)
-    end_of_sweep(plan)
+    end_of_sweep(plan, sweep.experiment_id)
     return results
 
 
-def end_of_sweep(plan: SweepPlan) -> None:
+def end_of_sweep(plan: SweepPlan, experiment_id: str) -> None:
     """Build the report (unless --no-report) and say where the MLflow UI shows the runs."""
     if plan.report:
         _build_report(plan)
-    print(f"\nMLflow: mlflow ui --backend-store-uri {plan.tracking_uri}   (then open http://127.0.0.1:5000)")
+    print_mlflow_hint(plan, experiment_id)
 
 
 def _open_parent_run(plan: SweepPlan) -> tuple[str, str]:
@@ -110,7 +110,8 @@ def _open_parent_run(plan: SweepPlan) -> tuple[str, str]:
     params = {"depths": sorted({a.get("model.depth", plan.base["model.depth"]) for a in plan.archs}),
               "seeds": len(plan.seeds), "cpus_per_trial": plan.cpus_per_trial, "gpus_per_trial": plan.gpus_per_trial,
               **plan.extra_params, **plan.base}
-    tags = {"study": plan.study, "preset": plan.preset, "recipe": plan.recipe, "dataset": str(plan.base["data.dataset"])}
+    tags = {"study": plan.study, "preset": plan.preset, "recipe": plan.recipe, "dataset": str(plan.base["data.dataset"]),
+            "report_sections": ",".join(plan.report_sections)}
     experiment_id, parent_run_id = start_parent_run(plan.tracking_uri, plan.experiment, plan.sweep_id,
                                                     f"sweep {plan.study} {plan.preset}", tags, params,
                                                     resume=plan.resume)
@@ -266,8 +267,19 @@ def print_summary(results: tune.ResultGrid, elapsed: float) -> None:
               f"{best.metrics['test/error']:.2f}% (diverged and failed trials excluded)")
 
 
+def print_mlflow_hint(plan: SweepPlan, experiment_id: str) -> None:
+    """How to browse the runs: the `mlflow ui` command and the address of this experiment's training runs."""
+    from dashboards.report import experiment_url
+
+    server = plan.tracking_uri if plan.tracking_uri.startswith(("http://", "https://")) else None
+    base = plan.mlflow_ui_url or server or "http://127.0.0.1:5000"  # a tracking server serves the UI itself
+    command = "" if plan.mlflow_ui_url or server else f"mlflow ui --backend-store-uri {plan.tracking_uri}, then open "
+    print(f"\nMLflow: {command}{experiment_url(base, experiment_id)}")
+
+
 def _build_report(plan: SweepPlan) -> None:
     from dashboards.report import build_report
 
-    path = build_report(plan.experiment, tracking_uri=plan.tracking_uri, out=plan.report_path)
+    path = build_report(plan.experiment, tracking_uri=plan.tracking_uri, out=plan.report_path,
+                        mlflow_ui_url=plan.mlflow_ui_url)
     print(f"\nreport: {Path(path).resolve()}")

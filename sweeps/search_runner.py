@@ -67,7 +67,7 @@ def run_search(plan: SweepPlan, hooks: TrialHooks | None = None) -> SearchResult
         results = _run_stages(plan, sweep)
         sweep.status = results.status
         print_search_summary(plan, results, time.time() - started)
-    end_of_sweep(plan)
+    end_of_sweep(plan, sweep.experiment_id)
     return results
 
 

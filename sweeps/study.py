@@ -24,7 +24,7 @@ class Axis:
     given values of the preset's grid; any other axis replaces the preset's values.
     """
 
-    name: str  # one trial's value is called this, e.g. "family", "depth"
+    name: str  # one trial's value is called this, e.g. "family", "depth" (as its MLflow tag)
     flag: str  # comma-separated values on the command line, e.g. "--families"
     help: str
     key: str = ""
@@ -76,7 +76,7 @@ class GridStudy:
     description: str
     axes: tuple[Axis, ...]
     presets: dict[str, Preset]
-    report_sections: tuple[str, ...] = ()
+    report_sections: tuple[str, ...] = ()  # of dashboards.report.SECTIONS; empty: every section
     config_flags: tuple[str, ...] = CONFIG_FLAGS
 
     def preset(self, name: str) -> Preset:
@@ -90,11 +90,9 @@ class GridStudy:
         cells: list[dict[str, Any]] = []
         for block in preset.grid:
             values = dict(block)
-            for name, given in chosen.items():
-                if axes[name].settings and name in values:
-                    values[name] = tuple(v for v in values[name] if v in given)
-                else:
-                    values[name] = given
+            for name, given in chosen.items():  # a flag changes the blocks that vary its axis
+                if name in values:
+                    values[name] = tuple(v for v in values[name] if v in given) if axes[name].settings else given
             for combination in itertools.product(*values.values()):
                 cell = dict(zip(values, combination))
                 if cell not in cells:
@@ -128,5 +126,6 @@ FAMILY = Axis("family", "--families", "plain and/or residual nets",
               settings={"plain": {"model.residual": False}, "residual": {"model.residual": True}})
 DEPTH = Axis("depth", "--depths", "network depths, e.g. 20,32,44,56 (6n+2 for the CIFAR layout)",
              key="model.depth", kind=int)
-SHORTCUT = Axis("shortcut", "--options", "shortcut options of the residual nets, from A,B,C (paper §3.3)",
-                key="model.shortcut")
+SHORTCUT = Axis("shortcut", "--options", "shortcut options of the residual nets (paper §3.3): A identity + zero-pad, "
+                "B projection where the shape changes, C projection everywhere",
+                settings={option: {"model.shortcut": option} for option in ("A", "B", "C")})

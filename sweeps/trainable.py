@@ -110,6 +110,8 @@ def _evaluation(run: TrialRun, result: Result, history: dict, name: str, hooks: 
     before it could close the run afterwards.
     """
     diverged = result.status == "diverged"
+    if run.last_logged_step < 0 and result.parameters:  # the first evaluation of this run
+        run.set_tags({"parameters": str(result.parameters)})
     run.log_metrics(result.iteration, result.metrics)
     _append(history, "layer_response_std", result.iteration, result.layer_response_std)
     _append(history, "grad_norms", result.iteration, result.grad_norms)

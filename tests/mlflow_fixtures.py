@@ -17,11 +17,15 @@ from typing import Iterable
 from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param
+
+from sweeps.tracking.store import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 from mlflow.tracking import MlflowClient
 
 from resnet_core.config import TrainConfig
 
 PAPER_ITERATIONS = 64_000
+# The config key of the model layout: "model.layout", or "model.family" before the rename.
+_LAYOUT_KEY = "model.layout" if "model.layout" in TrainConfig().to_dict() else "model.family"
 
 
 @dataclass
@@ -53,6 +57,7 @@ class _Trial:
     outcome: str = "completed"  # completed / diverged / failed
     probes: bool = True
     overrides: dict = field(default_factory=dict)
+    train_error: float | None = None  # the exact final training error (%), instead of the Fig. 6 shape + noise
 
     @property
     def name(self) -> str:
@@ -79,7 +84,11 @@ def write_fixture_experiment(
     recipe: str | None = None,
     study: str = "depth_vs_error",
     val_size: int = 0,
+    layout: str = "cifar",
+    layout_tag: str = "model_family",
+    train_errors: dict[tuple[str, int], list[float]] | None = None,
     probe_history: bool = True,
+    artifacts: bool = True,
     artifact_root: str | Path | None = None,
     start_time_ms: int | None = None,
     random_seed: int = 0,
@@ -96,7 +105,14 @@ def write_fixture_experiment(
         search_trials: extra residual trials of the deepest depth with random lr / weight decay / dropout,
             as a regularisation search writes them.
         recipe: the parent's recipe tag; by default ``paper`` exactly when the run is the paper's recipe.
+        layout: the model layout (``cifar`` / ``imagenet``, e.g. depths 18, 34, 50); ImageNet-layout runs log
+            responses of every main-path layer, as the trainer did before it logged 3×3 layers only.
+        layout_tag: the tag name it is logged under: ``model_family`` (the name sweeps used first) or ``layout``.
+        train_errors: exact final training errors (%) per (family, depth), one per seed — a known gap for the
+            verdict tests; the number of values sets the seeds of that net.
         probe_history: write probes at every evaluation (True) or only the final one (smaller artifacts).
+        artifacts: write the trial runs' artifacts (config, environment, probes); False is faster when only
+            metrics matter (every run then lacks probes).
         artifact_root: where artifacts go; by default ``mlartifacts/`` beside a SQLite store.
     """
     rng = random.Random(random_seed)
@@ -108,16 +124,22 @@ def write_fixture_experiment(
 
     client = MlflowClient(tracking_uri)
     location = _artifact_location(tracking_uri, name, artifact_root)
-    experiment_id = client.create_experiment(name, artifact_location=location)
+    # Tagged with its kind as the sweep tags the experiments it creates (sweeps/tracking/store.py).
+    experiment_id = client.create_experiment(name, artifact_location=location,
+                                             tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     now = start_time_ms or int(time.time() * 1000) - 3_600_000
 
-    trials = _trial_grid(families, depths, seeds, tuple(shortcuts or ("A",)), rng, search_trials)
+    if train_errors is not None:
+        trials = [_Trial(family, depth, seed, train_error=value)
+                  for (family, depth), values in train_errors.items() for seed, value in enumerate(values)]
+    else:
+        trials = _trial_grid(families, depths, seeds, tuple(shortcuts or ("A",)), rng, search_trials)
     if with_diverged:
         trials.append(_Trial("plain", depths[-1], seeds, outcome="diverged"))
     if with_failed:
         trials.append(_Trial("residual", depths[0], seeds, outcome="failed", probes=False))
     for trial in trials:
-        trial.probes = trial.probes and trial.name not in missing
+        trial.probes = trial.probes and trial.name not in missing and artifacts
 
     parent = client.create_run(
         experiment_id,
@@ -139,7 +161,8 @@ def write_fixture_experiment(
     for index, trial in enumerate(trials):
         run_id, run_end = _write_trial(client, experiment_id, parent_id, trial, index, now + 1000 * index, rng,
                                        iterations=iterations, points=points, dataset=dataset, preset=preset,
-                                       val_size=val_size, probe_history=probe_history)
+                                       val_size=val_size, probe_history=probe_history, layout=layout,
+                                       layout_tag=layout_tag, artifacts=artifacts)
         end = max(end, run_end)
         fixture.runs[run_id] = trial.name
         if trial.outcome == "failed":
@@ -205,6 +228,8 @@ def _final_errors(trial: _Trial, rng: random.Random) -> tuple[float, float]:
         test += 2.0 * (math.log10(wd) + 4) ** 2 + 1.0 * math.log10(lr / 0.1) ** 2 + 2.0 * dropout
         train += 1.5 * (math.log10(wd) + 4) ** 2 + 3.0 * dropout
     noise = rng.gauss(0, 0.2)
+    if trial.train_error is not None:
+        return trial.train_error, trial.train_error + 5.0
     return max(0.05, train + noise * 0.5), test + noise
 
 
@@ -219,7 +244,15 @@ def _train_error_at(u: float, final: float) -> float:
     return p3 + (p2 - p3) * math.exp(-(u - 0.75) / 0.01)
 
 
-def _layer_names(depth: int) -> list[str]:
+_IMAGENET_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+
+
+def _layer_names(depth: int, layout: str = "cifar") -> list[str]:
+    """Response layer names: CIFAR 3×3 stem + 2 per block; ImageNet every main-path layer (7×7 stem, 1×1s)."""
+    if layout == "imagenet":
+        convs = (1, 2) if depth in (18, 34) else (1, 2, 3)
+        return ["conv1"] + [f"layer{s + 1}.{b}.conv{c}" for s, blocks in enumerate(_IMAGENET_BLOCKS[depth])
+                            for b in range(blocks) for c in convs]
     n = (depth - 2) // 6
     return ["conv1"] + [f"layer{s}.{b}.conv{c}" for s in (1, 2, 3) for b in range(n) for c in (1, 2)]
 
@@ -234,7 +267,8 @@ def _layer_stds(trial: _Trial, layers: int, rng: random.Random) -> list[float]:
 
 def _write_trial(client: MlflowClient, experiment_id: str, parent_id: str, trial: _Trial, index: int,
                  start_ms: int, rng: random.Random, *, iterations: int, points: int, dataset: str, preset: str,
-                 val_size: int, probe_history: bool) -> tuple[str, int]:
+                 val_size: int, probe_history: bool, layout: str = "cifar",
+                 layout_tag: str = "model_family", artifacts: bool = True) -> tuple[str, int]:
     """Write one child run; returns its run id and end time in ms."""
     eval_every = max(1, iterations // points)
     steps = sorted({min(iterations, eval_every * k) for k in range(1, points + 1)} | {iterations})
@@ -246,7 +280,7 @@ def _write_trial(client: MlflowClient, experiment_id: str, parent_id: str, trial
         "model.depth": trial.depth, "model.residual": trial.family == "residual", "model.shortcut": trial.shortcut,
         "data.dataset": dataset, "data.val_size": val_size, "optim.iterations": iterations,
         "optim.milestones": [iterations // 2, iterations * 3 // 4], "run.seed": trial.seed,
-        "run.eval_every": eval_every,
+        "run.eval_every": eval_every, _LAYOUT_KEY: layout,
         **trial.overrides,
     }
     config = TrainConfig().replace(**overrides).to_dict()
@@ -256,7 +290,7 @@ def _write_trial(client: MlflowClient, experiment_id: str, parent_id: str, trial
     tags = {
         "role": "trial", "family": trial.family, "depth": str(trial.depth),
         "shortcut": trial.shortcut if trial.family == "residual" else "none", "seed": str(trial.seed),
-        "preset": preset, "dataset": dataset, "model_family": "cifar", "trial_id": f"trainable_{index:05d}",
+        "preset": preset, "dataset": dataset, layout_tag: layout, "trial_id": f"trainable_{index:05d}",
         "outcome": trial.outcome, "mlflow.parentRunId": parent_id,
     }
     if trial.outcome == "diverged":
@@ -265,14 +299,15 @@ def _write_trial(client: MlflowClient, experiment_id: str, parent_id: str, trial
     run_id = run.info.run_id
 
     final_train, final_test = _final_errors(trial, rng)
-    layers = _layer_names(trial.depth)
+    layers = _layer_names(trial.depth, layout)
     final_stds = _layer_stds(trial, len(layers), rng)
     metrics: list[Metric] = []
     probe_iters, probe_stds, grad_norms = [], [], []
     for k, step in enumerate(steps):
         u = step / iterations
         ts = start_ms + int(duration_ms * step / steps[-1])
-        train = _train_error_at(u, final_train) + rng.gauss(0, 0.3 if u < 0.5 else 0.05)
+        jitter = 0.0 if trial.train_error is not None else 0.3 if u < 0.5 else 0.05  # exact errors stay exact
+        train = _train_error_at(u, final_train) + rng.gauss(0, jitter)
         test = _train_error_at(u, final_test) + rng.gauss(0, 1.5 if u < 0.5 else 0.15)
         if diverge_at is not None and k >= diverge_at:
             train = test = 90.0
@@ -298,9 +333,10 @@ def _write_trial(client: MlflowClient, experiment_id: str, parent_id: str, trial
 
     params = [Param(k, _param_str(v)) for k, v in config.items()]
     client.log_batch(run_id, metrics=metrics, params=params)
-    client.log_dict(run_id, config, "config.json")
-    client.log_dict(run_id, {"git_commit": "0" * 40, "git_dirty": False, "device": "fixture",
-                             "packages": {"torch": "fixture"}, "trial_id": tags["trial_id"]}, "environment.json")
+    if artifacts:
+        client.log_dict(run_id, config, "config.json")
+        client.log_dict(run_id, {"git_commit": "0" * 40, "git_dirty": False, "device": "fixture",
+                                 "packages": {"torch": "fixture"}, "trial_id": tags["trial_id"]}, "environment.json")
     if trial.probes:
         client.log_dict(run_id, {"layers": layers, "iterations": probe_iters, "std": probe_stds},
                         "probes/layer_response_std.json")

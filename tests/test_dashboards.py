@@ -1,8 +1,8 @@
 """The report package against a real SQLite MLflow store written as docs/tracking.md describes.
 
-One module-scoped store holds four experiments (a smoke depth study with a failed, a diverged and a
-probe-less run; a paper-recipe study; a shortcut study; a regularisation search), so the whole module
-runs in seconds.
+One module-scoped store holds seven experiments (a smoke depth study with a failed, a diverged and a
+probe-less run; a paper-recipe study with one seed and one with three; a shortcut study; a regularisation
+search; a study on digits; ImageNet-layout nets on CIFAR-10), so the whole module runs in seconds.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage pings from
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from dashboards import figures, loader, paper, search, stats, verdict  # noqa: E402
+from dashboards import figures, loader, paper, probes, search, stats, verdict  # noqa: E402
 from dashboards.loader import ExperimentNotFoundError, load_experiment  # noqa: E402
 from dashboards.report import build_report, main, render_report  # noqa: E402
 from mlflow_fixtures import sqlite_uri, write_fixture_experiment  # noqa: E402
@@ -42,6 +42,17 @@ def store(tmp_path_factory):
         "search": write_fixture_experiment(uri, "search", families=("residual",), depths=(56,), seeds=1,
                                            search_trials=10, with_failed=False, with_diverged=False,
                                            study="regularization"),
+        # the smoke preset's data: the paper's numbers may only be reference
+        "digits": write_fixture_experiment(uri, "digits", dataset="digits", points=4, probe_history=False,
+                                           with_failed=False, with_diverged=False),
+        # the paper's recipe with 3 seeds and ResNet-110: differences, 110 against the paper's mean
+        "paper3": write_fixture_experiment(uri, "paper3", families=("residual",), depths=(20, 110), seeds=3,
+                                           iterations=64_000, points=4, probe_history=False,
+                                           with_failed=False, with_diverged=False),
+        # ImageNet-layout nets trained on CIFAR-10, logged with the new tag name and old-style probes
+        "imagenet": write_fixture_experiment(uri, "imagenet", layout="imagenet", layout_tag="layout",
+                                             depths=(18, 50), points=4, probe_history=False,
+                                             with_failed=False, with_diverged=False),
     }
     return uri, experiments
 
@@ -66,6 +77,7 @@ def test_loader_tables_have_counts_columns_and_dtypes(store, smoke):
     assert len(smoke.sweeps) == 1 and smoke.parent_run_id == written.parent_run_id
     assert set(smoke.runs["run_id"]) == set(written.runs)
     assert smoke.sweep_tags["recipe"] == "reduced"
+    assert smoke.runs["layout"].eq("cifar").all()  # read from the legacy tag model_family
 
     runs = smoke.runs
     for column in ("run_id", "name", "status", "outcome", "family", "depth", "shortcut", "seed", "lr",
@@ -93,6 +105,20 @@ def test_loader_tables_have_counts_columns_and_dtypes(store, smoke):
     assert {names[r] for r in smoke.missing_probes} == set(written.missing_probes) == {MISSING, "residual-20 seed 2"}
     plain56 = responses[responses["run_id"].eq(written.run_id("plain-56 seed 0"))]
     assert len(plain56) == 55 and plain56["iteration"].eq(2000).all()  # 6n+1 3×3 layers, final evaluation
+
+
+def test_loader_reads_the_same_without_mlflow_private_apis(store, smoke, monkeypatch):
+    """The bulk history query and the artifact repository are MLflow internals, fenced: without them the
+    public client calls give the same tables."""
+    from dashboards import loader
+
+    uri, _ = store
+    monkeypatch.setattr(loader, "_tracking_store", lambda client: None)  # as if the private attribute were gone
+    monkeypatch.setattr(loader, "_artifact_repository", lambda: None)
+    fallback = load_experiment("smoke", uri)
+    key = ["run_id", "metric", "step"]
+    assert fallback.history.sort_values(key).reset_index(drop=True).equals(smoke.history.sort_values(key).reset_index(drop=True))
+    assert fallback.responses.equals(smoke.responses) and fallback.missing_probes == smoke.missing_probes
 
 
 def test_loader_reads_only_requested_metrics(store):
@@ -133,7 +159,7 @@ def test_unknown_experiment_lists_the_valid_ones(store, capsys):
     uri, _ = store
     with pytest.raises(ExperimentNotFoundError) as error:
         build_report("no-such-study", uri, log_to_parent=False)
-    for name in ("smoke", "paper", "shortcuts", "search"):
+    for name in ("smoke", "paper", "shortcuts", "search", "digits"):
         assert repr(name) in str(error.value)
     assert main(["--experiment", "no-such-study", "--tracking-uri", uri, "--no-log"]) == 2
     err = capsys.readouterr().err
@@ -177,13 +203,15 @@ def test_error_vs_depth_and_paper_figures(smoke):
         assert list(trace.x) == [20, 56] and trace.error_y.array is not None
         assert trace.line.dash == ("dash" if trace.name.endswith("train") else "solid")
 
-    comparison = paper.paper_comparison(smoke.runs)
+    result = paper.paper_comparison(smoke.runs, smoke.sweep_tags)
+    comparison = result.table
+    assert not result.comparable and "difference" not in comparison  # a smoke run: the paper is reference only
     assert list(comparison["depth"]) == [20, 56]
     assert list(comparison["paper"]) == [8.75, 6.97]
     assert comparison["n"].tolist() == [2, 2]  # the failed residual-20 run is not counted
-    assert (comparison["difference"] - (comparison["ours_mean"] - comparison["paper"])).abs().max() < 1e-12
-    fig = figures.paper_comparison(comparison)
-    assert [t.meta["kind"] for t in fig.data] == ["paper", "ours"]
+    assert comparison["ours_std"].notna().all()  # mean ± std over seeds
+    fig = figures.paper_comparison(comparison, reference_only=True)
+    assert [t.meta["kind"] for t in fig.data] == ["paper", "ours"] and "reference only" in fig.layout.title.text
 
 
 def test_layer_response_figure_orders_and_sorts(smoke):
@@ -221,60 +249,12 @@ def test_shortcut_and_search_figures(store):
 
 # ------------------------------------------------------------------------------------------------ verdict
 
-def _hand_made(train_errors: dict[tuple[str, int], list[float]], stop_early: str | None = None):
-    """Runs + history tables for given final training errors per (family, depth), one value per seed."""
-    runs, points = [], []
-    for (family, depth), values in train_errors.items():
-        for seed, final in enumerate(values):
-            run_id = f"{family}-{depth}-{seed}"
-            runs.append({"run_id": run_id, "name": run_id, "status": "FINISHED", "outcome": "completed",
-                         "family": family, "depth": depth, "shortcut": "A" if family == "residual" else "none",
-                         "seed": seed})
-            last = 500 if run_id == stop_early else 1000
-            for step in range(100, last + 1, 100):
-                points.append({"run_id": run_id, "metric": "train/error", "step": step,
-                               "value": final + (1000 - step) / 100})  # falls by 1 pp per 100 iterations
-    runs = pd.DataFrame(runs).astype({"depth": "Int64", "seed": "Int64"})
-    return runs, pd.DataFrame(points)
-
-
-def test_verdict_degrades_improves_and_inconclusive():
-    runs, history = _hand_made({("plain", 20): [5.0, 5.4], ("plain", 56): [9.0, 9.2],
-                                ("residual", 20): [4.0, 4.2], ("residual", 56): [2.0, 2.1]})
-    table, found = verdict.verdicts(history, runs)
-    by_family = {v.family: v for v in found}
-    plain, res = by_family["plain"], by_family["residual"]
-    assert plain.label == "degrades" and plain.gap == pytest.approx(3.9) and plain.spread == pytest.approx(0.4)
-    assert res.label == "improves" and res.gap == pytest.approx(-2.05)
-    assert plain.sentence.startswith("plain nets degrade: training error +3.90 pp from 20 to 56 layers")
-    assert res.sentence.startswith("residual nets improve: training error \u22122.05 pp from 20 to 56 layers")
-    assert plain.iteration == 1000 and len(table) == 4
-
-    runs, history = _hand_made({("plain", 20): [5.0, 7.0], ("plain", 56): [6.0, 6.5]})
-    (v,) = verdict.verdicts(history, runs)[1]
-    assert v.label == "inconclusive" and v.gap == pytest.approx(0.25) and v.spread == pytest.approx(2.0)
-    assert "inconclusive" in v.sentence
-
-
-def test_verdict_uses_matched_iteration_and_skips_excluded_runs():
-    runs, history = _hand_made({("plain", 20): [5.0, 5.0], ("plain", 56): [9.0, 9.0]}, stop_early="plain-56-1")
-    v = verdict.family_verdict(history, runs, "plain")
-    assert v.iteration == 500  # the last iteration every compared run reached
-    assert v.gap == pytest.approx(4.0)  # both depths read at 500: (9 + 5) − (5 + 5)
-
-    runs.loc[runs["run_id"].eq("plain-56-1"), ["outcome", "status"]] = ["diverged", "FAILED"]
-    v = verdict.family_verdict(history, runs, "plain")
-    assert v.iteration == 1000 and v.seeds == 1  # the diverged run no longer limits or counts
-    assert "one seed" in v.sentence
-
-    runs, history = _hand_made({("plain", 20): [5.0]})
-    assert verdict.family_verdict(history, runs, "plain").label == "not measured"
-    assert verdict.decide(1.0, 1.0) == "inconclusive" and verdict.decide(-1.5, 1.0) == "improves"
-
-
 def test_fixture_verdict_matches_the_paper_shape(smoke):
+    """The smoke fixture (2 seeds, a gap of many seed σ) gives the paper's verdicts, each naming its test."""
     found = {v.family: v for v in verdict.verdicts(smoke.history, smoke.runs)[1]}
     assert found["plain"].label == "degrades" and found["residual"].label == "improves"
+    for v in found.values():
+        assert "Welch's t-test" in v.sentence and "95 % CI" in v.sentence and v.comparison.seeds == (2, 2)
 
 
 def test_search_view_keeps_only_nets_with_varied_params():
@@ -348,7 +328,10 @@ def test_report_is_self_contained(smoke_html):
 def test_optional_sections_appear_only_with_their_data(store, smoke_html):
     uri, _ = store
     assert 'id="shortcuts"' not in smoke_html and 'id="search"' not in smoke_html
-    assert 'id="shortcuts"' in render_report(load_experiment("shortcuts", uri))
+    shortcuts_html = render_report(load_experiment("shortcuts", uri))
+    assert 'id="shortcuts"' in shortcuts_html
+    pairs = re.findall(r'<ul class="verdicts shortcut-verdicts">(.*?)</ul>', shortcuts_html)[0]
+    assert pairs.count("<li") == 3 and pairs.count("Bonferroni-corrected for 3 comparisons") == 3
     search_html = render_report(load_experiment("search", uri))
     assert 'id="search"' in search_html and 'id="fig-parcoords"' in search_html and 'id="fig-importance"' in search_html
 
@@ -401,6 +384,173 @@ def test_report_of_an_empty_or_still_running_sweep(store, tmp_path):
     assert data.runs["outcome"].tolist() == ["running"] and data.missing_probes == [trial.info.run_id]
     html = render_report(data)
     assert "not measured" in html and 'class="run-running"' in html
+
+
+# ------------------------------------------------------------------------------------ paper comparison
+
+def _paper_runs(rows: list[tuple], dataset: str = "cifar10", iterations: int = 64_000) -> pd.DataFrame:
+    """Hand-made runs: (family, depth, shortcut, layout, test errors per seed)."""
+    out = []
+    for family, depth, shortcut, layout, errors in rows:
+        for seed, error in enumerate(errors):
+            out.append({"run_id": f"{family}-{depth}-{shortcut}-{layout}-{seed}", "name": f"{family}-{depth}",
+                        "status": "FINISHED", "outcome": "completed", "family": family, "depth": depth,
+                        "shortcut": shortcut, "seed": seed, "dataset": dataset, "layout": layout,
+                        "iterations": iterations, "last_step": iterations, "metrics.test/error": error})
+    return pd.DataFrame(out).astype({"depth": "Int64", "seed": "Int64", "iterations": "Int64", "last_step": "Int64"})
+
+
+PAPER_TAGS = {"recipe": "paper", "dataset": "cifar10"}
+
+
+def test_table6_difference_only_for_the_papers_setting_and_110_against_the_mean():
+    runs = _paper_runs([("residual", 20, "A", "cifar", [8.6, 8.9, 8.7]),
+                        ("residual", 110, "A", "cifar", [6.5, 6.7, 6.9]),
+                        ("plain", 20, "none", "cifar", [10.0, 10.2, 10.1])])
+    result = paper.paper_comparison(runs, PAPER_TAGS)
+    assert result.comparable and list(result.table["net"]) == ["ResNet-20", "ResNet-110"]  # no plain row
+    r110 = result.table.set_index("net").loc["ResNet-110"]
+    assert (r110["paper"], r110["paper_std"], r110["paper_runs"]) == (6.61, 0.16, 5)  # the mean, not the best 6.43
+    assert "6.43" in r110["paper_note"] and "best" in r110["paper_note"]
+    assert r110["difference"] == pytest.approx(6.7 - 6.61)
+    assert r110["difference_low"] < r110["difference"] < r110["difference_high"]
+    assert "Welch" in r110["difference_test"]
+    r20 = result.table.set_index("net").loc["ResNet-20"]
+    assert r20["paper"] == 8.75 and "one-sample" in r20["difference_test"]
+    assert r20["ours_std"] == pytest.approx(pd.Series([8.6, 8.9, 8.7]).std())
+
+    for tags, the_runs in [({"recipe": "reduced", "dataset": "cifar10"}, runs),  # not the paper's recipe
+                           ({"recipe": "paper", "dataset": "digits"}, runs.assign(dataset="digits")),  # other data
+                           ({}, runs),  # no sweep run: cannot confirm
+                           (PAPER_TAGS, runs.assign(iterations=2000, last_step=2000))]:  # shorter
+        result = paper.paper_comparison(the_runs, tags)
+        assert not result.comparable and "difference" not in result.table, tags
+        assert list(result.table["paper"]) == [8.75, 6.61]  # still shown, as reference
+
+
+def test_imagenet_layout_meets_tables_2_3_only_on_imagenet_and_table6_only_option_a():
+    runs = _paper_runs([("residual", 34, "A", "imagenet", [30.0, 31.0]),
+                        ("plain", 18, "none", "imagenet", [35.0, 36.0])])
+    result = paper.paper_comparison(runs, PAPER_TAGS)
+    assert result.table.empty
+    assert any("ResNet-34 (A) has the ImageNet layout but was not trained on ImageNet" in n for n in result.notes)
+    on_imagenet = paper.paper_comparison(runs.assign(dataset="imagenet"), {"recipe": "paper", "dataset": "imagenet"})
+    table = on_imagenet.table.set_index("net")
+    assert table.loc["ResNet-34", "paper"] == 25.03 and table.loc["plain-18", "paper"] == 27.94
+    assert table.loc["plain-18", "source"].startswith("Table 2") and not on_imagenet.comparable
+    assert "reference only" in table.loc["ResNet-34", "paper_note"]
+
+    legacy = _paper_runs([("residual", 56, "B", "cifar", [7.0, 7.2])])
+    legacy = legacy.drop(columns="layout").assign(model_family="cifar")  # an experiment logged before the rename
+    result = paper.paper_comparison(legacy, PAPER_TAGS)
+    assert result.table.empty and "Table 6 is option A" in result.notes[0]
+
+
+def test_report_on_digits_shows_the_paper_as_reference_only(store):
+    uri, _ = store
+    html = render_report(load_experiment("digits", uri))
+    section = html.split('id="paper"')[1].split("</section>")[0]
+    assert 'id="paper-reference-only"' in section and 'id="paper-comparable"' not in section
+    assert "<th>difference" not in section and "ours − paper" not in section and "95 % CI" not in section
+    assert "<td>8.75</td>" in section  # Table 6 still shown, as reference
+    assert "Dataset is digits; Table 6 is CIFAR-10." in html
+    assert "images of the digits test set" in html
+
+
+def test_report_of_the_papers_recipe_gives_differences_and_110_against_the_mean(store):
+    uri, _ = store
+    html = render_report(load_experiment("paper3", uri))
+    section = html.split('id="paper"')[1].split("</section>")[0]
+    assert 'id="paper-comparable"' in section and "difference, ours − paper (pp)" in section
+    assert "6.61 ± 0.16 (mean ± std, 5 runs)" in section and "best of 5 = 6.43" in section
+    assert "not with its best run (6.43" in section
+    assert len(re.findall(r"95 % CI [+−-]?\d", section)) == 2  # ResNet-20 and ResNet-110, 3 seeds each
+
+
+# ------------------------------------------------------------------------------------------- probes
+
+def test_probe_keeps_3x3_layers_and_the_report_says_what_it_measures(store, smoke_html):
+    uri, _ = store
+    data = load_experiment("imagenet", uri)
+    assert data.runs["layout"].eq("imagenet").all()  # read from the new tag name
+    kept, dropped = probes.three_by_three(data.responses, data.runs)
+    per_run = kept.groupby("run_id").size()
+    depth = dict(zip(data.runs["run_id"], data.runs["depth"]))
+    for run_id, layers in per_run.items():
+        assert layers == 16, (depth[run_id], layers)  # ImageNet-18: 8 blocks × two 3×3; -50: 16 bottlenecks × one
+    assert set(dropped["layer"]) >= {"conv1", "layer1.0.conv1", "layer1.0.conv3"}  # 7×7 stem and 1×1 layers
+    assert kept.groupby("run_id")["layer_index"].apply(lambda s: list(s) == list(range(len(s)))).all()
+    html = render_report(data)
+    assert "Left out:" in html and "non-3×3 layers" in html
+    section = html.split('id="paper"')[1].split("</section>")[0]
+    assert "ResNet-18 (A) has the ImageNet layout but was not trained on ImageNet" in section  # not Table 2
+
+    assert probes.is_3x3("bn1", "cifar", 20) and not probes.is_3x3("bn1", "imagenet", 34)
+    assert probes.is_3x3("layer2.0.bn2", "imagenet", 50) and not probes.is_3x3("layer2.0.bn3", "imagenet", 50)
+    assert probes.is_3x3("layer2.0.bn1", "imagenet", 34) and not probes.is_3x3("layer2.0.shortcut.bn", "cifar", 20)
+
+    probe = re.search(r'<ul class="probe" id="probe-description">(.*?)</ul>', smoke_html).group(1)
+    for words in ("after its BN and before the ReLU / residual addition", "eval mode", "the first 256 images",
+                  "cifar10 test set", "one fixed batch", "19 per 20-layer net", "55 per 56-layer net",
+                  "3×3 layers only", "final evaluation (iteration 2,000)"):
+        assert words in probe, words
+    assert "does not say which images or which BN mode" in smoke_html
+
+
+# ----------------------------------------------------------------------------------- what a user sees
+
+def test_verdict_section_states_its_test(smoke_html):
+    sentences = re.findall(r'<li class="verdict verdict-(\w[\w-]*)">(.*?)</li>', smoke_html)
+    assert [label for label, _ in sentences] == ["degrades", "improves"]
+    for _, sentence in sentences:
+        assert "Welch&#x27;s t-test" in sentence and "95 % CI" in sentence and "2 seeds per depth" in sentence
+    rule = re.search(r'<p class="note rule" id="verdict-rule">(.*?)</p>', smoke_html).group(1)
+    assert "Welch" in rule and "inconclusive (one seed)" in rule and "at most 5 %" in rule
+
+
+def test_runs_link_to_the_mlflow_ui(store, smoke, tmp_path):
+    uri, fx = store
+    html = render_report(smoke, mlflow_ui_url="http://127.0.0.1:5000/")
+    links = dict(re.findall(r'<a class="mlflow-run" href="([^"]+)"[^>]*>([^<]+)</a>', html))
+    expected = {f"http://127.0.0.1:5000/#/experiments/{smoke.experiment_id}/runs/{run_id}": name
+                for run_id, name in fx["smoke"].runs.items()}
+    assert links == expected  # one link per run, on its name (the run id links there too)
+    assert 'class="mlflow-run"' not in render_report(smoke)  # no URL, no links
+
+    out = tmp_path / "linked.html"
+    assert main(["--experiment", "smoke", "--tracking-uri", uri, "--out", str(out), "--no-log",
+                 "--mlflow-ui-url", "http://mlflow.example:5000"]) == 0
+    assert f"http://mlflow.example:5000/#/experiments/{smoke.experiment_id}/runs/" in out.read_text()
+
+
+def test_wide_tables_scroll_instead_of_being_cut_off(smoke_html):
+    assert smoke_html.count('<div class="table-wrap"><table>') == smoke_html.count("<table>")
+    assert re.search(r"\.table-wrap \{ overflow: auto;[^}]* max-width: 100%;", smoke_html)
+
+
+def test_main_install_has_every_package_the_dashboards_import():
+    """``pip install -e .`` must be enough for the report and ``python -m dashboards.screenshot``."""
+    import ast
+    import importlib.metadata
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    declared = {re.split(r"[\[<>=!~; ]", d, maxsplit=1)[0].lower().replace("_", "-")
+                for d in tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]}
+    imported = set()
+    for path in (root / "dashboards").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"dashboards", "__future__"}
+    provided_by = {module: {d.lower().replace("_", "-") for d in dists}
+                   for module, dists in importlib.metadata.packages_distributions().items()}
+    missing = sorted(m for m in third_party if not provided_by[m] & declared)  # mlflow: several dists provide it
+    assert not missing, f"imported by dashboards/ but not in the main dependencies: {missing}"
+    assert {"playwright", "scipy"} <= third_party
 
 
 def test_imports_stay_light():

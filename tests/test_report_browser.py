@@ -98,6 +98,49 @@ def test_report_draws_every_figure_without_errors_or_network(browser, report, tm
     page.close()
 
 
+# Where the run table's last column is, and whether its wrapper scrolls to it (all in CSS pixels).
+RUN_TABLE_GEOMETRY = """() => {
+  const wrap = document.querySelector('#runs .table-wrap');
+  const last = () => wrap.querySelector('thead th:last-child').getBoundingClientRect();
+  const style = getComputedStyle(wrap);
+  const before = {wrapRight: wrap.getBoundingClientRect().right, lastRight: last().right,
+                  scrollWidth: wrap.scrollWidth, clientWidth: wrap.clientWidth, overflowX: style.overflowX,
+                  pageScrollWidth: document.documentElement.scrollWidth, viewport: window.innerWidth};
+  wrap.scrollLeft = wrap.scrollWidth;
+  const box = wrap.getBoundingClientRect();
+  return {...before, afterLastRight: last().right, afterWrapRight: box.right, afterWrapLeft: box.left,
+          lastText: wrap.querySelector('thead th:last-child').innerText};
+}"""
+
+
+@pytest.mark.parametrize("width", [1280, 800])
+def test_run_table_scrolls_instead_of_being_cut_off(browser, report, width):
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.goto(report.resolve().as_uri(), wait_until="load")
+    g = page.evaluate(RUN_TABLE_GEOMETRY)
+    assert g["pageScrollWidth"] <= g["viewport"], g  # nothing sticks out of the page (where it would be cut off)
+    assert g["wrapRight"] <= g["viewport"], g
+    if g["scrollWidth"] > g["clientWidth"]:  # wider than the page: the wrapper scrolls to the last column
+        assert g["overflowX"] in ("auto", "scroll"), g
+        assert g["afterWrapLeft"] <= g["afterLastRight"] - 1 and g["afterLastRight"] <= g["afterWrapRight"] + 1, g
+    else:
+        assert g["lastRight"] <= g["wrapRight"] + 1, g
+    assert g["lastText"] == "MLflow run id"
+    page.close()
+
+
+def test_verdict_sentences_name_their_test(browser, report):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(report.resolve().as_uri(), wait_until="load")
+    sentences = page.locator("#verdict li.verdict").all_inner_texts()
+    assert len(sentences) == 2, sentences
+    for sentence in sentences:
+        assert "Welch's t-test" in sentence and "95 % CI" in sentence and " pp" in sentence, sentence
+    assert page.locator("#verdict-rule").is_visible()
+    assert "eval mode" in page.locator("#probe-description").inner_text()
+    page.close()
+
+
 def test_screenshot_cli(report, tmp_path, browser):
     png = tmp_path / "cli.png"
     result = subprocess.run([sys.executable, "-m", "dashboards.screenshot", str(report), str(png)],
@@ -161,6 +204,37 @@ def test_mlflow_ui_shows_the_sweeps_child_runs(browser, fixture_store, mlflow_se
     text = page.inner_text("body")
     missing = sorted({name for name in fx.runs.values() if name not in text})
     assert not missing, f"child runs not shown in the MLflow UI: {missing}"
+    page.close()
+
+
+def test_mlflow_ui_opens_the_experiment_on_its_training_runs(browser, fixture_store, mlflow_server):
+    """The address the sweep prints lands a user on the runs table, not on the GenAI "Overview" of traces."""
+    from dashboards.report import experiment_url
+
+    _, fx, _ = fixture_store
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.goto(experiment_url(mlflow_server, fx.experiment_id))
+    page.get_by_text("sweep depth_vs_error smoke").first.wait_for(timeout=60_000)  # a row of the runs table
+    assert page.get_by_text("No data available for the selected time range").count() == 0
+    page.close()
+
+
+def test_report_links_open_the_runs_page_in_the_mlflow_ui(browser, fixture_store, mlflow_server, tmp_path):
+    uri, fx, _ = fixture_store
+    linked = build_report(EXPERIMENT, uri, out=tmp_path / "linked.html", log_to_parent=False,
+                          mlflow_ui_url=mlflow_server)
+    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    page.goto(linked.resolve().as_uri(), wait_until="load")
+    link = page.locator("#runs a.mlflow-run", has_text="plain-20 seed 0").first
+    with page.expect_popup() as popup_info:  # target=_blank: the MLflow UI opens beside the report
+        link.click()
+    ui = popup_info.value
+    ui.wait_for_load_state()
+    run_id = fx.run_id("plain-20 seed 0")
+    assert ui.url == f"{mlflow_server}/#/experiments/{fx.experiment_id}/runs/{run_id}"
+    ui.get_by_text("plain-20 seed 0").first.wait_for(timeout=60_000)  # the run's own page, by its name
+    assert run_id in ui.inner_text("body")
+    ui.close()
     page.close()
 
 

@@ -52,6 +52,7 @@ def test_one_parent_and_one_child_run_per_trial(tiny_sweep):
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["preset"] == "smoke" and parent.data.tags["recipe"] == "reduced"
+    assert client.get_experiment_by_name("tiny").tags["mlflow.experimentKind"] == "custom_model_development"
     trials = children(runs)
     assert sorted(r.info.run_name for r in trials) == [
         "plain-14 seed 0", "plain-8 seed 0", "residual-14 seed 0", "residual-8 seed 0"]

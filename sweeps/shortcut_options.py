@@ -1,0 +1,49 @@
+"""The shortcut-option study (paper §3.3, Table 3): residual nets with shortcuts A, B and C beside the plain net.
+
+    python sweeps/shortcut_options.py                              # embedded local Ray; picks smoke or paper
+    python sweeps/shortcut_options.py --preset smoke --options A,C --seeds 3
+    ray job submit --working-dir . -- python sweeps/shortcut_options.py --preset paper
+
+A: identity shortcuts, zero-padded where the shape changes (no parameters); B: projections where the shape
+changes; C: projections everywhere. The plain net of the same depth is the baseline.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sweeps.presets import PAPER, PAPER_DESCRIPTION, PAPER_SEEDS, SMOKE, SMOKE_DESCRIPTION, schedule
+from sweeps.study import CONFIG_FLAGS, DEPTH, FAMILY, SHORTCUT, GridStudy, Preset
+
+
+def grid(depths: tuple[int, ...]) -> tuple[dict, ...]:
+    """Plain nets, and residual nets with each shortcut option, at ``depths``."""
+    return ({"family": ("plain",), "depth": depths},
+            {"family": ("residual",), "shortcut": ("A", "B", "C"), "depth": depths})
+
+
+STUDY = GridStudy(
+    name="shortcut_options",
+    description=__doc__.strip().splitlines()[0],
+    axes=(FAMILY, SHORTCUT, DEPTH),
+    presets={
+        # 1000 iterations at depths 20 and 32: 16 trials in about 6 minutes on two cores.
+        "smoke": Preset("smoke", SMOKE_DESCRIPTION + ": compares the options in minutes",
+                        {**SMOKE, **schedule(1000, 125)}, grid=grid((20, 32)),
+                        seeds=2, cpus_per_trial=1, gpus_per_trial=0),
+        "paper": Preset("paper", PAPER_DESCRIPTION, PAPER, grid=grid((20, 56, 110)),
+                        seeds=PAPER_SEEDS, cpus_per_trial=1, gpus_per_trial=0.2,
+                        cell_overrides=(({"family": "residual", "depth": 110}, {"optim.warmup": True}),),
+                        recipe="paper"),
+    },
+    report_sections=("shortcuts", "curves", "responses"),
+    config_flags=tuple(flag for flag in CONFIG_FLAGS if flag != "model.shortcut"),  # --options varies it
+)
+main = STUDY.main
+
+if __name__ == "__main__":
+    sys.exit(main())
