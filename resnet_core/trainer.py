@@ -397,6 +397,7 @@ def train(state: TrainingState, data: Dataset) -> Iterator[Result]:
     step = TrainStep(config, state.model, autocast)
     probe_images = _prepare(data.test.images[: r.probe_images], r.channels_last) if r.probe_images else None
     window, recent = RunningSums(device), RunningSums(device)  # since the last evaluation / the last check
+    parameters = count_parameters(state.model)
     state.model.train()
     tic = time.perf_counter()
 
@@ -421,7 +422,7 @@ def train(state: TrainingState, data: Dataset) -> Iterator[Result]:
             responses, grads, probe_metrics = probe(state.model, probe_images, autocast)
             status = "completed" if state.iteration == o.iterations else "running"
             yield Result(state.iteration, {**metrics, **probe_metrics}, responses, grads, status, state.checkpoint,
-                         parameters=count_parameters(state.model))
+                         parameters=parameters)
             window.restart()
             tic = time.perf_counter()
 

@@ -69,7 +69,7 @@ class SweepPlan:
     @property
     def spool_dir(self) -> str:
         """Where trials keep tracking calls the store did not take (sent later; see sweeps.resend)."""
-        if "://" not in self.storage_path:
+        if self.is_local_storage:
             return str(Path(self.sweep_id) / SPOOL_DIRNAME)
         return str(Path.home() / ".cache" / "resnet-studies" / SPOOL_DIRNAME / self.experiment)
 
