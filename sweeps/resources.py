@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 
 def check_cluster(plan: SweepPlan) -> None:
     """Raise ValueError naming every reason the connected cluster cannot run ``plan``."""
-    check_trial_fits(plan)
-    check_nodes_share_storage(plan)
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    check_trial_fits(plan, nodes)
+    check_nodes_share_storage(plan, nodes)
 
 
 def trial_request(plan: SweepPlan) -> dict[str, float]:
@@ -50,10 +51,9 @@ def autoscaler_node_types() -> list[dict[str, float]] | None:
     return [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
 
 
-def check_trial_fits(plan: SweepPlan) -> None:
+def check_trial_fits(plan: SweepPlan, nodes: list[dict[str, Any]]) -> None:
     """Refuse a trial no node can hold (its trials would stay PENDING forever), unless an autoscaler can add one."""
     request = trial_request(plan)
-    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     if any(fits(request, node) for node in nodes):
         return
     node_types = autoscaler_node_types()
@@ -67,9 +67,8 @@ def check_trial_fits(plan: SweepPlan) -> None:
                      f"cluster that has it (RAY_ADDRESS)")
 
 
-def check_nodes_share_storage(plan: SweepPlan) -> None:
+def check_nodes_share_storage(plan: SweepPlan, nodes: list[dict[str, Any]]) -> None:
     """A multi-node cluster needs a tracking server and checkpoint storage that every node can reach."""
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
     if len(nodes) <= 1:
         return
     problems = []
