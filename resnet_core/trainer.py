@@ -317,6 +317,7 @@ def training_metrics(window: RunningSums, batch_size: int, lr: float, seconds: f
     return {
         "train/error": window.error_pct(batch_size),
         "train/loss": window.mean_loss(),
+        "train/images": float(window.steps * batch_size),  # what the error is a fraction of: its granularity
         "opt/lr": lr,
         "perf/images_per_sec": window.steps * batch_size / max(seconds, 1e-9),
     }
@@ -324,12 +325,13 @@ def training_metrics(window: RunningSums, batch_size: int, lr: float, seconds: f
 
 def held_out_metrics(model: nn.Module, data: Dataset, run: RunConfig,
                      autocast: torch.autocast | None) -> dict[str, float]:
-    """Error and loss on the validation split (when there is one) and the test split."""
+    """Error and loss on the validation split (when there is one) and the test split, and their image counts."""
     metrics = {}
     for name, split in (("val", data.val), ("test", data.test)):
         if split is not None:
             metrics[f"{name}/error"], metrics[f"{name}/loss"] = evaluate(model, split, run.eval_batch_size,
                                                                         autocast, run.channels_last)
+            metrics[f"{name}/images"] = float(len(split.labels))
     return metrics
 
 
