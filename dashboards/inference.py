@@ -219,8 +219,12 @@ def group_comparison(test: str, groups: tuple, values: Sequence[np.ndarray], flo
     """A Comparison of per-group logits (one array of seeds per group) by contrast ``weights``."""
     design = summarise(values, floors)
     result = contrast(design, weights)
-    how = "pooled-variance" if bool(result.pooled) else "Welch (variances differ or seeds unequal; Hsu's df)"
-    return Comparison(f"{how} t-test of the {test} on the logit scale", tuple(groups),
+    if bool(result.pooled):
+        how = f"t-test of the {test} on the logit scale, seed variance pooled"
+    else:
+        why = "unequal seeds" if np.unique(design.counts).size > 1 else "the groups' variances differ"
+        how = f"Welch's t-test of the {test} on the logit scale with Hsu's df ({why})"
+    return Comparison(how, tuple(groups),
                       tuple(int(c) for c in design.counts), float(result.effect), float(result.se),
                       float(result.df), float((np.asarray(baseline) * design.means).sum()))
 

@@ -136,19 +136,23 @@ def _label(comparison: Comparison, higher: str, lower: str) -> str:
     return INCONCLUSIVE
 
 
+def _seeds(comparison: Comparison) -> str:
+    counts = sorted(set(comparison.seeds))
+    return f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+
+
 def _design_power(comparison: Comparison, unit: str) -> str:
     """The power of this design, in the sentence's words."""
-    seeds = min(comparison.seeds)
-    return (f"With {seeds} seeds per {unit} a change of {comparison.detectable():.2f} pp is found "
-            f"{POWER:.0%} of the time.").replace("%", " %")
+    return (f"With {_seeds(comparison)} seeds per {unit} a change of {comparison.detectable():.2f} pp is found "
+            f"{100 * POWER:.0f} % of the time.")
 
 
 def _cannot_tell(comparison: Comparison, unit: str) -> str:
     gap = max(abs(comparison.effect), EQUIVALENCE_PP)
     needed = comparison.seeds_needed(gap)
     more = f"about {needed} would" if needed else f"more than {MAX_SEEDS} would"
-    return (f"{min(comparison.seeds)} seeds per {unit} cannot tell a change of {gap:.2f} pp from none; {more} "
-            f"({POWER:.0%} power at the observed spread).").replace("%", " %")
+    return (f"{_seeds(comparison)} seeds per {unit} cannot tell a change of {gap:.2f} pp from none; {more} "
+            f"({100 * POWER:.0f} % power at the observed spread).")
 
 
 def css_class(label: str) -> str:

@@ -198,7 +198,7 @@ def test_pairs_pool_the_options_of_a_depth_and_page_verdicts_correct_them_togeth
     assert pairs[("A", "C")].label == "lower" and pairs[("B", "C")].label == "lower"
     assert pairs[("A", "B")].label in (verdict.NO_DIFFERENCE, verdict.INCONCLUSIVE)
     pooled = pairs[("A", "C")].comparison
-    assert pooled.test.startswith("pooled-variance") and 2 < pooled.df <= 6  # pooled over A, B and C: up to 9 − 3
+    assert pooled.test.endswith("seed variance pooled") and 2 < pooled.df <= 6  # pooled over A, B and C: up to 9 − 3
     assert pairs[("A", "C")].sentence.startswith("ResNet-20, shortcut C vs A: lower test error — ")
     assert "a change of" in pairs[("A", "C")].sentence and "is found 80 % of the time" in pairs[("A", "C")].sentence
     one = verdict.judge_pairs(_values({"A": [7.0, 7.2], "B": [6.0]}, group="shortcut"), "shortcut")
