@@ -41,7 +41,7 @@ class ModelConfig:
                               "C (projection everywhere); ignored by plain nets, which have no shortcuts")
     width: float = _opt(1.0, "multiplies the stage widths (16/32/64 on cifar, 64..512 on imagenet)")
     zero_init_residual: bool = _opt(False, "zero-init the last BN of each block")
-    dropout: float = _opt(0.0, "dropout before the classifier (the paper uses none)")
+    head_dropout: float = _opt(0.0, "dropout before the classifier (the paper uses none)")
 
 
 @dataclass
@@ -52,7 +52,8 @@ class DataConfig:
     data_dir: str = _opt("data", "directory holding (or receiving) the CIFAR files")
     download: bool = _opt(False, "download CIFAR into --data-dir if it is missing (needs internet)")
     val_size: int = _opt(0, "training images held out for validation (5000 = the paper's 45k/5k split)")
-    augment: bool = _opt(True, "pad 4 + random crop + horizontal flip (flip only where the data set allows it)")
+    augment: bool = _opt(True, "augmentation on/off (pad-4 random crop + horizontal flip; the flip only where the "
+                               "data set allows it)")
     train_limit: int = _opt(0, "use only the first N training images (0 = all)")
 
 
@@ -99,8 +100,9 @@ def scaled_milestones(iterations: int) -> tuple[int, ...]:
 
 
 # Flat keys that older runs and checkpoints used, and their current names. "model.family" was the
-# cifar/imagenet axis; "family" now means plain or residual only (``family_name``).
-LEGACY_KEYS = {"model.family": "model.layout"}
+# cifar/imagenet axis; "family" now means plain or residual only (``family_name``). "model.dropout" was only
+# ever the dropout before the classifier.
+LEGACY_KEYS = {"model.family": "model.layout", "model.dropout": "model.head_dropout"}
 
 
 def current_keys(flat: dict[str, Any]) -> dict[str, Any]:
@@ -213,8 +215,8 @@ def validate(config: TrainConfig) -> None:
     elif m.depth not in IMAGENET_DEPTHS:
         raise ValueError(f"ImageNet depth must be one of {list(IMAGENET_DEPTHS)}; got model.depth={m.depth}")
     _positive("model.width", m.width)
-    if not 0.0 <= m.dropout < 1.0:
-        raise ValueError(f"model.dropout must be in [0, 1); got {m.dropout}")
+    if not 0.0 <= m.head_dropout < 1.0:
+        raise ValueError(f"model.head_dropout must be in [0, 1); got {m.head_dropout}")
     _choice("data.dataset", d.dataset, DATASETS)
     if d.val_size < 0 or d.train_limit < 0:
         raise ValueError(f"data.val_size and data.train_limit must be >= 0; got {d.val_size}, {d.train_limit}")

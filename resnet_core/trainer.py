@@ -245,7 +245,7 @@ def _model_for(config: TrainConfig, data: Dataset, device: torch.device) -> nn.M
     """The config's network, shaped for the data set's images and classes, on ``device``."""
     m = config.model
     model = build_model(m.layout, m.depth, residual=m.residual, shortcut=m.shortcut, num_classes=data.num_classes,
-                        width=m.width, zero_init_residual=m.zero_init_residual, dropout=m.dropout,
+                        width=m.width, zero_init_residual=m.zero_init_residual, dropout=m.head_dropout,
                         in_channels=data.in_channels).to(device)
     return model.to(memory_format=torch.channels_last) if config.run.channels_last else model
 

@@ -20,12 +20,12 @@ def test_defaults_are_the_papers_cifar_recipe() -> None:
     assert flat["optim.milestones"] == [32_000, 48_000]
     assert scaled_milestones(64_000) == (32_000, 48_000)
     assert flat["optim.warmup_lr"] == 0.01 and flat["optim.warmup_until_error"] == 80.0
-    assert flat["data.augment"] is True and flat["model.dropout"] == 0.0
+    assert flat["data.augment"] is True and flat["model.head_dropout"] == 0.0
 
 
 def test_to_dict_from_dict_round_trip() -> None:
     config = TrainConfig().replace(**{
-        "model.depth": 56, "model.residual": False, "model.shortcut": "B", "model.dropout": 0.25,
+        "model.depth": 56, "model.residual": False, "model.shortcut": "B", "model.head_dropout": 0.25,
         "data.dataset": "digits", "data.val_size": 100, "optim.lr": 0.05, "optim.milestones": [7, 9],
         "optim.warmup": True, "run.seed": 3, "run.device": "cpu", "run.precision": "fp32",
     })
@@ -73,8 +73,8 @@ def test_unknown_key_error_lists_valid_keys() -> None:
         ("model.depth", 4, ["6n+2", "4"]),
         ("model.layout", "mnist", ["model.layout", "mnist", "cifar", "imagenet"]),
         ("model.shortcut", "D", ["'D'", "'A'", "'B'", "'C'"]),
-        ("model.dropout", 1.0, ["model.dropout", "1.0"]),
-        ("model.dropout", -0.1, ["model.dropout", "-0.1"]),
+        ("model.head_dropout", 1.0, ["model.head_dropout", "1.0"]),
+        ("model.head_dropout", -0.1, ["model.head_dropout", "-0.1"]),
         ("model.width", 0, ["model.width", "0"]),
         ("data.dataset", "imagenet", ["imagenet", "cifar10", "digits", "synthetic"]),
         ("data.val_size", -1, ["data.val_size", "-1"]),
@@ -120,6 +120,28 @@ def test_legacy_key_model_family_reads_as_model_layout() -> None:
     assert TrainConfig.from_dict({k: str(v) for k, v in old.items()}) == config  # as MLflow params store it
     with pytest.raises(ValueError, match="model.layout='mnist'"):  # validated under the current name
         TrainConfig.from_dict({"model.family": "mnist"})
+
+
+def test_legacy_key_model_dropout_reads_as_model_head_dropout() -> None:
+    # Runs, checkpoints and search spaces made before the rename store the dropout before the classifier as
+    # "model.dropout"; it is the same knob, read and validated under its current name.
+    old = {key: value for key, value in TrainConfig().to_dict().items() if key != "model.head_dropout"}
+    old["model.dropout"] = 0.3
+    config = TrainConfig.from_dict({k: str(v) for k, v in old.items()})  # as MLflow params store it
+    assert config.model.head_dropout == 0.3 and "model.dropout" not in config.to_dict()
+    assert apply_overrides(TrainConfig().to_dict(), {"model.dropout": 0.2})["model.head_dropout"] == 0.2
+    with pytest.raises(ValueError, match=r"model.head_dropout must be in \[0, 1\); got 1.5"):
+        TrainConfig.from_dict({"model.dropout": 1.5})
+
+
+def test_head_dropout_flag_says_where_the_dropout_is() -> None:
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    text = parser.format_help()
+    assert "--head-dropout" in text and "--dropout " not in text
+    assert "dropout before the classifier (the paper uses none)" in " ".join(text.split())
+    assert "augmentation on/off (pad-4 random crop" in " ".join(text.split())
+    assert config_from_args(parser.parse_args(["--head-dropout", "0.1"])).model.head_dropout == 0.1
 
 
 def test_family_is_plain_or_residual() -> None:

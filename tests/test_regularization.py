@@ -68,7 +68,7 @@ def assert_steps_unique(client: MlflowClient, run) -> None:
     (["--weight-decay", "1e-3,1e-4"], r"--weight-decay 1e-3,1e-4: the search range is empty; give LOW,HIGH with LOW <"),
     (["--weight-decay", "-1e-5,1e-2"], r"--weight-decay -1e-5,1e-2: optim.weight_decay must be >= 0"),
     (["--num-samples", "0"], r"--num-samples must be >= 1; got 0"),
-    (["--dropout", "0,1.5"], r"--dropout 0,1.5: model.dropout must be in \[0, 1\); got 1.5"),
+    (["--head-dropout", "0,1.5"], r"--head-dropout 0,1.5: model.head_dropout must be in \[0, 1\); got 1.5"),
     (["--set", "data.val_size=0"], r"needs a validation split: data.val_size must be > 0"),
 ])
 def test_bad_input_exits_2_naming_the_value_before_anything_is_created(tmp_path, monkeypatch, capsys, flags, message):
@@ -85,9 +85,9 @@ def test_help_documents_every_flag():
         assert action.help, action.option_strings
         for flag in action.option_strings:
             assert flag in text
-    for flag in ("--depth", "--families", "--knobs", "--weight-decay", "--label-smoothing", "--dropout", "--augment",
-                 "--num-samples", "--search-seed", "--grace-period", "--reduction-factor", "--optuna-storage",
-                 "--top-k", "--confirm-seeds", "--resume"):
+    for flag in ("--depth", "--families", "--knobs", "--weight-decay", "--label-smoothing", "--head-dropout",
+                 "--augment", "--num-samples", "--search-seed", "--grace-period", "--reduction-factor",
+                 "--optuna-storage", "--top-k", "--confirm-seeds", "--resume"):
         assert flag in text
     assert "--seeds " not in text  # a search's seeds are --confirm-seeds
 
@@ -231,7 +231,7 @@ def test_confirm_stage_retrains_the_best_and_the_default_recipe(asha_search):
     for key in plan.search.space:
         assert top1.data.params[key] == best.data.params[key]
     default = confirm["residual-8 default seed 1"][0]
-    assert default.data.params["optim.weight_decay"] == "0.0001" and default.data.params["model.dropout"] == "0.0"
+    assert default.data.params["optim.weight_decay"] == "0.0001" and default.data.params["model.head_dropout"] == "0.0"
     assert all(r[0].info.status == "FINISHED" and "test/error" in r[0].data.metrics for r in confirm.values())
 
 

@@ -273,7 +273,7 @@ def test_resume_continues_exactly(tmp_path: Path, precision: str) -> None:
     # Augmentation on, dropout, a validation split, a milestone after the resume point and a warm-up that
     # ends before it: every piece of state (batch order, augmentation and dropout RNGs, momentum, the
     # warm-up flag) must come back for the losses to match bit for bit.
-    cfg = config(**{"model.dropout": 0.3, "data.augment": True, "data.val_size": 64, "optim.iterations": 40,
+    cfg = config(**{"model.head_dropout": 0.3, "data.augment": True, "data.val_size": 64, "optim.iterations": 40,
                     "optim.milestones": [25], "run.eval_every": 10, "optim.warmup": True,
                     "optim.warmup_until_error": 100.0, "run.precision": precision})
     uninterrupted = list(fit(cfg))
