@@ -14,7 +14,8 @@ contrast, Holm); this module turns a sweep's runs into the values those tests ta
 - **Runs that fail to train count**: a diverged run enters its depth at chance error (100 × (1 − 1/classes) %:
   a net whose loss became NaN predicts nothing better than a guess), and the sentence says how many diverged.
   Crashed or interrupted runs are missing data: left out, and counted in the sentence.
-- **Every verdict on a page is one family of tests**: ``page_verdicts`` applies Holm over all of them.
+- **Tests are corrected per question** (``page_verdicts``): each family's depth verdict is one question at
+  95 %; every pair of shortcut options on a page, at any depth, answers one question, Holm-corrected together.
 """
 
 from __future__ import annotations
@@ -349,21 +350,23 @@ def shortcut_verdicts(history: pd.DataFrame, runs: pd.DataFrame) -> dict[int, li
 
 def page_verdicts(history: pd.DataFrame, runs: pd.DataFrame, depth: bool = True, shortcuts: bool = True
                   ) -> tuple[pd.DataFrame, list[Verdict], dict[int, list[PairVerdict]], int]:
-    """Every verdict a page shows, Holm-corrected together: (depth table, depth verdicts, shortcut verdicts,
-    the number of tests corrected over)."""
+    """Every verdict a page shows: (depth table, depth verdicts, shortcut verdicts, the number of shortcut tests).
+
+    Tests are corrected per question. Each family's depth verdict answers its own question ("does this family's
+    training error change with depth?") at 95 %; the pairs of shortcut options, at every depth on the page,
+    answer one question ("do the options differ?") and are Holm-corrected together.
+    """
     table, found = verdicts(history, runs) if depth else (pd.DataFrame(), [])
     pairs = shortcut_verdicts(history, runs) if shortcuts else {}
-    tested = [v for v in [*found, *(p for ps in pairs.values() for p in ps)] if v.comparison is not None]
-    levels = dict(zip(map(id, tested), holm_levels([v.comparison.p for v in tested])))
-    found = [v.at(levels[id(v)]) if id(v) in levels else v for v in found]
+    tested = [p for ps in pairs.values() for p in ps if p.comparison is not None]
+    levels = dict(zip(map(id, tested), holm_levels([p.comparison.p for p in tested])))
     pairs = {d: [p.at(levels[id(p)]) if id(p) in levels else p for p in ps] for d, ps in pairs.items()}
     return table, found, pairs, len(tested)
 
 
 def holm_note(tests: int) -> str:
-    """How the page's verdicts were corrected, in one sentence."""
+    """How the page's shortcut verdicts were corrected, in one sentence."""
     if tests < 2:
-        return "One test on this page: its interval is at 95 %."
-    return (f"Holm's correction over the {tests} verdicts on this page: each interval is drawn at its Holm step's "
-            f"level (from {100 * (1 - ALPHA / tests):.2f} % up to 95 %), so a verdict and its interval agree.")
-
+        return "One test of the options: its interval is at 95 %."
+    return (f"Holm's correction over all {tests} pairs of options on this page: each interval is drawn at its Holm "
+            f"step's level (from {100 * (1 - ALPHA / tests):.2f} % up to 95 %), so a verdict and its interval agree.")

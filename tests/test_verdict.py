@@ -227,3 +227,25 @@ def test_a_difference_from_the_paper_counts_the_papers_own_noise():
     without = inference.reference_difference(ours, images, 6.97, 1e-6, 5)
     assert with_noise.se > without.se
     assert with_noise.low < with_noise.effect < with_noise.high and "paper number's own noise" in with_noise.test
+
+
+def test_page_verdicts_correct_every_pair_of_options_at_every_depth_together():
+    runs, points = [], []
+    finals = {"A": [7.0, 7.2, 7.1], "B": [6.9, 7.1, 7.0], "C": [5.0, 5.1, 5.05]}
+    for depth in (20, 32):
+        for option, errors in finals.items():
+            for seed, final in enumerate(errors):
+                run_id = f"residual-{depth}-{option}-{seed}"
+                runs.append({"run_id": run_id, "name": run_id, "status": "FINISHED", "outcome": "completed",
+                             "family": "residual", "depth": depth, "shortcut": option, "seed": seed,
+                             "metrics.test/images": 10_000.0})
+                points.append({"run_id": run_id, "metric": "test/error", "step": 1000, "value": final})
+    runs, history = pd.DataFrame(runs).astype({"depth": "Int64", "seed": "Int64"}), pd.DataFrame(points)
+    _, _, pairs, tests = verdict.page_verdicts(history, runs, depth=False)
+    assert tests == 6 and sorted(pairs) == [20, 32]
+    raw = {(d, p.comparison.groups): p.comparison for d, ps in verdict.shortcut_verdicts(history, runs).items()
+           for p in ps}
+    corrected = {(d, p.comparison.groups): p.comparison for d, ps in pairs.items() for p in ps}
+    levels = inference.holm_levels([c.p for c in raw.values()])
+    assert [corrected[k].confidence for k in raw] == levels and max(levels) == pytest.approx(1 - 0.05 / 6)
+    assert all(c.high - c.low >= raw[k].high - raw[k].low for k, c in corrected.items())  # never narrower
