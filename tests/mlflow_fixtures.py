@@ -26,6 +26,8 @@ from resnet_core.config import TrainConfig
 PAPER_ITERATIONS = 64_000
 # The config key of the model layout: "model.layout", or "model.family" before the rename.
 _LAYOUT_KEY = "model.layout" if "model.layout" in TrainConfig().to_dict() else "model.family"
+# The config key of the dropout before the classifier: "model.head_dropout", or "model.dropout" before the rename.
+DROPOUT_KEY = "model.head_dropout" if "model.head_dropout" in TrainConfig().to_dict() else "model.dropout"
 
 
 @dataclass
@@ -193,7 +195,7 @@ def _trial_grid(families, depths, seeds, shortcuts, rng: random.Random, search_t
         overrides = {
             "optim.lr": round(10 ** rng.uniform(-1.7, -0.4), 4),
             "optim.weight_decay": round(10 ** rng.uniform(-5, -3), 7),
-            "model.dropout": round(rng.uniform(0.0, 0.5), 3),
+            DROPOUT_KEY: round(rng.uniform(0.0, 0.5), 3),
         }
         trials.append(_Trial("residual", depths[-1], 0, overrides=overrides))
     return trials
@@ -224,7 +226,7 @@ def _final_errors(trial: _Trial, rng: random.Random) -> tuple[float, float]:
         test = 6.3 + 2.6 * (20 / d) ** 1.2
         test += {"A": 0.0, "B": -0.15, "C": -0.25}.get(trial.shortcut, 0.0)
     if trial.overrides:  # regularisation search: a bowl around lr 0.1, weight decay 1e-4, little dropout
-        lr, wd, dropout = (trial.overrides[k] for k in ("optim.lr", "optim.weight_decay", "model.dropout"))
+        lr, wd, dropout = (trial.overrides[k] for k in ("optim.lr", "optim.weight_decay", DROPOUT_KEY))
         test += 2.0 * (math.log10(wd) + 4) ** 2 + 1.0 * math.log10(lr / 0.1) ** 2 + 2.0 * dropout
         train += 1.5 * (math.log10(wd) + 4) ** 2 + 3.0 * dropout
     noise = rng.gauss(0, 0.2)

@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from dashboards import figures, loader, paper, probes, search, stats, verdict  # noqa: E402
 from dashboards.loader import ExperimentNotFoundError, load_experiment  # noqa: E402
 from dashboards.report import build_report, main, render_report  # noqa: E402
-from mlflow_fixtures import sqlite_uri, write_fixture_experiment  # noqa: E402
+from mlflow_fixtures import DROPOUT_KEY, sqlite_uri, write_fixture_experiment  # noqa: E402
 
 MISSING = "residual-56 seed 1"
 
@@ -237,7 +237,7 @@ def test_shortcut_and_search_figures(store):
 
     searched = load_experiment("search", uri)
     table, params = search.search_view(searched.runs)
-    assert params == ["model.dropout", "optim.lr", "optim.weight_decay"]
+    assert params == sorted([DROPOUT_KEY, "optim.lr", "optim.weight_decay"])
     assert len(table) == 11 and search.has_search(searched.runs)
     assert table[params].dtypes.eq("float64").all() and set(table["net"]) == {"ResNet-56"}
     fig = figures.search_parallel_coordinates(table, params, search.TARGET)
