@@ -8,6 +8,7 @@ Everything is written through ``MlflowClient`` (``log_batch`` for speed), never 
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -294,6 +295,7 @@ def _write_trial(client: MlflowClient, experiment_id: str, parent_id: str, trial
         "shortcut": trial.shortcut if trial.family == "residual" else "none", "seed": str(trial.seed),
         "preset": preset, "dataset": dataset, layout_tag: layout, "trial_id": f"trainable_{index:05d}",
         "outcome": trial.outcome, "mlflow.parentRunId": parent_id,
+        "parameters": str(_parameter_count(layout, trial.depth, trial.family == "residual", trial.shortcut)),
     }
     if trial.outcome == "diverged":
         tags["diverged"] = "true"
@@ -348,6 +350,14 @@ def _write_trial(client: MlflowClient, experiment_id: str, parent_id: str, trial
     status = "FINISHED" if trial.outcome == "completed" else "FAILED"
     client.set_terminated(run_id, status, end_time=end_ms)
     return run_id, end_ms
+
+
+@functools.lru_cache(maxsize=None)
+def _parameter_count(layout: str, depth: int, residual: bool, shortcut: str) -> int:
+    """The net's real parameter count, as the trainable logs it (tag ``parameters``)."""
+    from resnet_core.models import build_model, count_parameters
+
+    return count_parameters(build_model(layout, depth, residual=residual, shortcut=shortcut))
 
 
 def _loss(error_percent: float) -> float:

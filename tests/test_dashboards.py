@@ -20,7 +20,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage pings from
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from dashboards import figures, loader, paper, probes, search, stats, verdict  # noqa: E402
+from dashboards import figures, loader, paper, probes, search, shortcuts, stats, verdict  # noqa: E402
 from dashboards.loader import ExperimentNotFoundError, load_experiment  # noqa: E402
 from dashboards.report import build_report, main, render_report  # noqa: E402
 from mlflow_fixtures import DROPOUT_KEY, sqlite_uri, write_fixture_experiment  # noqa: E402
@@ -559,3 +559,68 @@ def test_imports_stay_light():
             "bad = [m for m in sys.modules if m.split('.')[0] in ('ray', 'resnet_core', 'torch')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------------------------------------------------ the shortcut table
+
+@pytest.mark.parametrize("count, text", [(269_722, "0.27M"), (1_727_962, "1.7M"), (19_400_000, "19.4M"),
+                                         (5_600, "5.6k"), (99_949, "99.9k"), (99_950, "0.10M"), (994_999, "0.99M"),
+                                         (995_000, "1.0M"), (999, "999"), (999.6, "1.0k"), (0, "0")])
+def test_parameter_counts_are_written_like_the_paper(count, text):
+    assert shortcuts.format_parameters(count) == text
+    assert shortcuts.format_parameters(count, signed=True) == f"+{text}"
+    assert shortcuts.format_parameters(-count) == (f"−{text}" if count else "0")
+
+
+def test_the_formatter_writes_our_nets_counts_as_table6_prints_them():
+    from resnet_core.models import build_model, count_parameters
+
+    for depth in (20, 32, 44, 56, 110):
+        written = shortcuts.format_parameters(count_parameters(build_model("cifar", depth)))
+        assert written == paper.TABLE6_RESNET_PARAMS[depth], depth
+
+
+def test_shortcut_table_counts_parameters_readably_and_sets_no_table3_beside_cifar_nets(store):
+    uri, _ = store
+    data = load_experiment("shortcuts", uri)
+    table = shortcuts.shortcut_table(data.runs).set_index("net")
+    # real counts of CIFAR ResNet-20 (the fixture logs build_model's): A 269,722, B 272,474, C 283,962
+    assert table["parameters"].to_dict() == {"residual A": "0.27M", "residual B": "0.27M", "residual C": "0.28M"}
+    assert table["extra parameters vs A"].to_dict() == {"residual A": "baseline", "residual B": "+2.8k (+1.0 %)",
+                                                        "residual C": "+14.2k (+5.3 %)"}
+    assert shortcuts.TABLE3_COLUMN not in table and "layout" not in table
+    html = render_report(data)
+    section = html.split('<section id="shortcuts">')[1].split("</section>")[0]
+    cells = re.findall(r"<td>(.*?)</td>", section)
+    assert not [c for c in cells if re.fullmatch(r"\d{4,}(\.\d+)?", c) or c in ("25.03", "24.52", "24.19")]
+    note = re.search(r'<p class="note" id="table3-reference">(.*?)</p>', section).group(1)
+    assert "only on ImageNet ResNet-34 (Table 3: A 25.03, B 24.52, C 24.19 % top-1 error, 10-crop)" in note
+    assert "not beside the nets here" in note
+    assert shortcuts.table3_values() == {o: paper.IMAGENET_TOP1[("residual", 34, o)][0] for o in "ABC"}  # one home
+
+
+def _shortcut_runs(nets: list[tuple[str, int, str]]) -> pd.DataFrame:
+    """Hand-made completed runs of options A, B, C, two seeds each, per (layout, depth, dataset)."""
+    rows = []
+    for layout, depth, dataset in nets:
+        for option, extra in (("A", 0), ("B", 170_000), ("C", 1_100_000)):
+            for seed in (0, 1):
+                rows.append({"run_id": f"{layout}-{depth}-{option}-{seed}", "name": f"residual-{depth} {option}",
+                             "status": "FINISHED", "outcome": "completed", "family": "residual", "depth": depth,
+                             "shortcut": option, "seed": seed, "layout": layout, "dataset": dataset,
+                             "metrics.train/error": 10.0 + seed, "metrics.test/error": 30.0 + seed,
+                             "tags.parameters": str(21_115_978 + extra)})
+    return pd.DataFrame(rows).astype({"depth": "Int64", "seed": "Int64"})
+
+
+def test_table3_stands_only_beside_an_imagenet_resnet34_trained_on_imagenet():
+    table = shortcuts.shortcut_table(_shortcut_runs([("imagenet", 34, "imagenet")])).set_index("net")
+    assert table[shortcuts.TABLE3_COLUMN].to_dict() == {"residual A": "25.03", "residual B": "24.52",
+                                                         "residual C": "24.19"}
+    assert table["parameters"].to_dict() == {"residual A": "21.1M", "residual B": "21.3M", "residual C": "22.2M"}
+    assert table.loc["residual B", "extra parameters vs A"] == "+0.17M (+0.8 %)"
+    for unlike in [("imagenet", 34, "cifar10"), ("imagenet", 18, "imagenet"), ("cifar", 32, "cifar10")]:
+        assert shortcuts.TABLE3_COLUMN not in shortcuts.shortcut_table(_shortcut_runs([unlike])), unlike
+    mixed = shortcuts.shortcut_table(_shortcut_runs([("imagenet", 34, "imagenet"), ("cifar", 32, "cifar10")]))
+    assert list(mixed["layout"]) == ["cifar"] * 3 + ["imagenet"] * 3
+    assert list(mixed[shortcuts.TABLE3_COLUMN]) == ["—"] * 3 + ["25.03", "24.52", "24.19"]
