@@ -35,6 +35,16 @@ def _rgba(color: str, alpha: float) -> str:
     return color.replace("rgb(", "rgba(").replace(")", f", {alpha})")
 
 
+def add_key(fig: go.Figure, name: str, explains: str, **style) -> None:
+    """A legend entry that names a kind of mark drawn elsewhere in the figure (a line style, a shaded band, an
+    error bar) and draws nothing itself; its ``meta`` is {"kind": "key", "explains": explains}."""
+    fig.add_trace(go.Scatter(x=[None], y=[None], name=name, showlegend=True, hoverinfo="skip",
+                             meta={"kind": "key", "explains": explains}, **style))
+
+
+ERROR_BAR_KEY = dict(mode="markers", marker=dict(symbol="line-ns-open", size=14, color="#444", line=dict(width=1.5)))
+
+
 def degradation_curves(history: pd.DataFrame, runs: pd.DataFrame) -> go.Figure:
     """Fig. 6: error (%) vs iteration, plain nets left, residual nets right; dashed train, solid test.
 
@@ -73,6 +83,11 @@ def degradation_curves(history: pd.DataFrame, runs: pd.DataFrame) -> go.Figure:
                                      hovertemplate="iteration %{x:,}<br>%{y:.2f} %<extra>" + name + "</extra>"),
                           row=1, col=col)
     _add_diverged(fig, history, runs, families)
+    add_key(fig, "training error (dashed)", "train/error", mode="lines", line=dict(color="#555", dash="dash"))
+    add_key(fig, "test error (solid)", "test/error", mode="lines", line=dict(color="#555", width=2))
+    if any(t.meta and t.meta.get("kind") == "band" for t in fig.data):
+        add_key(fig, "min–max over seeds (shaded)", "band", mode="markers",
+                marker=dict(symbol="square", size=14, color="rgba(80, 80, 80, 0.18)"))
     fig.update_xaxes(title_text="iteration")
     fig.update_yaxes(title_text="error (%)", row=1, col=1)
     if top > 0:
@@ -106,7 +121,7 @@ def error_vs_depth(runs: pd.DataFrame) -> go.Figure:
     for (family, split), rows in summary.groupby(["family", "split"]):
         rows = rows.sort_values("depth")
         fig.add_trace(go.Scatter(
-            x=rows["depth"], y=rows["mean"], mode="lines+markers", name=f"{FAMILY_LABEL[family]} {split}",
+            x=rows["depth"], y=rows["mean"], mode="lines+markers", name=f"{FAMILY_LABEL[family]} {split} (mean)",
             line=dict(dash=SPLIT_DASH[split], color="#d62728" if family == "plain" else "#1f77b4"),
             marker=dict(symbol="circle" if split == "test" else "circle-open", size=8),
             error_y=dict(type="data", symmetric=False, array=rows["max"] - rows["mean"],
@@ -115,6 +130,8 @@ def error_vs_depth(runs: pd.DataFrame) -> go.Figure:
             hovertemplate="depth %{x}<br>mean %{y:.2f} % (min %{customdata[0]:.2f}, max %{customdata[1]:.2f}, "
                           "n=%{customdata[2]})<extra></extra>",
             meta={"family": family, "depth": None, "metric": f"{split}/error", "kind": "mean"}))
+    if not summary.empty:
+        add_key(fig, "min–max over seeds (error bar)", "error bar", **ERROR_BAR_KEY)
     fig.update_xaxes(title_text="layers", tickvals=sorted(summary["depth"].unique()) if not summary.empty else None)
     fig.update_yaxes(title_text="final error (%)")
     fig.update_layout(title="Final error vs depth (error bars: min–max over seeds)", height=420, **_LAYOUT)
@@ -128,7 +145,8 @@ def paper_comparison(comparison: pd.DataFrame, reference_only: bool = False) -> 
     """
     fig = go.Figure()
     paper_std = comparison["paper_std"] if "paper_std" in comparison else None
-    fig.add_trace(go.Scatter(x=comparison["net"], y=comparison["paper"], mode="markers", name="paper",
+    fig.add_trace(go.Scatter(x=comparison["net"], y=comparison["paper"], mode="markers",
+                             name="paper (± std where it gives one)",
                              marker=dict(symbol="diamond", size=11, color="#444"),
                              error_y=None if paper_std is None else dict(type="data", array=paper_std.fillna(0)),
                              meta={"family": "residual", "depth": None, "metric": "test/error", "kind": "paper"}))
@@ -191,6 +209,8 @@ def shortcut_options(runs: pd.DataFrame) -> go.Figure:
                          arrayminus=rows["mean"] - rows["min"]),
             meta={"family": "residual", "depth": None, "metric": f"{split}/error", "kind": f"shortcut {shortcut}"}),
             row=1, col=1 if split == "train" else 2)
+    if not summary.empty:
+        add_key(fig, "min–max over seeds (error bar)", "error bar", **ERROR_BAR_KEY)
     fig.update_yaxes(title_text="final error (%)", row=1, col=1)
     fig.update_layout(title="Shortcut options (§3.3); error bars: min–max over seeds", barmode="group", height=400,
                       **_LAYOUT)

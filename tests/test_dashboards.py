@@ -172,6 +172,30 @@ def _traces(fig: go.Figure, **meta) -> list:
     return [t for t in fig.data if t.meta and all(t.meta.get(k) == v for k, v in meta.items())]
 
 
+def _unexplained(fig: go.Figure) -> list[str]:
+    """The marks of ``fig`` that nothing in its legend names. A trace is explained by its own legend entry, by a
+    shown trace of its legend group drawn the same way (same type, mode, fill and dash), or by a key entry naming
+    its kind or metric; its error bars by a key entry or by its own name ("± std")."""
+    keys = {t.meta["explains"] for t in fig.data if t.meta and t.meta.get("kind") == "key"}
+    drawn = [t for t in fig.data if not (t.meta and t.meta.get("kind") == "key")]
+
+    def glyph(t) -> tuple:
+        line = getattr(t, "line", None)
+        return type(t).__name__, getattr(t, "mode", None), getattr(t, "fill", None), line and line.dash
+
+    shown = {(t.legendgroup, glyph(t)) for t in drawn if t.showlegend is not False}
+    missing = []
+    for t in drawn:
+        meta = t.meta or {}
+        if (t.showlegend is False and (t.legendgroup, glyph(t)) not in shown
+                and not {meta.get("kind"), meta.get("metric")} & keys):
+            missing.append(f"{t.name}: no legend entry")
+        bars = getattr(t, "error_y", None)
+        if bars is not None and bars.array is not None and "error bar" not in keys and "±" not in (t.name or ""):
+            missing.append(f"{t.name}: error bars unexplained")
+    return missing
+
+
 def test_degradation_curves_dashed_train_solid_test_one_group_per_net(smoke):
     fig = figures.degradation_curves(smoke.history, smoke.runs)
     assert isinstance(fig, go.Figure)
@@ -190,18 +214,29 @@ def test_degradation_curves_dashed_train_solid_test_one_group_per_net(smoke):
     assert [t.name for t in diverged] == ["plain-56 seed 2 (diverged)"]
     # the failed run (residual-20 seed 2) is in no mean: each mean is over n=2 seeds
     assert all("(n=2)" in t.name for t in _traces(fig, kind="mean"))
-    legend = sorted(t.name for t in fig.data if t.showlegend is not False)
-    assert legend == ["ResNet-20 (n=2)", "ResNet-56 (n=2)", "plain-20 (n=2)", "plain-56 (n=2)",
-                      "plain-56 seed 2 (diverged)"]  # one entry per net, toggling its train and test lines
+    legend = [t.name for t in fig.data if t.showlegend is not False]
+    assert sorted(legend) == ["ResNet-20 (n=2)", "ResNet-56 (n=2)", "min–max over seeds (shaded)", "plain-20 (n=2)",
+                              "plain-56 (n=2)", "plain-56 seed 2 (diverged)", "test error (solid)",
+                              "training error (dashed)"]  # one entry per net, toggling both lines, and a key
+    key = {t.meta["explains"]: t for t in _traces(fig, kind="key")}
+    assert key["train/error"].line.dash == "dash" and key["test/error"].line.dash in (None, "solid")
+    assert _unexplained(fig) == []
+    without_keys = go.Figure(data=[t for t in fig.data if t.meta.get("kind") != "key"], layout=fig.layout)
+    assert sorted(_unexplained(without_keys)) == sorted(  # the check fails the figure as it was drawn before
+        [f"{net} {split} (n=2){band}: no legend entry" for net in ("plain-20", "plain-56", "ResNet-20", "ResNet-56")
+         for split, band in (("train", ""), ("train", " range"), ("test", " range"))])  # dashed lines, bands
 
 
 def test_error_vs_depth_and_paper_figures(smoke):
     fig = figures.error_vs_depth(smoke.runs)
-    names = sorted(t.name for t in fig.data)
-    assert names == ["ResNet test", "ResNet train", "plain test", "plain train"]
-    for trace in fig.data:
+    names = sorted(t.name for t in _traces(fig, kind="mean"))
+    assert names == ["ResNet test (mean)", "ResNet train (mean)", "plain test (mean)", "plain train (mean)"]
+    for trace in _traces(fig, kind="mean"):
         assert list(trace.x) == [20, 56] and trace.error_y.array is not None
-        assert trace.line.dash == ("dash" if trace.name.endswith("train") else "solid")
+        assert trace.line.dash == ("dash" if "train" in trace.name else "solid")
+    assert [t.name for t in _traces(fig, kind="key")] == ["min–max over seeds (error bar)"]
+    assert _unexplained(fig) == []
+    assert _unexplained(go.Figure(data=_traces(fig, kind="mean"))) != []  # without the key: the bars unexplained
 
     result = paper.paper_comparison(smoke.runs, smoke.sweep_tags)
     comparison = result.table
@@ -212,6 +247,8 @@ def test_error_vs_depth_and_paper_figures(smoke):
     assert comparison["ours_std"].notna().all()  # mean ± std over seeds
     fig = figures.paper_comparison(comparison, reference_only=True)
     assert [t.meta["kind"] for t in fig.data] == ["paper", "ours"] and "reference only" in fig.layout.title.text
+    assert _unexplained(fig) == []
+    assert _unexplained(figures.layer_responses(smoke.responses, smoke.runs)) == []
 
 
 def test_layer_response_figure_orders_and_sorts(smoke):
@@ -232,8 +269,9 @@ def test_shortcut_and_search_figures(store):
     uri, _ = store
     shortcuts = load_experiment("shortcuts", uri)
     fig = figures.shortcut_options(shortcuts.runs)
-    assert sorted({t.name for t in fig.data}) == ["option A", "option B", "option C"]
-    assert all(isinstance(t, go.Bar) for t in fig.data)
+    assert sorted({t.name for t in fig.data}) == ["min–max over seeds (error bar)", "option A", "option B", "option C"]
+    assert all(isinstance(t, go.Bar) for t in fig.data if t.meta["kind"] != "key")
+    assert _unexplained(fig) == []
 
     searched = load_experiment("search", uri)
     table, params = search.search_view(searched.runs)

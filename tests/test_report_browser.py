@@ -39,6 +39,16 @@ DRAWN_MARKS = """() => [...document.querySelectorAll('.plotly-graph-div')].map(d
   axes: div.querySelectorAll('.parcoords .y-axis').length,
 }))"""
 
+# Per plotly graph: its legend entries' text, and whether each lies inside the graph's box (is on screen with it).
+LEGENDS = """() => Object.fromEntries([...document.querySelectorAll('.plotly-graph-div')].map(div => {
+  const box = div.getBoundingClientRect();
+  return [div.id, [...div.querySelectorAll('.legend .traces')].map(entry => {
+    const r = entry.getBoundingClientRect();
+    return {text: entry.querySelector('.legendtext').textContent,
+            inside: r.top >= box.top && r.bottom <= box.bottom && r.left >= box.left && r.right <= box.right};
+  })];
+}))"""
+
 
 @pytest.fixture(scope="module")
 def browser():
@@ -91,6 +101,14 @@ def test_report_draws_every_figure_without_errors_or_network(browser, report, tm
     assert not errors, errors
     assert requests and all(_is_local(url) for url in requests), [u for u in requests if not _is_local(u)]
     assert page.locator("#not-paper-recipe").is_visible()  # the smoke banner is on screen, at the top
+    legends = {plot: [entry["text"] for entry in entries] for plot, entries in page.evaluate(LEGENDS).items()}
+    keys = {"training error (dashed)", "test error (solid)", "min–max over seeds (shaded)"}
+    assert keys <= set(legends["fig-curves"]), legends["fig-curves"]
+    for plot in ("fig-depth", "fig-shortcuts"):
+        assert "min–max over seeds (error bar)" in legends[plot], legends[plot]
+    outside = [(plot, e["text"]) for plot, entries in page.evaluate(LEGENDS).items()
+               for e in entries if not e["inside"]]
+    assert not outside, outside  # every legend entry is drawn inside its figure, not cut off
 
     png = tmp_path / "report.png"
     page.screenshot(path=str(png), full_page=True)
