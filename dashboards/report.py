@@ -83,7 +83,7 @@ def render_report(data: ExperimentData, generated_at: datetime | None = None,
     wanted = report_sections(data)
     sections = [build(data) for name, build in SECTIONS.items() if name in wanted]
     body = "\n".join(s for s in [*sections, _runs_section(data, mlflow_ui_url)] if s)
-    title = f"ResNet depth study — {data.name}"
+    title = f"ResNet depth study — {study_name(data)}"
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -107,6 +107,11 @@ def render_report(data: ExperimentData, generated_at: datetime | None = None,
 """
 
 
+def study_name(data: ExperimentData) -> str:
+    """The study the page reports (the sweep run's tag ``study``), else the MLflow experiment's name."""
+    return data.sweep_tags.get("study") or data.name
+
+
 def report_sections(data: ExperimentData) -> set[str]:
     """The sections the study asked for (the sweep's tag ``report_sections``), else every section."""
     named = data.sweep_tags.get("report_sections", "")
@@ -117,7 +122,7 @@ def _summary_line(data: ExperimentData, generated_at: datetime) -> str:
     tags = data.sweep_tags
     described = ", ".join(f"{k} <b>{_e(tags[k])}</b>" for k in ("study", "preset", "dataset", "recipe") if k in tags)
     counts = data.runs["outcome"].value_counts()
-    outcome = ", ".join(f"{n} {_e(k)}" for k, n in counts.items())
+    outcome = ", ".join(f"{n} {_e(k.replace('_', ' '))}" for k, n in counts.items())
     parent = f" · sweep run <code>{_e(data.parent_run_id)}</code>" if data.parent_run_id else ""
     return (f'<p class="meta">{described or "no sweep run found"} · {len(data.runs)} trial runs ({outcome})'
             f'{parent}<br>MLflow experiment <b>{_e(data.name)}</b> (id {_e(data.experiment_id)}) at '
@@ -473,7 +478,7 @@ tr.run-diverged td { background: #fdecea; } tr.run-failed td, tr.run-interrupted
 .badge { border-radius: 4px; padding: 1px 6px; font-size: 12px; background: #e0e0e0; }
 .badge.completed { background: #c8e6c9; } .badge.diverged { background: #ffcdd2; }
 .badge.failed, .badge.interrupted { background: #e1bee7; }
-.badge.running { background: #bbdefb; }
+.badge.running { background: #bbdefb; } .badge.stopped_early, .badge.stopped { background: #fff3cd; }
 code { font-size: 12px; }
 """
 

@@ -38,7 +38,8 @@ def store(tmp_path_factory):
         "paper": write_fixture_experiment(uri, "paper", seeds=1, iterations=64_000, points=8,
                                           with_failed=False, with_diverged=False),
         "shortcuts": write_fixture_experiment(uri, "shortcuts", families=("residual",), depths=(20,), seeds=2,
-                                              shortcuts=("A", "B", "C"), with_failed=False, with_diverged=False),
+                                              shortcuts=("A", "B", "C"), with_failed=False, with_diverged=False,
+                                              study="shortcut_options"),
         "search": write_fixture_experiment(uri, "search", families=("residual",), depths=(56,), seeds=1,
                                            search_trials=10, with_failed=False, with_diverged=False,
                                            study="regularization"),
@@ -662,3 +663,18 @@ def test_table3_stands_only_beside_an_imagenet_resnet34_trained_on_imagenet():
     mixed = shortcuts.shortcut_table(_shortcut_runs([("imagenet", 34, "imagenet"), ("cifar", 32, "cifar10")]))
     assert list(mixed["layout"]) == ["cifar"] * 3 + ["imagenet"] * 3
     assert list(mixed[shortcuts.TABLE3_COLUMN]) == ["—"] * 3 + ["25.03", "24.52", "24.19"]
+
+
+# ---------------------------------------------------------------------------------------- the page title
+
+def test_each_study_page_is_titled_by_its_study_else_its_experiment(store, tmp_path):
+    uri, _ = store
+    html = render_report(load_experiment("shortcuts", uri))  # experiment "shortcuts", sweep tag study=shortcut_options
+    assert "<title>ResNet depth study — shortcut_options</title>" in html
+    assert "<h1>ResNet depth study — shortcut_options</h1>" in html
+    assert "MLflow experiment <b>shortcuts</b>" in html  # the experiment is still named, under the title
+
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("untagged", artifact_location=(tmp_path / "a").as_uri())
+    client.create_run(experiment_id, run_name="sweep", tags={"role": "sweep", "recipe": "reduced"})
+    assert "<title>ResNet depth study — untagged</title>" in render_report(load_experiment("untagged", uri))
