@@ -217,19 +217,34 @@ def shortcut_options(runs: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def search_parallel_coordinates(table: pd.DataFrame, params: list[str], target: str) -> go.Figure:
-    """Parallel coordinates: one line per run through its parameter values, coloured by ``target``."""
+def search_parallel_coordinates(table: pd.DataFrame, params: list[str], target: str, title: str | None = None,
+                                choices: dict[str, list[str]] | None = None,
+                                log_scale: set[str] | None = None) -> go.Figure:
+    """Parallel coordinates: one line per run through its parameter values, coloured by ``target``.
+
+    A parameter that takes a single value in ``table`` gets no axis (a constant axis says nothing). ``choices``
+    names the values of a choice parameter held as its position (0, 1, ...) on its axis' ticks. ``log_scale``:
+    the parameters drawn as log10 (as searched); by default those whose positive values span more than 20×.
+    """
+    choices = choices or {}
     dimensions = []
     for param in params:
         values = table[param].astype(float)
-        log = values.gt(0).all() and values.max() / values.min() > 20
+        if values.nunique() < 2:
+            continue
+        if param in choices:
+            dimensions.append(dict(label=param, values=values, tickvals=list(range(len(choices[param]))),
+                                   ticktext=choices[param]))
+            continue
+        log = (param in log_scale if log_scale is not None else
+               bool(values.gt(0).all() and values.max() / values.min() > 20))
         shown = values.map(math.log10) if log else values
         dimensions.append(dict(label=f"log10 {param}" if log else param, values=shown))
     dimensions.append(dict(label=target, values=table[target]))
     fig = go.Figure(go.Parcoords(line=dict(color=table[target], colorscale="Viridis_r", showscale=True,
                                            colorbar=dict(title=target)),
                                  dimensions=dimensions, meta={"metric": target, "kind": "parcoords"}))
-    fig.update_layout(title=f"Search: parameters vs {target}", height=420, template="plotly_white",
+    fig.update_layout(title=title or f"Search: parameters vs {target}", height=420, template="plotly_white",
                       margin=dict(l=80, r=80, t=80, b=40))
     return fig
 

@@ -9,6 +9,7 @@ Everything is written through ``MlflowClient`` (``log_batch`` for speed), never 
 from __future__ import annotations
 
 import functools
+import json
 import math
 import random
 import time
@@ -363,3 +364,144 @@ def _parameter_count(layout: str, depth: int, residual: bool, shortcut: str) -> 
 def _loss(error_percent: float) -> float:
     return -math.log(max(1e-3, 1.0 - 0.95 * error_percent / 100.0)) * 1.5 + 0.01
 
+
+
+# ------------------------------------------------------------------------------------------ a search study
+
+SEARCH_SPACE = {"optim.weight_decay": ["loguniform", 1e-5, 1e-2], "optim.label_smoothing": ["uniform", 0.0, 0.2],
+                DROPOUT_KEY: ["uniform", 0.0, 0.5], "data.augment": ["choice", True, False]}
+
+
+@dataclass
+class SearchFixture:
+    """What ``write_search_experiment`` wrote, for tests to assert on."""
+
+    tracking_uri: str
+    name: str
+    experiment_id: str
+    parent_run_id: str
+    runs: dict[str, str] = field(default_factory=dict)  # run id -> run name
+    confirm_test: dict[tuple[str, str, int], float] = field(default_factory=dict)  # (family, candidate, seed) -> %
+    ranked: dict[str, list[int]] = field(default_factory=dict)  # family -> Optuna trial numbers by validation error
+
+
+def write_search_experiment(
+    tracking_uri: str,
+    name: str,
+    *,
+    families: Iterable[str] = ("plain", "residual"),
+    depth: int = 20,
+    full_budget: int = 12,
+    stopped: int = 4,
+    stopped_status: str = "KILLED",
+    top_k: int = 2,
+    confirm_seeds: Iterable[int] = (1, 2, 3),
+    confirm_errors: dict[tuple[str, str], list[float]] | None = None,
+    missing_confirm: Iterable[tuple[str, str, int]] = (),
+    test_images: int | None = None,
+    dataset: str = "digits",
+    iterations: int = 400,
+    rung: int = 200,
+    random_seed: int = 0,
+) -> SearchFixture:
+    """Write a regularisation search as sweeps/regularization.py logs it (docs/tracking.md, "A search study").
+
+    Per family: ``full_budget`` search trials that reach ``iterations`` and ``stopped`` ones ASHA stopped at
+    ``rung`` (tag ``outcome=stopped_early``, status ``stopped_status``: KILLED as sweeps logged them first,
+    FINISHED as they do now); validation error falls with dropout, so one knob matters. Then the confirm
+    stage: the ``top_k`` full-budget trials by validation error and the default recipe, each on
+    ``confirm_seeds`` — written in a shuffled order, so that only pairing by the ``seed`` tag lines them up.
+    ``confirm_errors`` fixes the test error (%) per (family, candidate), one per seed; ``missing_confirm`` lists
+    (family, candidate, seed) runs that crashed (status FAILED, no final metrics); ``test_images`` logs the
+    metric ``test/images``.
+    """
+    rng = random.Random(random_seed)
+    families, seeds = tuple(families), list(confirm_seeds)
+    client = MlflowClient(tracking_uri)
+    experiment_id = client.create_experiment(name, artifact_location=_artifact_location(tracking_uri, name, None),
+                                             tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    now = int(time.time() * 1000) - 3_600_000
+    parent = client.create_run(experiment_id, start_time=now, run_name="sweep regularization smoke",
+                               tags={"role": "sweep", "study": "regularization", "preset": "smoke",
+                                     "dataset": dataset, "recipe": "reduced", "report_sections": "search,runs"})
+    parent_id = parent.info.run_id
+    settings = {"space": SEARCH_SPACE, "num_samples": full_budget + stopped, "search_seed": 0, "grace_period": rung,
+                "reduction_factor": 2, "rungs": [rung], "top_k": top_k, "confirm_seeds": len(seeds),
+                "metric": "val/error", "optuna_storage": "sqlite:///optuna.db"}
+    client.log_batch(parent_id, params=[Param(f"search.{k}", json.dumps(v) if isinstance(v, (list, dict)) else str(v))
+                                        for k, v in settings.items()])
+    fixture = SearchFixture(tracking_uri, name, experiment_id, parent_id)
+    missing = set(missing_confirm)
+    writes = []  # (run name, tags, config overrides, final metrics, last step, status)
+    for family in families:
+        net = f"{family}-{depth}"
+        stopped_at = set(rng.sample(range(full_budget + stopped), stopped))
+        scored = []
+        for number in range(full_budget + stopped):
+            knobs = {"optim.weight_decay": round(10 ** rng.uniform(-5, -2), 7),
+                     "optim.label_smoothing": round(rng.uniform(0.0, 0.2), 4),
+                     DROPOUT_KEY: round(rng.uniform(0.0, 0.5), 4), "data.augment": rng.random() < 0.5}
+            val = 12.0 - 16.0 * knobs[DROPOUT_KEY] + rng.gauss(0, 0.5) + (1.0 if family == "plain" else 0.0)
+            early = number in stopped_at
+            outcome = "stopped_early" if early else "completed"
+            tags = {"stage": "search", "optuna_study": f"{name}/{net}/{parent_id[:8]}", "optuna_trial": str(number),
+                    "outcome": outcome, "seed": "0", **({"stopped_at_iteration": str(rung)} if early else {})}
+            writes.append((f"{net} trial {number}", family, tags, {**knobs, "run.seed": 0},
+                           {"val/error": val + (3.0 if early else 0.0), "test/error": val + 0.3},
+                           rung if early else iterations, stopped_status if early else "FINISHED"))
+            if not early:
+                scored.append((val, number, knobs))
+        scored.sort(key=lambda s: (s[0], s[1]))
+        fixture.ranked[family] = [number for _, number, _ in scored]
+        candidates = [(f"top{i + 1}", {"optuna_trial": str(number)}, knobs)
+                      for i, (_, number, knobs) in enumerate(scored[:top_k])]
+        candidates.append(("default", {}, {key: _default_value(key) for key in SEARCH_SPACE}))
+        for rank, (candidate, extra, knobs) in enumerate(candidates):
+            errors = (confirm_errors or {}).get((family, candidate))
+            for index, seed in enumerate(seeds):
+                test = errors[index] if errors else 4.0 + rank + rng.gauss(0, 0.3)
+                crashed = (family, candidate, seed) in missing
+                if not crashed:
+                    fixture.confirm_test[(family, candidate, seed)] = test
+                tags = {"stage": "confirm", "candidate": candidate, "seed": str(seed),
+                        "outcome": "failed" if crashed else "completed", **extra}
+                metrics = {} if crashed else {"val/error": test - 0.2, "test/error": test,
+                                              **({"test/images": test_images} if test_images else {})}
+                writes.append((f"{net} {candidate} seed {seed}", family, tags, {**knobs, "run.seed": seed}, metrics,
+                               iterations // 3 if crashed else iterations, "FAILED" if crashed else "FINISHED"))
+    confirm = [w for w in writes if w[2]["stage"] == "confirm"]
+    rng.shuffle(confirm)  # runs finish in any order: the report must pair by the seed tag
+    for index, (run_name, family, tags, overrides, final, last, status) in enumerate(
+            [w for w in writes if w[2]["stage"] == "search"] + confirm):
+        run_id = _write_search_run(client, experiment_id, parent_id, run_name, family, depth, tags, overrides, final,
+                                   last, status, iterations, dataset, now + 1000 * index)
+        fixture.runs[run_id] = run_name
+    client.set_terminated(parent_id, "FINISHED", end_time=now + 1000 * len(writes) + 1000)
+    return fixture
+
+
+def _default_value(key: str):
+    """The default recipe's value of a flat config key (``optim.weight_decay`` → 1e-4)."""
+    return TrainConfig().to_dict()[key]
+
+
+def _write_search_run(client: MlflowClient, experiment_id: str, parent_id: str, run_name: str, family: str,
+                      depth: int, tags: dict, overrides: dict, final: dict, last: int, status: str, iterations: int,
+                      dataset: str, start_ms: int) -> str:
+    """One search or confirm run: tags, the full config as params, four evaluations ending at ``final``."""
+    config = TrainConfig().replace(**{"model.depth": depth, "model.residual": family == "residual",
+                                      "data.dataset": dataset, "data.val_size": 300, "optim.iterations": iterations,
+                                      **overrides}).to_dict()
+    run_tags = {"role": "trial", "family": family, "depth": str(depth), "shortcut": "A" if family == "residual" else
+                "none", "preset": "smoke", "dataset": dataset, "layout": "cifar", "mlflow.parentRunId": parent_id,
+                "parameters": str(_parameter_count("cifar", depth, family == "residual", "A")), **tags}
+    run = client.create_run(experiment_id, start_time=start_ms, tags=run_tags, run_name=run_name)
+    steps = [s for s in (iterations // 4, iterations // 2, 3 * iterations // 4, iterations) if s <= last]
+    metrics = [Metric(key, float(value + 20.0 * (1 - step / last)), start_ms + step, step)
+               for key, value in final.items() if key != "test/images" for step in steps]
+    metrics += [Metric("train/error", 1.0 + 30.0 * (1 - step / last), start_ms + step, step) for step in steps]
+    if "test/images" in final:
+        metrics.append(Metric("test/images", float(final["test/images"]), start_ms + last, last))
+    client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, _param_str(v)) for k, v in config.items()])
+    client.set_terminated(run.info.run_id, status, end_time=start_ms + 60_000)
+    return run.info.run_id

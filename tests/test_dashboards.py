@@ -1,8 +1,9 @@
 """The report package against a real SQLite MLflow store written as docs/tracking.md describes.
 
-One module-scoped store holds seven experiments (a smoke depth study with a failed, a diverged and a
-probe-less run; a paper-recipe study with one seed and one with three; a shortcut study; a regularisation
-search; a study on digits; ImageNet-layout nets on CIFAR-10), so the whole module runs in seconds.
+One module-scoped store holds ten experiments (a smoke depth study with a failed, a diverged and a
+probe-less run; a paper-recipe study with one seed and one with three; a shortcut study; a grid with searched
+hyper-parameters; a study on digits; ImageNet-layout nets on CIFAR-10; three Optuna searches with ASHA stops and
+a confirm stage), so the whole module runs in about a minute.
 """
 
 from __future__ import annotations
@@ -20,12 +21,19 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage pings from
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from dashboards import figures, loader, paper, probes, search, shortcuts, stats, verdict  # noqa: E402
+from dashboards import figures, loader, paper, probes, search, search_report, shortcuts, stats, verdict  # noqa: E402
 from dashboards.loader import ExperimentNotFoundError, load_experiment  # noqa: E402
 from dashboards.report import build_report, main, render_report  # noqa: E402
-from mlflow_fixtures import DROPOUT_KEY, sqlite_uri, write_fixture_experiment  # noqa: E402
+from mlflow_fixtures import DROPOUT_KEY, sqlite_uri, write_fixture_experiment, write_search_experiment  # noqa: E402
 
 MISSING = "residual-56 seed 1"
+# The confirm stage's test errors (%) per seed 1, 2, 3: the seeds differ far more than the recipes do, so only
+# pairing by seed gives the narrow interval; top2 beats top1 on test, which must not reorder the table; ResNet-20's
+# top1 seed 2 crashed, so its pairs are seeds 1 and 3.
+CONFIRM_ERRORS = {("plain", "top1"): [2.0, 15.0, 6.0], ("plain", "top2"): [4.0, 4.2, 3.9],
+                  ("plain", "default"): [3.0, 17.0, 7.5], ("residual", "top1"): [2.0, 9.9, 8.0],
+                  ("residual", "top2"): [2.5, 2.6, 2.7], ("residual", "default"): [3.0, 4.0, 10.0]}
+SEARCH = dict(confirm_errors=CONFIRM_ERRORS, missing_confirm=[("residual", "top1", 2)], top_k=2)
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +62,13 @@ def store(tmp_path_factory):
         "imagenet": write_fixture_experiment(uri, "imagenet", layout="imagenet", layout_tag="layout",
                                              depths=(18, 50), points=4, probe_history=False,
                                              with_failed=False, with_diverged=False),
+        # Optuna searches as sweeps/regularization.py logs them: ASHA stops closed KILLED (as first logged) and
+        # FINISHED (as now), otherwise the same; and one with enough full-budget trials for an importance
+        "asha_killed": write_search_experiment(uri, "asha_killed", stopped_status="KILLED", **SEARCH),
+        "asha_finished": write_search_experiment(uri, "asha_finished", stopped_status="FINISHED", **SEARCH),
+        "asha_full": write_search_experiment(uri, "asha_full", families=("residual",), stopped=3, top_k=1,
+                                             full_budget=search_report.MIN_IMPORTANCE_TRIALS, test_images=1000,
+                                             confirm_seeds=(1, 2)),
     }
     return uri, experiments
 
@@ -678,3 +693,111 @@ def test_each_study_page_is_titled_by_its_study_else_its_experiment(store, tmp_p
     experiment_id = client.create_experiment("untagged", artifact_location=(tmp_path / "a").as_uri())
     client.create_run(experiment_id, run_name="sweep", tags={"role": "sweep", "recipe": "reduced"})
     assert "<title>ResNet depth study — untagged</title>" in render_report(load_experiment("untagged", uri))
+
+
+# ------------------------------------------------------------------------------------- the search report
+
+def _search_html(html: str) -> str:
+    return html.split('<section id="search">')[1].split("</section>")[0]
+
+
+def test_search_report_reads_asha_stops_from_the_outcome_tag_whatever_their_status(store):
+    uri, _ = store
+    killed, finished = load_experiment("asha_killed", uri), load_experiment("asha_finished", uri)
+    for data, status in ((killed, "KILLED"), (finished, "FINISHED")):
+        stopped = data.runs[data.runs["tags.stage"].eq("search") & data.runs["outcome"].eq("stopped_early")]
+        assert len(stopped) == 8 and set(stopped["status"]) == {status}
+    html = render_report(killed)
+    assert _search_html(html) == _search_html(render_report(finished))
+    section = _search_html(html)
+    for net in ("plain-20", "ResNet-20"):
+        assert f"{net}: 12 at full budget, 4 stopped early by ASHA, 0 other" in section
+        assert (f"Parameter importance for {net} (fANOVA) over 12 full-budget trials; 4 trials stopped early by "
+                f"ASHA are left out — importance covers survivors only.") in section
+    assert section.count("Too few for an importance estimate: it needs at least 20 full-budget trials per net "
+                         "(8 more)") == 2
+    assert 'id="fig-importance' not in section
+    assert "8 stopped early" in html.split("</header>")[0]  # the summary line counts them by outcome too
+
+
+def test_importance_is_shown_from_enough_full_budget_trials_and_covers_them_only(store):
+    uri, _ = store
+    data = load_experiment("asha_full", uri)
+    section = _search_html(render_report(data))
+    assert 'id="fig-importance-ResNet-20"' in section
+    assert ("over 20 full-budget trials; 3 trials stopped early by ASHA are left out — importance covers survivors "
+            "only.") in section
+    space = search_report.search_settings(data.sweeps)["space"]
+    trials = search_report.search_trials(data.runs, space)
+    scores = search_report.importance_for(trials, space)
+    full_budget = trials[trials["outcome"].eq("completed")]
+    pd.testing.assert_frame_equal(scores, search_report.importance_for(full_budget, space))
+    counted = search_report.importance_for(trials.assign(outcome="completed"), space)  # as if stops were results
+    assert not scores.set_index("param")["importance"].equals(counted.set_index("param")["importance"])
+    assert scores.set_index("param")["importance"].idxmax() == DROPOUT_KEY  # the one knob that matters here
+
+
+def test_search_parallel_coordinates_one_per_net_without_constant_axes(store):
+    uri, _ = store
+    section = _search_html(render_report(load_experiment("asha_killed", uri)))
+    assert 'id="fig-search-parcoords-plain-20"' in section and 'id="fig-search-parcoords-residual-20"' in section
+    assert "model.residual" not in section
+    assert '"label":"log10 optim.weight_decay"' in section and '"label":"optim.label_smoothing"' in section
+    assert section.count('"ticktext":["True","False"]') == 2  # augment, named by its values
+
+    table = pd.DataFrame({"a": [1.0, 2.0, 3.0], "same": [0.5] * 3, "choice": [0.0, 1.0, 0.0], "y": [5.0, 6.0, 7.0]})
+    fig = figures.search_parallel_coordinates(table, ["a", "same", "choice"], "y", choices={"choice": ["on", "off"]})
+    assert [d.label for d in fig.data[0].dimensions] == ["a", "choice", "y"]
+    assert list(fig.data[0].dimensions[1].ticktext) == ["on", "off"]
+
+
+def test_test_images_from_the_metric_else_the_data_set():
+    runs = pd.DataFrame({"dataset": ["digits", "cifar10", "cifar10"],
+                         "metrics.test/images": [float("nan"), float("nan"), 5000.0]})
+    assert search_report.test_images(runs).tolist() == [360, 10_000, 5000]
+    assert search_report.test_images(runs.drop(columns="metrics.test/images")).tolist() == [360, 10_000, 10_000]
+
+
+def test_confirm_stage_states_best_minus_default_paired_by_seed(store):
+    from html import escape
+
+    from dashboards.inference import paired_difference, signed
+
+    uri, fx = store
+    section = _search_html(render_report(load_experiment("asha_killed", uri)))
+    written = fx["asha_killed"].confirm_test
+    for family, net, seeds in (("plain", "plain-20", [1, 2, 3]), ("residual", "ResNet-20", [1, 3])):
+        default = [written[(family, "default", s)] for s in seeds]
+        best = [written[(family, "top1", s)] for s in seeds]
+        expected = paired_difference(default, best, [360] * len(seeds))  # digits without test/images: 360
+        assert escape(f"{net}: best found (chosen on validation) − default recipe: {signed(expected.effect)} pp "
+                      f"test error ({expected.sentence_tail()})") in section
+        mispaired = paired_difference(default[::-1], best, [360] * len(seeds))  # pairing by position would give
+        assert escape(mispaired.sentence_tail()) not in section
+    assert "ResNet-20" in section and "seed(s) 2 left out: only one of the two completed" in section
+
+    full = _search_html(render_report(load_experiment("asha_full", uri)))
+    written = fx["asha_full"].confirm_test
+    expected = paired_difference([written[("residual", "default", s)] for s in (1, 2)],
+                                 [written[("residual", "top1", s)] for s in (1, 2)], [1000, 1000])  # test/images
+    assert escape(expected.sentence_tail()) in full
+
+
+def test_confirm_table_lists_the_retrained_configurations_in_validation_order_not_by_test(store):
+    uri, fx = store
+    data = load_experiment("asha_killed", uri)
+    space = search_report.search_settings(data.sweeps)["space"]
+    table = search_report.confirm_table(search_report.confirm_runs(data.runs, space),
+                                        search_report.search_trials(data.runs, space), space)
+    for family, net in (("plain", "plain-20"), ("residual", "ResNet-20")):
+        rows = table[table["net"].eq(net)]
+        assert list(rows["chosen by validation rank"]) == ["1", "2", "default recipe"]
+        assert list(rows["Optuna trial"]) == [str(n) for n in fx["asha_killed"].ranked[family][:2]] + ["—"]
+        default = rows.iloc[-1]
+        assert (default["optim.weight_decay"], default[DROPOUT_KEY], default["data.augment"]) == ("0.0001", "0", "True")
+    plain = table[table["net"].eq("plain-20")]["test error % (mean ± std over seeds)"]
+    assert list(plain) == ["7.67 ± 6.66", "4.03 ± 0.15", "9.17 ± 7.15"]  # top2 is lower on test: not moved up
+    section = _search_html(render_report(data))
+    confirm = section.split("<h3>Confirm stage")[1].split('<div class="figure">')[0]
+    assert "<th>chosen by validation rank</th>" in confirm
+    assert not re.search(r"<td>[^<]*best[^<]*</td>", confirm)  # no "best" marks on test

@@ -23,7 +23,7 @@ import pandas as pd  # noqa: E402
 from dashboards.loader import load_experiment  # noqa: E402
 from dashboards.report import HISTORY_METRICS, build_report  # noqa: E402
 from dashboards.screenshot import BrowserMissingError, chromium, chromium_path, wait_for_plots  # noqa: E402
-from mlflow_fixtures import sqlite_uri, write_fixture_experiment  # noqa: E402
+from mlflow_fixtures import DROPOUT_KEY, sqlite_uri, write_fixture_experiment, write_search_experiment  # noqa: E402
 from processes import free_port, stop_group  # noqa: E402
 
 EXPERIMENT = "depth_vs_error"
@@ -48,6 +48,10 @@ LEGENDS = """() => Object.fromEntries([...document.querySelectorAll('.plotly-gra
             inside: r.top >= box.top && r.bottom <= box.bottom && r.left >= box.left && r.right <= box.right};
   })];
 }))"""
+# Per parallel-coordinates graph: the labels of its axes.
+PARCOORDS_AXES = """() => Object.fromEntries([...document.querySelectorAll('.plotly-graph-div')]
+  .filter(div => div.querySelector('.parcoords'))
+  .map(div => [div.id, [...div.querySelectorAll('.parcoords .y-axis .axis-title')].map(t => t.textContent)]))"""
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +72,15 @@ def fixture_store(tmp_path_factory):
     fx = write_fixture_experiment(uri, EXPERIMENT, shortcuts=("A", "B"), search_trials=8,
                                   missing_probes_for=["residual-56 seed 1"])
     return uri, fx, root
+
+
+@pytest.fixture(scope="module")
+def search_page(fixture_store, tmp_path_factory) -> Path:
+    """The report of an Optuna search (plain and ResNet-20, ASHA stops, a confirm stage) in the same store."""
+    uri, _, _ = fixture_store
+    write_search_experiment(uri, "regularization", missing_confirm=[("residual", "top1", 3)])
+    return build_report("regularization", uri, out=tmp_path_factory.mktemp("search") / "report.html",
+                        log_to_parent=False)
 
 
 @pytest.fixture(scope="module")
@@ -266,3 +279,32 @@ def test_loader_reads_the_same_through_the_tracking_server(fixture_store, mlflow
     assert sorted(direct.missing_probes) == sorted(served.missing_probes)
     pd.testing.assert_frame_equal(direct.responses.sort_values(["run_id", "layer_index"]).reset_index(drop=True),
                                   served.responses.sort_values(["run_id", "layer_index"]).reset_index(drop=True))
+
+
+def test_search_page_in_the_browser(browser, search_page, tmp_path):
+    """What a person sees of a search: its study in the title, one parallel-coordinates figure per net with only
+    the knobs that vary, the confirm headline per net with its interval, and the importance notes."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(search_page.resolve().as_uri(), wait_until="load")
+    wait_for_plots(page)
+    assert page.title() == "ResNet depth study — regularization"
+    axes = page.evaluate(PARCOORDS_AXES)
+    knobs = ["log10 optim.weight_decay", "optim.label_smoothing", DROPOUT_KEY, "data.augment"]
+    assert sorted(axes) == ["fig-search-parcoords-plain-20", "fig-search-parcoords-residual-20"]
+    for plot, labels in axes.items():
+        assert labels == [*knobs, "final validation error (%)"], (plot, labels)
+    headlines = page.locator("#search li.confirm-headline").all_inner_texts()
+    assert [h.split(":")[0] for h in headlines] == ["plain-20", "ResNet-20"]
+    for headline in headlines:
+        assert "best found (chosen on validation) − default recipe: " in headline and "95 % CI" in headline, headline
+        assert "paired t-test on the logit scale" in headline and " pp test error" in headline, headline
+    assert "seed(s) 3 left out" in headlines[1]
+    header = page.locator("#search table").first.locator("th").all_inner_texts()
+    assert "chosen by validation rank" in header and not any("best" in h for h in header)
+    notes = page.locator("#search p.importance-note").all_inner_texts()
+    assert len(notes) == 2 and all("importance covers survivors only" in n and "needs at least 20" in n for n in notes)
+    assert not errors, errors
+    page.screenshot(path=str(tmp_path / "search.png"), full_page=True)
+    page.close()
