@@ -24,11 +24,11 @@ import pandas as pd
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from dashboards import figures, paper, probes, search
+from dashboards import figures, paper, probes, search, verdict
 from dashboards.loader import ExperimentData, ExperimentNotFoundError, load_experiment, open_client
 from dashboards.shortcuts import TABLE3_COLUMN, shortcut_table, table3_elsewhere_note
 from dashboards.stats import comparison_runs, like_for_like, net_label, primary_shortcut, usable, varied_params
-from dashboards.verdict import shortcut_verdicts, signed, verdicts
+from dashboards.inference import signed
 
 log = logging.getLogger("dashboards.report")
 
@@ -180,31 +180,46 @@ def _comparison_note(data: ExperimentData) -> str:
 
 VERDICT_RULE = (
     "Test: training error of each run at the matched iteration (the last iteration every compared run of the "
-    "family reached), seeds as replicates. Per family, Welch's t-test of the linear trend of training error "
-    "against log<sub>2</sub>(depth), every depth with ≥ 2 seeds taking part (with two depths this is Welch's "
-    "two-sample t-test of deepest − shallowest). The effect is the fitted change from the shallowest to the "
-    "deepest net, in percentage points, with its 95 % confidence interval (Welch–Satterthwaite degrees of "
-    "freedom). A family <em>degrades</em> or <em>improves</em> only when that interval excludes 0 (p &lt; 0.05); "
-    "otherwise there is <em>no detectable difference</em>. With one seed per depth the seed noise is unknown and "
-    "the verdict is <em>inconclusive (one seed)</em>. Simulated with no true difference, this test gives a "
-    "definite verdict in at most 5 % of experiments for 2–5 seeds, and finds a gap of 5 seed standard "
-    "deviations with 3 seeds in 97–99 % (tests/test_verdict_simulation.py). The min–max columns are for "
-    "looking only.")
+    "family reached), seeds as replicates, as a count of wrong images out of the images it is over "
+    "(<code>train/images</code>), on the logit scale (log of wrong + ½ over right + ½), so that every interval, "
+    "turned back into percentage points, stays inside 0–100 %. Each depth's seed variance is floored at the "
+    "binomial variance of its counts, so a tie is not zero noise. Per family, the linear trend against "
+    "log<sub>2</sub>(depth), every depth with ≥ 2 seeds taking part (with two depths: deepest − shallowest), the "
+    "seed variance pooled across depths, guarded: when the depths' variances differ by more than an F-test at "
+    "level 0.25 allows, or the depths have unequal seeds, Welch's standard error with Hsu's df (min seeds − 1) "
+    "instead. Diverged runs count at chance error (the net failed to train); failed runs are left out and "
+    "counted. Words: <em>degrades</em> / <em>improves</em> when the interval excludes 0; <em>no difference larger "
+    f"than {verdict.EQUIVALENCE_PP:g} pp</em> only when it lies inside ±{verdict.EQUIVALENCE_PP:g} pp; otherwise "
+    "<em>inconclusive</em>, with about how many seeds would tell (80 % power at the observed spread). Each "
+    "family's verdict answers its own question at 95 %. Simulated "
+    "(tests/test_verdict_simulation.py; the table in docs/tracking.md) the false-verdict rate stays at or below "
+    "5 % for 2–5 seeds, unequal seeds, variances up to 5× apart, errors near 0 % and diverged runs. The min–max "
+    "columns are for looking only.")
+
+
+def _page_verdicts(data: ExperimentData):
+    """Every verdict this page shows (shortcut pairs Holm-corrected together): depth table, depth verdicts,
+    shortcut pairs, how many pairs were tested."""
+    wanted = report_sections(data)
+    return verdict.page_verdicts(data.history, data.runs, depth="verdict" in wanted,
+                                 shortcuts="shortcuts" in wanted and len(_residual_shortcuts(data)) >= 2)
 
 
 def _verdict_section(data: ExperimentData) -> str:
-    table, found = verdicts(data.history, data.runs)
+    table, found, _, _ = _page_verdicts(data)
     if not found:
         return _section("verdict", "Degradation verdict", '<p class="note">No plain or residual runs found.</p>')
     sentences = "".join(f'<li class="verdict verdict-{v.css}">{_e(v.sentence)}</li>' for v in found)
     shown = table.assign(
         net=[net_label(f, d) for f, d in zip(table["family"], table["depth"])],
         iteration=table["iteration"].map(lambda i: f"{int(i):,}" if pd.notna(i) else "—"),
-    )[["net", "iteration", "mean", "std", "min", "max", "n"]]
-    shown.columns = ["net", "matched iteration", "train error mean (%)", "std (pp)", "min (%)", "max (%)", "seeds"]
+        lost=[verdict.lost_runs(data.runs, f).get(int(d), "—") for f, d in zip(table["family"], table["depth"])],
+    )[["net", "iteration", "mean", "std", "min", "max", "n", "lost"]]
+    shown.columns = ["net", "matched iteration", "train error mean (%)", "std (pp)", "min (%)", "max (%)", "seeds",
+                     "did not complete (diverged: counted at chance error; failed: left out)"]
     return _section("verdict", "Degradation verdict", f'<ul class="verdicts">{sentences}</ul>', _table(shown),
-                    f'<p class="note rule" id="verdict-rule">{VERDICT_RULE}</p>', _excluded_note(data),
-                    _comparison_note(data))
+                    f'<p class="note rule" id="verdict-rule">{VERDICT_RULE}</p>',
+                    _excluded_note(data), _comparison_note(data))
 
 
 def _curves_section(data: ExperimentData) -> str:
@@ -242,8 +257,10 @@ def _paper_section(data: ExperimentData) -> str:
     if result.comparable:
         shown["difference, ours − paper (pp)"] = [_difference(row) for row in comparison.itertuples(index=False)]
         status = ('<p class="note" id="paper-comparable">Same data set, recipe and training length as the paper: '
-                  'the difference is ours − paper with a 95 % interval (Welch\'s t-test where the paper gives a '
-                  'mean ± std, else our seeds\' one-sample t interval).</p>')
+                  'the difference is ours − paper with a 95 % interval that counts the paper\'s own seed noise: a '
+                  f'published number is one run (or, for ResNet-110, the mean of 5), with a per-run std of '
+                  f'{paper.PAPER_RUN_STD} pp — the spread of ResNet-110\'s 5 runs in Table 6, the paper\'s only '
+                  'measure of it. Welch\'s t-test on the logit scale of the error counts.</p>')
     else:
         status = ('<p class="note reference-only" id="paper-reference-only"><strong>Reference only.</strong> This '
                   'experiment is not the paper\'s setting (see the banner at the top), so the paper\'s numbers '
@@ -308,13 +325,14 @@ def _responses_section(data: ExperimentData) -> str:
 def _shortcut_section(data: ExperimentData) -> str:
     if len(_residual_shortcuts(data)) < 2:
         return ""
-    found = shortcut_verdicts(data.history, data.runs)
+    _, _, found, tests = _page_verdicts(data)
     sentences = "".join(f'<li class="verdict verdict-{v.css}">{_e(v.sentence)}</li>'
                         for pairs in found.values() for v in pairs)
     tests = (f'<ul class="verdicts shortcut-verdicts">{sentences}</ul><p class="note rule">Same test as the '
-             f'degradation verdict, per pair of options at one depth: Welch\'s t-test of the test error at the '
-             f'matched iteration across seeds, with Bonferroni-widened intervals (confidence 1 − 0.05 / pairs); '
-             f'a pair with a one-seed option is inconclusive.</p>') if sentences else ""
+             f'degradation verdict, per pair of options at one depth: the test error at the matched iteration '
+             f'across seeds, as counts on the logit scale, the seed variance pooled over the options of that depth '
+             f'(guarded as there). {_e(verdict.holm_note(tests))} Each sentence states the gap its seeds find '
+             f'80 % of the time; a pair with a one-seed option is inconclusive.</p>') if sentences else ""
     table = shortcut_table(data.runs)
     reference = (f'<p class="note" id="table3-reference">{_e(table3_elsewhere_note())}</p>'
                  if TABLE3_COLUMN not in table else

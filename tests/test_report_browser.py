@@ -166,7 +166,7 @@ def test_verdict_sentences_name_their_test(browser, report):
     sentences = page.locator("#verdict li.verdict").all_inner_texts()
     assert len(sentences) == 2, sentences
     for sentence in sentences:
-        assert "Welch's t-test" in sentence and "95 % CI" in sentence and " pp" in sentence, sentence
+        assert "logit scale" in sentence and "% CI" in sentence and " pp" in sentence, sentence
     assert page.locator("#verdict-rule").is_visible()
     assert "eval mode" in page.locator("#probe-description").inner_text()
     page.close()
