@@ -191,7 +191,7 @@ def _traces(fig: go.Figure, **meta) -> list:
 def _unexplained(fig: go.Figure) -> list[str]:
     """The marks of ``fig`` that nothing in its legend names. A trace is explained by its own legend entry, by a
     shown trace of its legend group drawn the same way (same type, mode, fill and dash), or by a key entry naming
-    its kind or metric; its error bars by a key entry or by its own name ("± std")."""
+    its kind or metric; its error bars by a key entry or by its own name ("± std", "min–max")."""
     keys = {t.meta["explains"] for t in fig.data if t.meta and t.meta.get("kind") == "key"}
     drawn = [t for t in fig.data if not (t.meta and t.meta.get("kind") == "key")]
 
@@ -207,7 +207,8 @@ def _unexplained(fig: go.Figure) -> list[str]:
                 and not {meta.get("kind"), meta.get("metric")} & keys):
             missing.append(f"{t.name}: no legend entry")
         bars = getattr(t, "error_y", None)
-        if bars is not None and bars.array is not None and "error bar" not in keys and "±" not in (t.name or ""):
+        named = "±" in (t.name or "") or "min–max" in (t.name or "")  # its own name says what the bars are
+        if bars is not None and bars.array is not None and "error bar" not in keys and not named:
             missing.append(f"{t.name}: error bars unexplained")
     return missing
 
@@ -263,6 +264,8 @@ def test_error_vs_depth_and_paper_figures(smoke):
     assert comparison["ours_std"].notna().all()  # mean ± std over seeds
     fig = figures.paper_comparison(comparison, reference_only=True)
     assert [t.meta["kind"] for t in fig.data] == ["paper", "ours"] and "reference only" in fig.layout.title.text
+    ours = fig.data[1]  # our bars are the seeds' min–max: inside 0–100 % whatever the spread
+    assert (ours.y - ours.error_y.arrayminus == comparison["ours_min"]).all()
     assert _unexplained(fig) == []
     assert _unexplained(figures.layer_responses(smoke.responses, smoke.runs)) == []
 
