@@ -29,20 +29,25 @@ STUDY = SearchStudy(
     name="regularization",
     description=__doc__.strip().splitlines()[0],
     axes=(FAMILY,),
+    # Both presets have one ASHA rung, halfway through the last lr phase (87.5 % of training): after the last
+    # drop (75 %), as every rung must be (sweeps/asha.py), and late enough that the error has settled at the
+    # final lr. A stopped trial saves the last 12.5 % of its training.
     presets={
         # 400 iterations are 45 epochs of the 1137 training digits: a depth-20 net fits them (room for
-        # regularisation). One ASHA rung (200) before the full budget keeps about half of 8 trials per family,
+        # regularisation). lr drops at 200 and 300; the rung at 350 keeps about half of 8 trials per family,
         # enough full-budget trials for an importance estimate; with the confirm stage, minutes on two cores.
+        # An evaluation every 50 iterations puts one on the rung.
         "smoke": SearchPreset(
             "smoke", SMOKE_DESCRIPTION + ", depth 20, 300 images held out for validation",
-            {**SMOKE, **schedule(400, 100), "model.depth": 20, "data.val_size": 300}, grid=BOTH, seeds=1,
+            {**SMOKE, **schedule(400, 50), "model.depth": 20, "data.val_size": 300}, grid=BOTH, seeds=1,
             cpus_per_trial=1, gpus_per_trial=0,
-            budget=SearchBudget(num_samples=8, grace_period=200, reduction_factor=2, top_k=1, confirm_seeds=2)),
+            budget=SearchBudget(num_samples=8, grace_period=350, reduction_factor=2, top_k=1, confirm_seeds=2)),
+        # lr drops at 32k and 48k of 64k; the rung at 56k.
         "paper": SearchPreset(
             "paper", PAPER_DESCRIPTION + ", depth 56, on the paper's 45k/5k train/validation split",
             {**PAPER, "model.depth": 56, "data.val_size": 5000}, grid=BOTH, seeds=1, cpus_per_trial=1,
             gpus_per_trial=0.25,
-            budget=SearchBudget(num_samples=32, grace_period=8000, reduction_factor=2, top_k=3,
+            budget=SearchBudget(num_samples=32, grace_period=56_000, reduction_factor=2, top_k=3,
                                 confirm_seeds=PAPER_SEEDS)),
     },
     space={"optim.weight_decay": ("loguniform", 1e-5, 1e-2), "optim.label_smoothing": ("uniform", 0.0, 0.2),

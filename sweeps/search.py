@@ -8,7 +8,9 @@ per net under ASHA (``sweeps.search_runner``), a confirm stage and the report. N
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +40,13 @@ class Knob:
     def flag(self) -> str:
         """The flag that overrides its range or choices, e.g. ``--weight-decay``."""
         return flag_name(self.key)
+
+    @property
+    def help(self) -> str:
+        """What the knob is: its TrainConfig field's help text (resnet_core/config.py documents every option)."""
+        section, name = self.key.split(".", 1)
+        fields = {f.name: f for f in dataclasses.fields(getattr(TrainConfig(), section))}
+        return fields[name].metadata.get("help", self.key)
 
     def describe(self) -> str:
         if self.kind == CHOICE:
@@ -80,7 +89,7 @@ class SearchBudget:
     """How much a preset searches, per net: the same for every family, so their best errors compare."""
 
     num_samples: int  # trials per family
-    grace_period: int  # iterations a trial trains before ASHA may stop it
+    grace_period: int  # iterations a trial trains before ASHA may stop it: after the schedule's last lr drop
     reduction_factor: float  # ASHA keeps about 1 / reduction_factor of the trials at each rung
     top_k: int  # best configurations (by validation error) retrained in the confirm stage
     confirm_seeds: int  # seeds of each confirm run
@@ -123,6 +132,7 @@ class SearchSettings:
     top_k: int
     confirm_seeds: int
     optuna_storage: str  # an RDB URL (sqlite:///...optuna.db by default)
+    lr_milestones: list[int] = field(default_factory=list)  # every search trial's lr drops (optim.milestones)
     metric: str = METRIC
 
     def knobs(self) -> list[Knob]:
@@ -133,3 +143,15 @@ class SearchSettings:
         (grace period × reduction factor^k up to ``iterations``, by its own formula)."""
         count = int(math.log(iterations / self.grace_period) / math.log(self.reduction_factor) + 1)
         return [int(self.grace_period * self.reduction_factor ** k) for k in range(count)]
+
+    def rung_milestones(self, iterations: int) -> dict[int, list[int]]:
+        """Per rung, the lr drops a trial has passed when ASHA compares it there (all of them: see sweeps/asha.py)."""
+        return {rung: [m for m in self.lr_milestones if m < rung] for rung in self.rungs(iterations)}
+
+
+def last_lr_drop(milestones: Sequence[int], iterations: int) -> int:
+    """The last iteration at which the lr schedule drops during ``iterations`` of training (0: it never does).
+
+    A milestone M lowers the lr from step M on; one at or past ``iterations`` never takes effect.
+    """
+    return max((m for m in milestones if m < iterations), default=0)

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sweeps.search import Knob, SearchBudget, SearchPreset, SearchSettings, SearchStudy
+from sweeps.search import Knob, SearchBudget, SearchPreset, SearchSettings, SearchStudy, last_lr_drop
 from sweeps.tracking.store import absolute_tracking_uri, sqlite_path, unwritable_directory
 
 OPTUNA_DB = "optuna.db"  # beside the MLflow store's SQLite file by default
@@ -31,12 +31,18 @@ def add_search_arguments(parser: argparse.ArgumentParser, study: SearchStudy) ->
     for knob in knobs.values():
         form = "V1,V2,..." if knob.kind == "choice" else "LOW,HIGH"
         space.add_argument(knob.flag, dest=f"knob.{knob.name}", metavar=form,
-                           help=f"{knob.key} when searched: {form} (default: {knob.describe()})")
-    budget = parser.add_argument_group("search budget and storage (each family gets the same budget; default: "
-                                       "the preset's)")
+                           help=f"{knob.name}: {knob.help}; searched as {form} (default: {knob.describe()})"
+                           .replace("%", "%%"))  # argparse %-formats help
+    budget = parser.add_argument_group(
+        "search budget and storage (each family gets the same budget; default: the preset's)",
+        "Every search trial trains the full lr schedule that the confirm stage retrains, and ASHA compares "
+        "trials only after its last lr drop, at the learning rate they finish with: it can stop at most the "
+        "part of training after that drop (the last 25 % with the paper's milestones at 50 % and 75 %).")
     budget.add_argument("--num-samples", type=int, help="trials per family, early-stopped ones included")
     budget.add_argument("--search-seed", type=int, help="seed of the TPE sampler (the same for every family)")
-    budget.add_argument("--grace-period", type=int, help="iterations a trial trains before ASHA may stop it")
+    budget.add_argument("--grace-period", type=int,
+                        help="iterations a trial trains before ASHA may stop it, ASHA's first rung: must lie "
+                             "after the last lr drop (optim.milestones) and within the training iterations")
     budget.add_argument("--reduction-factor", type=float, help="ASHA keeps about 1/F of the trials at each rung "
                                                                "(rungs at grace period × F^k iterations)")
     budget.add_argument("--top-k", type=int, help="best configurations per family (by validation error of "
@@ -56,22 +62,33 @@ def search_settings(study: SearchStudy, args: argparse.Namespace, preset: Search
     if base["data.val_size"] <= 0:
         raise ValueError("a search is scored on validation error, so it needs a validation split: "
                          f"data.val_size must be > 0 (e.g. --set data.val_size=5000); got {base['data.val_size']}")
-    if budget.grace_period > base["optim.iterations"]:
-        raise ValueError(f"--grace-period must be at most the {base['optim.iterations']} training iterations; "
-                         f"got {budget.grace_period}")
+    _check_grace_period(budget.grace_period, base["optim.milestones"], base["optim.iterations"])
     knobs = [knob.checked(base) for knob in _chosen_knobs(study, args)]
     return SearchSettings(
         space={knob.key: [knob.kind, *knob.values] for knob in knobs}, num_samples=budget.num_samples,
         search_seed=budget.search_seed, grace_period=budget.grace_period, reduction_factor=budget.reduction_factor,
         top_k=budget.top_k, confirm_seeds=budget.confirm_seeds,
-        optuna_storage=optuna_storage_url(args.optuna_storage, tracking_uri, home))
+        optuna_storage=optuna_storage_url(args.optuna_storage, tracking_uri, home),
+        lr_milestones=list(base["optim.milestones"]))
+
+
+def _check_grace_period(grace_period: int, milestones: list[int], iterations: int) -> None:
+    """Every ASHA rung (grace period × F^k) must lie after the lr schedule's last drop and within training
+    (why: sweeps/asha.py); raises ValueError naming the value and the valid range."""
+    drop = last_lr_drop(milestones, iterations)
+    if not drop < grace_period <= iterations:
+        after = (f"after the last lr drop at iteration {drop} (optim.milestones {list(milestones)}), so that ASHA "
+                 f"compares trials at the learning rate they finish with, and " if drop else "")
+        raise ValueError(f"--grace-period {grace_period}: ASHA's first rung must lie {after}within the "
+                         f"{iterations} training iterations; give a grace period in [{drop + 1}, {iterations}]")
 
 
 def search_params(search: SearchSettings, iterations: int) -> dict[str, Any]:
     """The search's settings as the parent run's params (``search.*``, the storage's password masked), with
-    the ASHA rungs of ``iterations``-long trials: what the report reads."""
+    the ASHA rungs of ``iterations``-long trials and the lr drops before each: what the report reads."""
     return {**{f"search.{k}": v for k, v in dataclasses.asdict(search).items()},
-            "search.optuna_storage": masked(search.optuna_storage), "search.rungs": search.rungs(iterations)}
+            "search.optuna_storage": masked(search.optuna_storage), "search.rungs": search.rungs(iterations),
+            "search.rung_milestones": search.rung_milestones(iterations)}
 
 
 def _budget(args: argparse.Namespace, preset: SearchBudget) -> SearchBudget:

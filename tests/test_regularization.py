@@ -1,10 +1,12 @@
 """The regularisation search, for real: Ray Tune with ASHA and the Optuna searcher, a real MLflow SQLite store and
 a real Optuna RDB storage, a driver SIGKILLed mid-search and resumed. Kept short by tiny configs (synthetic
-data, depth 8, batch 32, 24 iterations, an evaluation every 4, 4-6 trials), not by mocks.
+data, depth 8, batch 32, 24 iterations with lr drops at 12 and 18, an evaluation every 4, ASHA's one rung at
+20 that keeps the best quarter, 4-6 trials), not by mocks.
 """
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 import subprocess
@@ -21,13 +23,14 @@ from ray.tune import ExperimentAnalysis
 
 from dashboards import search as search_views
 from dashboards.loader import load_experiment
-from dashboards.search_report import rung_survival, search_trials
+from dashboards.search_report import MIN_IMPORTANCE_TRIALS, rung_survival, search_trials
 from dashboards.report import build_report
 from sweeps.asha import AshaRungs, asha_scheduler
 from sweeps.cli import plan_from_argv, study_arg_parser
 from sweeps.plan import check_plan
 from sweeps.regularization import STUDY, main
 from sweeps.search_runner import run_search
+from sweeps.search import last_lr_drop
 from sweeps.searcher import FullBudgetOptunaSearch, judge
 from sweeps.trial import trial_meta
 from test_faults import driver_env, kill_driver, ray_tmp, store_args, wait_for, write_faults  # noqa: F401
@@ -35,7 +38,7 @@ from test_faults import driver_env, kill_driver, ray_tmp, store_args, wait_for, 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "smoke", "--dataset", "synthetic", "--depth", "8", "--iterations", "24", "--eval-every", "4",
         "--set", "optim.batch_size=32", "--set", "run.probe_images=16", "--set", "data.val_size=128",
-        "--grace-period", "8", "--reduction-factor", "2", "--top-k", "1", "--confirm-seeds", "1", "--no-report"]
+        "--grace-period", "20", "--reduction-factor", "4", "--top-k", "1", "--confirm-seeds", "1", "--no-report"]
 METRICS = ("train/error", "val/error", "test/error", "opt/lr")
 
 
@@ -70,6 +73,12 @@ def assert_steps_unique(client: MlflowClient, run) -> None:
     (["--num-samples", "0"], r"--num-samples must be >= 1; got 0"),
     (["--head-dropout", "0,1.5"], r"--head-dropout 0,1.5: model.head_dropout must be in \[0, 1\); got 1.5"),
     (["--set", "data.val_size=0"], r"needs a validation split: data.val_size must be > 0"),
+    # the smoke preset's lr drops at 200 and 300 of 400 iterations: ASHA's first rung must come after 300
+    (["--grace-period", "300"], r"--grace-period 300: ASHA's first rung must lie after the last lr drop at iteration "
+                                r"300 \(optim.milestones \[200, 300\]\), .* give a grace period in \[301, 400\]"),
+    (["--grace-period", "500"], r"--grace-period 500: .*within the 400 training iterations; give a grace period in "
+                                r"\[301, 400\]"),
+    (["--iterations", "1000"], r"--grace-period 350: .*after the last lr drop at iteration 750 .*\[751, 1000\]"),
 ])
 def test_bad_input_exits_2_naming_the_value_before_anything_is_created(tmp_path, monkeypatch, capsys, flags, message):
     monkeypatch.chdir(tmp_path)
@@ -99,7 +108,20 @@ def test_presets_search_on_a_validation_split_with_the_same_budget_for_every_fam
         assert [a["model.residual"] for a in plan.archs] == [False, True]
     plan = plan_from_argv(STUDY, ["--preset", "paper"])
     assert plan.base["data.val_size"] == 5000 and plan.base["model.depth"] == 56
-    assert plan.search.rungs(64_000) == [8000, 16000, 32000, 64000]
+
+
+@pytest.mark.parametrize("preset, milestones, rungs, iterations", [
+    ("smoke", [200, 300], [350], 400), ("paper", [32_000, 48_000], [56_000], 64_000)])
+def test_every_rung_of_a_preset_lies_after_the_last_lr_drop_on_an_evaluation(preset, milestones, rungs, iterations):
+    """ASHA compares trials only where they train at their final lr, and the parent run says so per rung."""
+    plan = plan_from_argv(STUDY, ["--preset", preset])
+    base, search = plan.base, plan.search
+    assert base["optim.iterations"] == iterations and base["optim.milestones"] == milestones
+    assert search.rungs(iterations) == rungs and all(r > last_lr_drop(milestones, iterations) for r in rungs)
+    assert all(r % base["run.eval_every"] == 0 for r in rungs)  # compared at the rung, not at a later evaluation
+    params = plan.extra_params
+    assert params["search.rungs"] == rungs and params["search.lr_milestones"] == milestones
+    assert params["search.rung_milestones"] == {r: milestones for r in rungs}
 
 
 def test_asha_rungs_are_kept_across_a_driver_restart():
@@ -108,7 +130,7 @@ def test_asha_rungs_are_kept_across_a_driver_restart():
     search = plan_from_argv(STUDY, ["--preset", "smoke"]).search
 
     def scheduler(state: dict | None = None):
-        asha = asha_scheduler(search, 600)
+        asha = asha_scheduler(search, 400)
         if state is not None:
             AshaRungs(asha).set_state(pickle.loads(pickle.dumps(state)))  # as Tune keeps it, pickled
         return asha
@@ -116,10 +138,10 @@ def test_asha_rungs_are_kept_across_a_driver_restart():
     good, bad = SimpleNamespace(trial_id="good"), SimpleNamespace(trial_id="bad")
     before = scheduler()
     before.on_trial_add(None, good)
-    assert before.on_trial_result(None, good, {"iteration": 200, "val/error": 5.0}) == "CONTINUE"
+    assert before.on_trial_result(None, good, {"iteration": 350, "val/error": 5.0}) == "CONTINUE"
     for asha, decision in ((scheduler(AshaRungs(before).get_state()), "STOP"), (scheduler(), "CONTINUE")):
         asha.on_trial_add(None, bad)
-        assert asha.on_trial_result(None, bad, {"iteration": 200, "val/error": 50.0}) == decision
+        assert asha.on_trial_result(None, bad, {"iteration": 350, "val/error": 50.0}) == decision
 
 
 @pytest.mark.parametrize("result, error, expected", [
@@ -144,7 +166,7 @@ def test_a_restored_searcher_reissues_what_the_dead_driver_asked_for_and_refuses
 
     first = searcher()
     first.suggest("a")
-    first.on_trial_complete("a", {"status": "completed", "val/error": 5.0, "iteration": 600})
+    first.on_trial_complete("a", {"status": "completed", "val/error": 5.0, "iteration": 400})
     first.suggest("b")
     first.save(str(tmp_path / "searcher.pkl"))  # what Tune saved: a finished, b running
     lost = first.suggest("c")  # asked after that save
@@ -194,10 +216,18 @@ def test_asha_stopped_trials_are_recorded_as_stopped_early_not_completed(asha_se
         last = logged[-1]
         if name in stopped:  # PRUNED at its last value, not COMPLETE; its run closed as KILLED, never RUNNING
             assert trial.state == TrialState.PRUNED and trial.user_attrs["outcome"] == "stopped_early"
-            assert run.info.status == "KILLED" and run.data.tags["stopped_at_iteration"] == str(last) and last < 24
+            assert run.info.status == "KILLED" and run.data.tags["stopped_at_iteration"] == str(last) == "20"
         else:
             assert trial.state == TrialState.COMPLETE and last == 24 and run.info.status == "FINISHED"
         assert trial.value == pytest.approx(run.data.metrics["val/error"])
+
+
+def test_the_parent_run_says_where_each_rung_lies_against_the_lr_drops(asha_search):
+    _, _, _, client = asha_search
+    parent = client.search_runs([client.get_experiment_by_name("asha").experiment_id], "tags.role = 'sweep'")[0]
+    assert json.loads(parent.data.params["search.rungs"]) == [20]
+    assert json.loads(parent.data.params["search.rung_milestones"]) == {"20": [12, 18]}
+    assert json.loads(parent.data.params["search.lr_milestones"]) == [12, 18]
 
 
 def test_importance_uses_full_budget_trials_only_and_says_how_many(asha_search, monkeypatch):
@@ -209,14 +239,14 @@ def test_importance_uses_full_budget_trials_only_and_says_how_many(asha_search, 
     runs = search_runs(client, "asha", "search")
     full = {r[0].info.run_id for r in runs.values() if r[0].data.tags["outcome"] == "completed"}
     stopped = len(runs) - len(full)
-    assert f"computed over the {len(full)} full-budget trials only; {stopped} trial(s) stopped early" in report
-    if len(full) >= 4:  # enough for fANOVA: it saw exactly the full-budget trials
+    assert re.search(rf"{len(full)} full-budget trials[^<]*\b{stopped} trial\S* stopped early", report)
+    if len(full) >= MIN_IMPORTANCE_TRIALS:  # enough for fANOVA: it saw exactly the full-budget trials
         assert set(seen[-1]["run_id"]) == full
     assert 'id="fig-search-history"' in report and "best found" in report
     last_steps = [max(m.step for m in client.get_metric_history(r[0].info.run_id, "train/error")) for r in runs.values()]
     survived = rung_survival(search_trials(load_experiment("asha", plan.tracking_uri).runs, plan.search.space),
                              plan.search.rungs(24), 24).iloc[0]
-    assert [survived[c] for c in ("8", "16", "24 (full)")] == [sum(s >= m for s in last_steps) for m in (8, 16, 24)]
+    assert [survived[c] for c in ("20", "24 (full)")] == [sum(s >= m for s in last_steps) for m in (20, 24)]
 
 
 def test_confirm_stage_retrains_the_best_and_the_default_recipe(asha_search):
@@ -296,4 +326,9 @@ def test_killed_search_resumes_with_its_searcher_and_exact_trial_counts(tmp_path
     assert hung.info.status in ("FINISHED", "KILLED") and hung.data.tags["outcome"] in ("completed", "stopped_early")
     for run in [r[0] for r in runs.values()] + [r[0] for r in search_runs(client, "killed", "confirm").values()]:
         assert_steps_unique(client, run)
+    for net, study in found.items():  # the restored searcher goes on recording every evaluation
+        for trial in study.trials:
+            run = runs[f"{net} trial {trial.number}"][0]
+            logged = [m.step for m in client.get_metric_history(run.info.run_id, "val/error")]
+            assert sorted(trial.intermediate_values) == logged, (net, trial.number)
     assert len(search_runs(client, "killed", "confirm")) == 4  # (top1 + default) x 1 seed x 2 families
