@@ -148,6 +148,19 @@ class SearchSettings:
         """Per rung, the lr drops a trial has passed when ASHA compares it there (all of them: see sweeps/asha.py)."""
         return {rung: [m for m in self.lr_milestones if m < rung] for rung in self.rungs(iterations)}
 
+    def stop_reason(self, iteration: int, iterations: int) -> str:
+        """Why a search trial that Tune stopped at ``iteration`` (of ``iterations``) ended there, in words."""
+        rungs = self.rungs(iterations)
+        passed = [rung for rung in rungs if rung <= iteration]
+        if not passed:  # ASHA decides only at its rungs
+            return f"stopped at iteration {iteration}, before ASHA's first rung at {rungs[0]}"
+        rung = passed[-1]
+        drop = last_lr_drop(self.lr_milestones, iterations)
+        after = f"{iteration - drop} iterations after the last lr drop at {drop}" if drop else "no lr drop before it"
+        return (f"ASHA stopped it at rung {len(passed)} of {len(rungs)} (iteration {rung}; compared at iteration "
+                f"{iteration}, {after}): its {self.metric} there was outside the best 1/{self.reduction_factor:g} "
+                f"of the values the trials before it recorded at that rung")
+
 
 def last_lr_drop(milestones: Sequence[int], iterations: int) -> int:
     """The last iteration at which the lr schedule drops during ``iterations`` of training (0: it never does).

@@ -102,17 +102,23 @@ def _fit_stage(plan: SweepPlan, sweep: TrackedSweep, name: str, new_tuner: Calla
 
 def _search_stage(plan: SweepPlan, sweep: TrackedSweep, arch: dict[str, Any],
                   net: str) -> tuple[list[tune.Result], bool]:
-    """One net's search; its trials ASHA stopped are then tagged ``outcome=stopped_early`` in MLflow.
+    """One net's search; its trials ASHA stopped then end in MLflow as FINISHED with ``outcome=stopped_early``,
+    ``stopped_at_iteration`` and ``stop_reason``: a decision of the search, not a fault.
 
-    Errored trials are not retried on --resume: Optuna already holds them as FAIL.
+    The trial itself cannot tell an ASHA stop from a driver that is stopping (both end it at a report), so it
+    closes its run as KILLED (``outcome=stopped``); only the driver knows, here. Errored trials are not retried
+    on --resume: Optuna already holds them as FAIL.
     """
     name = f"search-{net}"
     results, finished = _fit_stage(plan, sweep, name, partial(_search_tuner, plan, sweep, arch, net, name),
                                    resume_errored=False)
+    iterations = plan.base["optim.iterations"]
     for result in results:
         if result.error is None and (result.metrics or {}).get("status") == "running":
-            mark_trial_run(sweep.tracking, result.metrics["trial_id"], "stopped_early", "KILLED",
-                           {"stopped_at_iteration": result.metrics[ITERATION]}, only_running=False)
+            stopped_at = result.metrics[ITERATION]
+            mark_trial_run(sweep.tracking, result.metrics["trial_id"], "stopped_early", "FINISHED",
+                           {"stopped_at_iteration": stopped_at,
+                            "stop_reason": plan.search.stop_reason(stopped_at, iterations)}, only_running=False)
     return results, finished
 
 
@@ -130,9 +136,11 @@ def startup_trials(num_samples: int) -> int:
 def _search_tuner(plan: SweepPlan, sweep: TrackedSweep, arch: dict[str, Any], net: str, name: str) -> tune.Tuner:
     """One net's search: the seeded TPE searcher on its Optuna study, ASHA on the training iteration."""
     search = plan.search
+    iterations = plan.base["optim.iterations"]
     searcher = FullBudgetOptunaSearch(search.knobs(), search.optuna_storage, study_name(plan, sweep, net),
-                                      search.search_seed, startup_trials(search.num_samples), net, search.metric)
-    scheduler = asha_scheduler(search, plan.base["optim.iterations"])
+                                      search.search_seed, startup_trials(search.num_samples), net, search.metric,
+                                      partial(search.stop_reason, iterations=iterations))
+    scheduler = asha_scheduler(search, iterations)
     return tune.Tuner(
         sweep.trainable,
         param_space={**plan.base, **arch, "run.seed": plan.seeds[0]},  # one seed: one validation split for all

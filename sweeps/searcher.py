@@ -15,11 +15,17 @@ lost) is re-issued, with the same parameters, to the next trial Tune creates, wh
 trial's MLflow run; so a search ends with exactly ``num_samples`` trials in Tune, Optuna and MLflow. A searcher
 that Tune did not restore while restoring its trials (Ray once fell back to a fresh searcher silently) fails
 loudly instead of searching on with a fresh sampler.
+
+Intermediate values: Tune hands every report but the last to ``on_trial_result`` (also through
+``ConcurrencyLimiter``), and the last one, the report at which ASHA stopped a trial or its final evaluation,
+only to ``on_trial_complete``; both record it, so each Optuna trial holds its ``val/error`` at every evaluation
+iteration (tests/test_regularization.py reads them back from the storage).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import optuna
@@ -33,6 +39,7 @@ from sweeps.trial import META_KEY, TrialMeta
 ITERATION = "iteration"  # the training iteration in each report (sweeps.trainable), ASHA's time attribute
 TUNE_TRIAL_ID = "tune_trial_id"  # user attribute of each Optuna trial: the Tune trial it ran as
 OUTCOME = "outcome"  # user attribute of each finished Optuna trial: as the MLflow tag (docs/tracking.md)
+STOP_REASON = "stop_reason"  # user attribute of a PRUNED trial: why and where ASHA stopped it, in words
 RESTORES = "tune_restores"  # user attribute of the study: how often Tune restored its searcher
 
 
@@ -60,11 +67,13 @@ class FullBudgetOptunaSearch(OptunaSearch):
     """OptunaSearch (TPE, seeded) on an RDB storage that records early-stopped trials as PRUNED."""
 
     def __init__(self, knobs: list[Knob], storage_url: str, study_name: str, seed: int, startup_trials: int,
-                 net: str, metric: str):
+                 net: str, metric: str, stop_reason: Callable[[int], str]):
+        """``stop_reason``: the words for a trial stopped early at an iteration (``SearchSettings.stop_reason``)."""
         super().__init__(space={knob.key: distribution(knob) for knob in knobs}, metric=metric, mode="min",
                          sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials),
                          study_name=study_name, storage=optuna.storages.RDBStorage(storage_url))
         self._net = net  # names trials, e.g. "residual-56 trial 3"
+        self._stop_reason = stop_reason
         self._reissue: list[int] = []  # numbers of Optuna trials whose Tune trials a dead driver lost
         self._reconciled = False
 
@@ -107,6 +116,8 @@ class FullBudgetOptunaSearch(OptunaSearch):
         state, value, outcome = judge(result, error, self.metric)
         ot_trial = self._ot_trials[trial_id]
         ot_trial.set_user_attr(OUTCOME, outcome)
+        if state == TrialState.PRUNED:
+            ot_trial.set_user_attr(STOP_REASON, self._stop_reason(int(result[ITERATION])))
         self._ot_study.tell(ot_trial, value, state=state)
         self._completed_trials.add(trial_id)
 

@@ -162,7 +162,7 @@ def test_a_restored_searcher_reissues_what_the_dead_driver_asked_for_and_refuses
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
 
     def searcher() -> FullBudgetOptunaSearch:
-        return FullBudgetOptunaSearch(search.knobs(), url, "s", 0, 2, "plain-20", "val/error")
+        return FullBudgetOptunaSearch(search.knobs(), url, "s", 0, 2, "plain-20", "val/error", str)
 
     first = searcher()
     first.suggest("a")
@@ -211,15 +211,38 @@ def test_asha_stopped_trials_are_recorded_as_stopped_early_not_completed(asha_se
         trial = study.trials[int(run.data.tags["optuna_trial"])]
         assert trial.user_attrs["tune_trial_id"] == run.data.tags["trial_id"]
         assert trial.params["optim.weight_decay"] == pytest.approx(float(run.data.params["optim.weight_decay"]))
-        logged = [m.step for m in client.get_metric_history(run.info.run_id, "val/error")]
-        assert sorted(trial.intermediate_values) == logged  # every evaluation, at its training iteration
-        last = logged[-1]
-        if name in stopped:  # PRUNED at its last value, not COMPLETE; its run closed as KILLED, never RUNNING
+        last = max(m.step for m in client.get_metric_history(run.info.run_id, "val/error"))
+        # Every run ends FINISHED: an ASHA stop is a decision of the search, not a fault (KILLED is for
+        # interruptions); its outcome, iteration and reason say it stopped early.
+        assert run.info.status == "FINISHED"
+        if name in stopped:  # PRUNED at its last value, not COMPLETE
             assert trial.state == TrialState.PRUNED and trial.user_attrs["outcome"] == "stopped_early"
-            assert run.info.status == "KILLED" and run.data.tags["stopped_at_iteration"] == str(last) == "20"
+            assert run.data.tags["stopped_at_iteration"] == str(last) == "20"  # the rung, after the drop at 18
+            assert run.data.tags["stop_reason"] == trial.user_attrs["stop_reason"]
         else:
-            assert trial.state == TrialState.COMPLETE and last == 24 and run.info.status == "FINISHED"
+            assert trial.state == TrialState.COMPLETE and last == 24 and run.data.tags["outcome"] == "completed"
         assert trial.value == pytest.approx(run.data.metrics["val/error"])
+
+
+def test_the_optuna_study_holds_every_evaluation_and_why_each_pruned_trial_stopped(asha_search):
+    """What optuna-dashboard shows: each trial's validation error at every evaluation iteration (4, 8, ... up to
+    where it stopped) equal to its MLflow history, and for a pruned trial, where and why ASHA stopped it."""
+    tmp_path, _, _, client = asha_search
+    study = studies(tmp_path)["residual-8"]
+    runs = {r[0].data.tags["optuna_trial"]: r[0] for r in search_runs(client, "asha", "search").values()}
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert pruned and len(pruned) < len(study.trials)
+    for trial in study.trials:
+        history = client.get_metric_history(runs[str(trial.number)].info.run_id, "val/error")
+        last = max(m.step for m in history)
+        assert sorted(trial.intermediate_values) == list(range(4, last + 1, 4))  # every evaluation
+        assert trial.intermediate_values == pytest.approx({m.step: m.value for m in history})
+    for trial in pruned:
+        assert trial.user_attrs["stop_reason"] == (
+            "ASHA stopped it at rung 1 of 1 (iteration 20; compared at iteration 20, 2 iterations after the last "
+            "lr drop at 18): its val/error there was outside the best 1/4 of the values the trials before it "
+            "recorded at that rung")
+    assert all("stop_reason" not in t.user_attrs for t in study.trials if t.state == TrialState.COMPLETE)
 
 
 def test_the_parent_run_says_where_each_rung_lies_against_the_lr_drops(asha_search):
@@ -323,7 +346,7 @@ def test_killed_search_resumes_with_its_searcher_and_exact_trial_counts(tmp_path
         assert [(m.step, m.timestamp) for m in client.get_metric_history(run.info.run_id, "val/error")] == history
     hung = runs["plain-8 trial 2"][0]
     assert hung.data.tags["attempts"] == "2" and hung.data.tags["resumed_from_iteration"] == "4"
-    assert hung.info.status in ("FINISHED", "KILLED") and hung.data.tags["outcome"] in ("completed", "stopped_early")
+    assert hung.info.status == "FINISHED" and hung.data.tags["outcome"] in ("completed", "stopped_early")
     for run in [r[0] for r in runs.values()] + [r[0] for r in search_runs(client, "killed", "confirm").values()]:
         assert_steps_unique(client, run)
     for net, study in found.items():  # the restored searcher goes on recording every evaluation

@@ -122,8 +122,9 @@ def close_interrupted_sweep(uri: str, earlier: EarlierSweep) -> list[str]:
 
 
 def mark_trial_run(tracking: TrialTracking, trial_id: str, outcome: str, status: str,
-                   tags: dict[str, str] | None = None, only_running: bool = True, attempts: int = 3) -> bool:
-    """Give a trial's run its true end from the driver: the tag ``outcome`` (and ``tags``) and MLflow ``status``.
+                   tags: dict[str, Any] | None = None, only_running: bool = True, attempts: int = 3) -> bool:
+    """Give a trial's run its true end from the driver: the tag ``outcome`` (and ``tags``) and MLflow ``status``
+    (e.g. ``stopped_early`` and FINISHED for a trial a search's ASHA stopped, ``failed`` and FAILED).
 
     With ``only_running``, only a run still RUNNING is changed. True if the run was changed.
     """

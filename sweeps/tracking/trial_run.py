@@ -30,7 +30,10 @@ log = logging.getLogger(__name__)
 
 ROLE_TRIAL = "trial"
 PROGRESS_METRIC = "train/error"  # logged at every evaluation: its last step is how far a run's log got
-FINISH_STATUS = {"completed": RunStatus.FINISHED, "stopped": RunStatus.KILLED}  # any other outcome: FAILED
+# "stopped": Tune ended the trial at a report before its last. The trial cannot tell why, so it is KILLED (an
+# interruption: the sweep's driver was stopping) until a search's driver re-marks an ASHA stop as FINISHED
+# with outcome=stopped_early (sweeps/search_runner.py). Any other outcome: FAILED.
+FINISH_STATUS = {"completed": RunStatus.FINISHED, "stopped": RunStatus.KILLED}
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,7 @@ class TrialRun:
 
     def finish(self, outcome: str) -> bool:
         """Close the run with a true status: FINISHED when completed, KILLED when Tune stopped it before its
-        last iteration ("stopped"), FAILED when diverged or crashed.
+        last iteration ("stopped", see ``FINISH_STATUS``), FAILED when diverged or crashed.
 
         Returns False when the store was unreachable: the end is then spooled with everything before it.
         """
