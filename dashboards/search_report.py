@@ -54,7 +54,7 @@ def search_settings(sweeps: pd.DataFrame) -> dict:
     settings = {c[len("params.search."):]: row[c] for c in sweeps.columns
                 if c.startswith("params.search.") and pd.notna(row[c])}
     for key in ("space", "rungs", "num_samples", "search_seed", "grace_period", "reduction_factor", "top_k",
-                "confirm_seeds"):
+                "confirm_seeds", "lr_milestones", "rung_milestones"):
         if key in settings:
             settings[key] = json.loads(settings[key])
     return settings
@@ -250,7 +250,21 @@ def _intro(settings: dict, trials: pd.DataFrame) -> str:
             f'period {_e(settings.get("grace_period"))} iterations, reduction factor '
             f'{_e(settings.get("reduction_factor"))}): {space}. Objective: validation error at the last iteration; '
             f'trials ASHA stopped are recorded as such (Optuna PRUNED, MLflow <code>outcome=stopped_early</code>), '
-            f'not as results. {per_net}.</p>')
+            f'not as results. {per_net}.</p>' + _rungs_note(settings))
+
+
+def _rungs_note(settings: dict) -> str:
+    """Where ASHA compares trials, beside the lr schedule's drops (older searches did not log the drops)."""
+    if "rung_milestones" not in settings:
+        return ('<p class="note" id="search-rungs">This search did not log its lr milestones per rung, so whether '
+                'its ASHA rungs came after the last lr drop cannot be told from its record.</p>')
+    rungs = "; ".join(f"rung at iteration {int(rung):,}, after the lr drops at "
+                      f"{', '.join(f'{m:,}' for m in drops) or 'none'}"
+                      for rung, drops in settings["rung_milestones"].items())
+    return (f'<p class="note" id="search-rungs">Every trial trains the full lr schedule (drops at '
+            f'{", ".join(f"{m:,}" for m in settings.get("lr_milestones", []))}), the one the confirm stage '
+            f'retrains, and ASHA compares trials only after its last drop: {rungs}. Trials are never judged at a '
+            f'learning rate they do not finish with; what ASHA saves is the tail of training after the rung.</p>')
 
 
 def _outcome_counts(trials: pd.DataFrame) -> dict[str, tuple[int, int, int]]:

@@ -401,7 +401,8 @@ def write_search_experiment(
     test_images: int | None = None,
     dataset: str = "digits",
     iterations: int = 400,
-    rung: int = 200,
+    rung: int = 350,
+    lr_milestones: list[int] | None = None,
     random_seed: int = 0,
 ) -> SearchFixture:
     """Write a regularisation search as sweeps/regularization.py logs it (docs/tracking.md, "A search study").
@@ -428,6 +429,8 @@ def write_search_experiment(
     settings = {"space": SEARCH_SPACE, "num_samples": full_budget + stopped, "search_seed": 0, "grace_period": rung,
                 "reduction_factor": 2, "rungs": [rung], "top_k": top_k, "confirm_seeds": len(seeds),
                 "metric": "val/error", "optuna_storage": "sqlite:///optuna.db"}
+    if lr_milestones is not None:  # as sweeps log them now; searches logged before the rung rule have none
+        settings.update(lr_milestones=lr_milestones, rung_milestones={str(rung): [m for m in lr_milestones if m < rung]})
     client.log_batch(parent_id, params=[Param(f"search.{k}", json.dumps(v) if isinstance(v, (list, dict)) else str(v))
                                         for k, v in settings.items()])
     fixture = SearchFixture(tracking_uri, name, experiment_id, parent_id)

@@ -66,6 +66,7 @@ def store(tmp_path_factory):
         # FINISHED (as now), otherwise the same; and one with enough full-budget trials for an importance
         "asha_killed": write_search_experiment(uri, "asha_killed", stopped_status="KILLED", **SEARCH),
         "asha_finished": write_search_experiment(uri, "asha_finished", stopped_status="FINISHED", **SEARCH),
+        "asha_after_drops": write_search_experiment(uri, "asha_after_drops", lr_milestones=[200, 300], **SEARCH),
         "asha_full": write_search_experiment(uri, "asha_full", families=("residual",), stopped=3, top_k=1,
                                              full_budget=search_report.MIN_IMPORTANCE_TRIALS, test_images=1000,
                                              confirm_seeds=(1, 2)),
@@ -812,3 +813,13 @@ def test_confirm_table_lists_the_retrained_configurations_in_validation_order_no
     confirm = section.split("<h3>Confirm stage")[1].split('<div class="figure">')[0]
     assert "<th>chosen by validation rank</th>" in confirm
     assert not re.search(r"<td>[^<]*best[^<]*</td>", confirm)  # no "best" marks on test
+
+
+def test_search_report_sets_each_rung_beside_the_lr_drops_it_comes_after(store):
+    uri, _ = store
+    section = _search_html(render_report(load_experiment("asha_after_drops", uri)))
+    assert ("Every trial trains the full lr schedule (drops at 200, 300), the one the confirm stage retrains, and "
+            "ASHA compares trials only after its last drop: rung at iteration 350, after the lr drops at 200, 300."
+            ) in section
+    older = _search_html(render_report(load_experiment("asha_finished", uri)))  # logged before the rule
+    assert "did not log its lr milestones per rung" in older
