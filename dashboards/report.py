@@ -154,8 +154,9 @@ def _excluded_note(data: ExperimentData) -> str:
     if excluded.empty:
         return ""
     names = "; ".join(f"{_e(r.name)} ({_e(r.outcome)})" for r in excluded.itertuples(index=False))
-    return (f'<p class="note">Excluded from means, spreads and verdicts: {len(excluded)} run(s) that failed, '
-            f'diverged or were interrupted — {names}. They are marked in the run table.</p>')
+    return (f'<p class="note">Excluded from means and spreads: {len(excluded)} run(s) that failed, diverged, '
+            f'were interrupted or were stopped early — {names}. They are marked in the run table. The degradation '
+            f'verdict counts diverged runs at chance error (the net failed to train).</p>')
 
 
 def _residual_shortcuts(data: ExperimentData) -> list[str]:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import pandas as pd
 
 FAMILIES = ("plain", "residual")
-EXCLUDED_OUTCOMES = ("failed", "diverged", "interrupted")  # "interrupted": left RUNNING by a dead driver
+# "interrupted": left RUNNING by a dead driver; "stopped" / "stopped_early": ended before their budget (an ASHA
+# stop ends FINISHED, so the status alone does not tell)
+EXCLUDED_OUTCOMES = ("failed", "diverged", "interrupted", "stopped", "stopped_early")
 FAMILY_LABEL = {"plain": "plain", "residual": "ResNet"}
 
 
 def usable(runs: pd.DataFrame) -> pd.Series:
-    """True for runs that count in means and verdicts: not failed, crashed, interrupted (killed) or diverged."""
+    """True for runs that count in means and verdicts: not failed, crashed, interrupted (killed), diverged or
+    stopped before their budget. (The depth verdict adds diverged runs back, at chance error.)"""
     return ~runs["outcome"].isin(EXCLUDED_OUTCOMES) & ~runs["status"].isin(("FAILED", "KILLED"))
 
 

@@ -373,7 +373,7 @@ def test_failed_diverged_and_probe_less_runs_are_marked(smoke_html):
     marked = {re.search(r"<td>(.*?)</td>", cells).group(1): outcome for outcome, cells in rows}
     assert marked["plain-56 seed 2"] == "diverged" and marked["residual-20 seed 2"] == "failed"
     assert sum(o == "completed" for o in marked.values()) == 8
-    assert "Excluded from means, spreads and verdicts: 2 run(s)" in smoke_html
+    assert "Excluded from means and spreads: 2 run(s)" in smoke_html and "counts diverged runs at chance error" in smoke_html
     missing = re.search(r'<p class="note missing-probes">(.*?)</p>', smoke_html).group(1)
     assert MISSING in missing and "residual-20 seed 2 (failed)" in missing
 
@@ -823,3 +823,9 @@ def test_search_report_sets_each_rung_beside_the_lr_drops_it_comes_after(store):
             ) in section
     older = _search_html(render_report(load_experiment("asha_finished", uri)))  # logged before the rule
     assert "did not log its lr milestones per rung" in older
+
+
+def test_runs_stopped_before_their_budget_do_not_count_whatever_their_status():
+    runs = pd.DataFrame({"outcome": ["completed", "stopped_early", "stopped", "diverged", "completed"],
+                         "status": ["FINISHED", "FINISHED", "KILLED", "FAILED", "KILLED"]})
+    assert stats.usable(runs).tolist() == [True, False, False, False, False]  # an ASHA stop ends FINISHED now
