@@ -40,8 +40,8 @@ BIN = Path(sys.executable).parent
 TINY = ["--preset", "smoke", "--dataset", "synthetic", "--iterations", "12", "--eval-every", "3",
         "--set", "optim.batch_size=32", "--set", "run.probe_images=16", "--no-report"]
 STEPS = [3, 6, 9, 12]
-METRICS = {"train/error", "train/loss", "test/error", "test/loss", "opt/lr", "perf/images_per_sec",
-           "probe/grad_norm", "probe/response_std_mean"}
+METRICS = {"train/error", "train/loss", "train/images", "test/error", "test/loss", "test/images", "opt/lr",
+           "perf/images_per_sec", "probe/grad_norm", "probe/response_std_mean"}
 
 
 def store_args(tmp_path: Path, experiment: str) -> list[str]:

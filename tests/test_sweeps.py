@@ -19,8 +19,8 @@ from plans import plan_for
 TINY = ["--preset", "smoke", "--dataset", "synthetic", "--depths", "8,14", "--families", "plain,residual",
         "--seeds", "1", "--iterations", "12", "--eval-every", "4", "--cpus-per-trial", "1", "--no-report",
         "--set", "optim.batch_size=32", "--set", "run.probe_images=16"]
-METRICS = {"train/error", "train/loss", "test/error", "test/loss", "opt/lr", "perf/images_per_sec",
-           "probe/grad_norm", "probe/response_std_mean"}
+METRICS = {"train/error", "train/loss", "train/images", "test/error", "test/loss", "test/images", "opt/lr",
+           "perf/images_per_sec", "probe/grad_norm", "probe/response_std_mean"}
 
 
 def tiny_args(tmp_path: Path, *extra: str) -> list[str]:
