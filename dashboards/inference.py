@@ -91,9 +91,6 @@ class ContrastTest:
         """Two-sided p."""
         return 2 * scipy_stats.t.sf(np.abs(self.effect) / self.se, self.df)
 
-    def half_width(self, confidence: float) -> np.ndarray:
-        return scipy_stats.t.ppf(0.5 + confidence / 2, self.df) * self.se
-
 
 def contrast(design: Design, weights: np.ndarray) -> ContrastTest:
     """The guarded pooled-variance test of Σ wᵢ·meanᵢ (see the module docstring)."""

@@ -198,23 +198,14 @@ VERDICT_RULE = (
     "columns are for looking only.")
 
 
-def _page_verdicts(data: ExperimentData):
-    """Every verdict this page shows (shortcut pairs Holm-corrected together): depth table, depth verdicts,
-    shortcut pairs, how many pairs were tested."""
-    wanted = report_sections(data)
-    return verdict.page_verdicts(data.history, data.runs, depth="verdict" in wanted,
-                                 shortcuts="shortcuts" in wanted and len(_residual_shortcuts(data)) >= 2)
-
-
 def _verdict_section(data: ExperimentData) -> str:
-    table, found, _, _ = _page_verdicts(data)
+    table, found = verdict.verdicts(data.history, data.runs)
     if not found:
         return _section("verdict", "Degradation verdict", '<p class="note">No plain or residual runs found.</p>')
     sentences = "".join(f'<li class="verdict verdict-{v.css}">{_e(v.sentence)}</li>' for v in found)
     shown = table.assign(
         net=[net_label(f, d) for f, d in zip(table["family"], table["depth"])],
         iteration=table["iteration"].map(lambda i: f"{int(i):,}" if pd.notna(i) else "—"),
-        lost=[verdict.lost_runs(data.runs, f).get(int(d), "—") for f, d in zip(table["family"], table["depth"])],
     )[["net", "iteration", "mean", "std", "min", "max", "n", "lost"]]
     shown.columns = ["net", "matched iteration", "train error mean (%)", "std (pp)", "min (%)", "max (%)", "seeds",
                      "did not complete (diverged: counted at chance error; failed: left out)"]
@@ -326,7 +317,7 @@ def _responses_section(data: ExperimentData) -> str:
 def _shortcut_section(data: ExperimentData) -> str:
     if len(_residual_shortcuts(data)) < 2:
         return ""
-    _, _, found, tests = _page_verdicts(data)
+    _, _, found, tests = verdict.page_verdicts(data.history, data.runs, depth=False)  # Holm over all pairs
     sentences = "".join(f'<li class="verdict verdict-{v.css}">{_e(v.sentence)}</li>'
                         for pairs in found.values() for v in pairs)
     tests = (f'<ul class="verdicts shortcut-verdicts">{sentences}</ul><p class="note rule">Same test as the '

@@ -57,8 +57,9 @@ def evaluated_images(runs: pd.DataFrame, metric: str) -> pd.Series:
     column = f"metrics.{split}/images"
     logged = pd.to_numeric(runs[column], errors="coerce") if column in runs else pd.Series(np.nan, index=runs.index)
     if split == "train":
-        implied = (pd.to_numeric(runs.get("params.run.eval_every"), errors="coerce")
-                   * pd.to_numeric(runs.get("params.optim.batch_size"), errors="coerce"))
+        missing = pd.Series(np.nan, index=runs.index)
+        implied = (pd.to_numeric(runs.get("params.run.eval_every", missing), errors="coerce")
+                   * pd.to_numeric(runs.get("params.optim.batch_size", missing), errors="coerce"))
     else:
         implied = pd.Series(float(DEFAULT_HELD_OUT_IMAGES), index=runs.index)
     return logged.fillna(implied).fillna(float(DEFAULT_HELD_OUT_IMAGES)).set_axis(runs["run_id"])
@@ -105,11 +106,16 @@ def depth_values(history: pd.DataFrame, runs: pd.DataFrame, family: str) -> tupl
 def depth_table(history: pd.DataFrame, runs: pd.DataFrame, family: str) -> tuple[pd.DataFrame, int | None]:
     """Training error per depth at the family's matched iteration: depth, mean, min, max, std, n, diverged."""
     values, iteration = depth_values(history, runs, family)
+    return _summary(values, iteration), iteration
+
+
+def _summary(values: pd.DataFrame, iteration: int | None) -> pd.DataFrame:
+    """Per depth: mean, min, max, std, n of the values, and how many of them are diverged runs."""
     if iteration is None:
-        return pd.DataFrame(columns=["depth", "mean", "min", "max", "std", "n", "diverged"]), None
+        return pd.DataFrame(columns=["depth", "mean", "min", "max", "std", "n", "diverged"])
     table = spread(values, ["depth"], "value")
     table["diverged"] = table["depth"].map(values.groupby("depth")["diverged"].sum()).astype(int)
-    return table.sort_values("depth").reset_index(drop=True), iteration
+    return table.sort_values("depth").reset_index(drop=True)
 
 
 def lost_runs(runs: pd.DataFrame, family: str) -> dict[int, str]:
@@ -258,15 +264,21 @@ def family_verdict(history: pd.DataFrame, runs: pd.DataFrame, family: str) -> Ve
 
 
 def verdicts(history: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[Verdict]]:
-    """Per-depth training-error table for both families and one verdict per family present (each at 95 %)."""
+    """Per-depth training-error table for both families and one verdict per family present (each at 95 %).
+
+    The table's ``lost`` column says which runs of each depth did not complete ("1 of 3 diverged"), or "—".
+    """
     tables, found = [], []
     for family in FAMILIES:
         if not runs["family"].eq(family).any():
             continue
-        table, iteration = depth_table(history, runs, family)
-        tables.append(table.assign(family=family, iteration=iteration))
-        found.append(family_verdict(history, runs, family))
-    columns = ["family", "depth", "iteration", "mean", "std", "min", "max", "n", "diverged"]
+        values, iteration = depth_values(history, runs, family)  # read once, for the table and the verdict
+        lost = lost_runs(runs, family)
+        table = _summary(values, iteration)
+        tables.append(table.assign(family=family, iteration=iteration,
+                                   lost=[lost.get(int(d), "—") for d in table["depth"]]))
+        found.append(judge_depth(values, family, iteration, lost=lost))
+    columns = ["family", "depth", "iteration", "mean", "std", "min", "max", "n", "diverged", "lost"]
     table = pd.concat(tables, ignore_index=True)[columns] if tables else pd.DataFrame(columns=columns)
     return table, found
 
