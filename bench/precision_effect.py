@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from resnet_core import TrainConfig, fit  # noqa: E402
-from resnet_core.config import family_name  # noqa: E402
+from resnet_core.config import config_net_name  # noqa: E402
 from sweeps.cli import plan_from_argv  # noqa: E402
 from sweeps.depth_vs_error import STUDY  # noqa: E402
 
@@ -35,11 +35,6 @@ def train(flat_config: dict) -> tuple[dict, dict, float]:
     start = time.perf_counter()
     *_, last = fit(TrainConfig.from_dict(flat_config))
     return flat_config, last.metrics, time.perf_counter() - start
-
-
-def net_name(flat: dict) -> str:
-    config = TrainConfig.from_dict(flat)
-    return f"{family_name(config)}-{config.model.depth}"
 
 
 def summary(values: list[float]) -> str:
@@ -72,7 +67,7 @@ def main() -> None:
     errors: dict[tuple[str, str], dict[str, list[float]]] = {}
     for flat, metrics, took in finished:
         seconds[flat["run.precision"]] += took
-        per_net = errors.setdefault((net_name(flat), flat["run.precision"]), {"train": [], "test": []})
+        per_net = errors.setdefault((config_net_name(TrainConfig.from_dict(flat)), flat["run.precision"]), {"train": [], "test": []})
         per_net["train"].append(metrics["train/error"])
         per_net["test"].append(metrics["test/error"])
 
@@ -80,7 +75,7 @@ def main() -> None:
     print(f"{len(jobs)} trainings: smoke nets on {jobs[0]['data.dataset']}, {iterations} iterations, "
           f"seeds 0..{args.seeds - 1}; final error % (mean ± std over seeds)")
     print(f"{'net':<12} {'precision':<9} {'train error':>15} {'test error':>15}")
-    for net in dict.fromkeys(net_name(job) for job in jobs):
+    for net in dict.fromkeys(config_net_name(TrainConfig.from_dict(job)) for job in jobs):
         for precision in PRECISIONS:
             e = errors[(net, precision)]
             print(f"{net:<12} {precision:<9} {summary(e['train']):>15} {summary(e['test']):>15}")

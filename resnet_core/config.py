@@ -158,6 +158,18 @@ def family_name(config: TrainConfig) -> Literal["plain", "residual"]:
     return "residual" if config.model.residual else "plain"
 
 
+def net_name(family: str, depth: int, shortcut: str = "A") -> str:
+    """The one name of a net everywhere (trials, runs, the CLI, the report): ``plain-56``, ``residual-56``, or
+    ``residual-34 B`` for a residual net whose shortcut option is not the CIFAR default A."""
+    option = f" {shortcut}" if family == "residual" and shortcut not in ("A", "none", "") else ""
+    return f"{family}-{int(depth)}{option}"
+
+
+def config_net_name(config: TrainConfig) -> str:
+    """``net_name`` of the net ``config`` trains."""
+    return net_name(family_name(config), config.model.depth, config.model.shortcut)
+
+
 def apply_overrides(flat: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """A new flat dict: ``flat`` with ``overrides`` applied, legacy keys under their current names.
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_core.checkpoint import CheckpointError
-from resnet_core.config import TrainConfig, apply_overrides
+from resnet_core.config import TrainConfig, apply_overrides, config_net_name
 from resnet_core.data import DatasetUnavailableError
 from resnet_core.trainer import fit, resolve_device, resolve_precision
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from tqdm import tqdm
 
-    name = f"{'resnet' if config.model.residual else 'plain'}-{config.model.depth}"
+    name = config_net_name(config)
     device = resolve_device(config.run.device)
     print(f"training {name} on {config.data.dataset} for {config.optim.iterations} iterations "
           f"(device {device}, {resolve_precision(config.run.precision, device)})")

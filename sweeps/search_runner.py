@@ -34,7 +34,8 @@ from sweeps.plan import SweepPlan, save_plan
 from sweeps.runner import TrackedSweep, end_of_sweep, points_tuner, run_config, trial_settings, tracked_sweep
 from sweeps.searcher import ITERATION, FullBudgetOptunaSearch
 from sweeps.trainable import TrialHooks
-from sweeps.trial import META_KEY, TrialMeta, net_name, trial_config, trial_meta
+from resnet_core.config import config_net_name
+from sweeps.trial import META_KEY, TrialMeta, trial_config, trial_meta
 from sweeps.tracking.sweep_run import mark_trial_run
 
 
@@ -75,7 +76,7 @@ def _run_stages(plan: SweepPlan, sweep: TrackedSweep) -> SearchResults:
     """Each net's search, then the confirm stage; a stage cut short (the driver stopped) ends the run."""
     results = SearchResults({}, [])
     for arch in plan.archs:
-        net = net_name(trial_config({**plan.base, **arch}))
+        net = config_net_name(trial_config({**plan.base, **arch}))
         results.searched[net], finished = _search_stage(plan, sweep, arch, net)
         if not finished:
             results.interrupted = True

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from resnet_core import TrainConfig
-from resnet_core.config import family_name
+from resnet_core.config import config_net_name, family_name
 from resnet_core.trainer import resolve_device, resolve_precision
 
 ARCH_KEY = "arch"  # param-space key holding the per-cell overrides (family, depth, ...)
@@ -39,16 +39,9 @@ def trial_config(config: dict[str, Any]) -> TrainConfig:
     return TrainConfig.from_dict(flat)
 
 
-def net_name(config: TrainConfig) -> str:
-    """The net a trial trains, e.g. ``plain-56`` or ``residual-34 B`` (a non-default shortcut option)."""
-    m = config.model
-    option = f" {m.shortcut}" if m.residual and m.shortcut != "A" else ""
-    return f"{family_name(config)}-{m.depth}{option}"
-
-
 def run_name(config: TrainConfig) -> str:
     """Readable run name, e.g. ``plain-56 seed 1`` or ``residual-34 B seed 0``."""
-    return f"{net_name(config)} seed {config.run.seed}"
+    return f"{config_net_name(config)} seed {config.run.seed}"
 
 
 def run_tags(config: TrainConfig) -> dict[str, str]:
