@@ -33,7 +33,7 @@ from sweeps.cli import plan_from_argv  # noqa: E402
 from sweeps.depth_vs_error import STUDY  # noqa: E402
 from sweeps.tracking.sweep_run import start_parent_run  # noqa: E402
 from sweeps.tracking.trial_run import TrialRun, TrialTracking  # noqa: E402
-from sweeps.trial import run_name, run_tags  # noqa: E402
+from sweeps.trial.identity import run_name, run_tags  # noqa: E402
 
 
 def bare(flat_config: dict) -> None:

@@ -1,7 +1,8 @@
 """The command line every study shares: ``python sweeps/<study>.py [flags]``. Runs in the driver.
 
 The flags come from the study (its axes and presets) and from TrainConfig's field metadata (help, types and
-validation in one place, resnet_core/config.py). Exit codes: 0 all trials finished, 1 some trial errored,
+validation in one place, resnet_core/config.py). The one place that tells a grid study from a search study
+(``driver_for``): everything below it is either shared or belongs to one of the two. Exit codes: 0 all trials finished, 1 some trial errored,
 2 bad input or an unsuitable cluster (nothing was started), 3 the tracking store missed data (spooled).
 """
 
@@ -10,19 +11,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import ray
 
 from resnet_core.train import add_config_arguments
-from sweeps.plan import SAFE_ON_RESUME, InterruptedSweepError, SweepPlan, build_plan, check_plan
-from sweeps.resources import check_cluster
-from sweeps.runner import run_sweep
-from sweeps.search import SearchStudy
-from sweeps.search_plan import add_search_arguments
-from sweeps.search_runner import run_search
-from sweeps.security import check_tracking_security, security_lines
-from sweeps.study import GridStudy, Preset
-from sweeps.trainable import TrialHooks
+from sweeps.driver.grid import run_sweep
+from sweeps.driver.plan import SAFE_ON_RESUME, InterruptedSweepError, SweepPlan, build_plan, check_plan
+from sweeps.driver.resources import check_cluster
+from sweeps.driver.search.flags import add_search_arguments, check_search_plan, search_plan
+from sweeps.driver.search.stages import run_search
+from sweeps.driver.security import check_tracking_security, security_lines
+from sweeps.study import GridStudy, Preset, SearchStudy
+from sweeps.trial.trainable import TrialHooks
 from sweeps.tracking.store import TrackingError
 from sweeps.tracking.sweep_run import close_interrupted_sweep
 
@@ -35,10 +38,7 @@ def study_arg_parser(study: GridStudy) -> argparse.ArgumentParser:
     for axis in study.axes:
         grid.add_argument(axis.flag, dest=axis.flag[2:], help=axis.help + (
             f" (from {','.join(axis.settings)})" if axis.settings else ""))
-    if isinstance(study, SearchStudy):
-        add_search_arguments(parser, study)
-    else:
-        grid.add_argument("--seeds", type=int, help="seeds per configuration: 0..N-1 (default: the preset's)")
+    driver_for(study).add_arguments(parser, grid, study)
     add_config_arguments(parser, keys=study.config_flags, default_help="the preset's")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any other TrainConfig field for every trial, e.g. --set optim.weight_decay=5e-4")
@@ -90,7 +90,12 @@ def plan_from_argv(study: GridStudy, argv: list[str]) -> SweepPlan:
     args = study_arg_parser(study).parse_args(argv)
     if args.preset is None:
         raise ValueError(f"--preset is required here; choose one of {sorted(study.presets)}")
-    return build_plan(study, args, study.preset(args.preset))
+    return resolve_plan(study, args, study.preset(args.preset))
+
+
+def resolve_plan(study: GridStudy, args: argparse.Namespace, preset: Preset) -> SweepPlan:
+    """The plan of the flags ``args`` on top of ``preset`` (raises ValueError on bad input; changes nothing)."""
+    return driver_for(study).resolve(build_plan(study, args, preset), study, args, preset)
 
 
 def connect_ray() -> None:
@@ -103,14 +108,14 @@ def connect_ray() -> None:
 
 
 def main(study: GridStudy, argv: list[str] | None = None, hooks: TrialHooks | None = None) -> int:
-    """The whole command line of a study (``hooks``: see sweeps.trainable.TrialHooks; tests only)."""
+    """The whole command line of a study (``hooks``: see sweeps.trial.trainable.TrialHooks; tests only)."""
     args = study_arg_parser(study).parse_args(argv)
     try:
         preset, why = choose_preset(study, args.preset)
         print(f"preset: {preset.name} ({why}): {preset.description}", flush=True)
-        plan = build_plan(study, args, preset)
+        plan = resolve_plan(study, args, preset)
         check_tracking_security(plan, args.insecure_tracking)
-        check_plan(plan)
+        driver_for(study).check(plan)
         connect_ray()
         check_cluster(plan)
         print("\n".join(security_lines(plan, args.insecure_tracking)), flush=True)
@@ -123,8 +128,37 @@ def main(study: GridStudy, argv: list[str] | None = None, hooks: TrialHooks | No
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        results = (run_search if plan.search else run_sweep)(plan, hooks)
+        results = driver_for(study).run(plan, hooks)
     except TrackingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
     return 0 if not results.errors else 1
+
+
+@dataclass(frozen=True)
+class StudyDriver:
+    """What differs between a grid study and a search study in the driver: their flags, plan, checks and run."""
+
+    add_arguments: Callable[[argparse.ArgumentParser, Any, Any], None]  # (parser, axes' group, study)
+    resolve: Callable[[SweepPlan, Any, argparse.Namespace, Any], SweepPlan]  # (plan, study, args, preset)
+    check: Callable[[Any], None]  # reads only; raises ValueError
+    run: Callable[[Any, TrialHooks | None], Any]  # results with ``.errors``
+
+
+def _add_seeds(parser: argparse.ArgumentParser, axes: Any, study: GridStudy) -> None:
+    axes.add_argument("--seeds", type=int, help="seeds per configuration: 0..N-1 (default: the preset's)")
+
+
+def _check_search(plan: Any) -> None:
+    check_plan(plan)
+    check_search_plan(plan)
+
+
+GRID = StudyDriver(add_arguments=_add_seeds, resolve=lambda plan, *_: plan, check=check_plan, run=run_sweep)
+SEARCH = StudyDriver(add_arguments=lambda parser, axes, study: add_search_arguments(parser, study),
+                     resolve=search_plan, check=_check_search, run=run_search)
+
+
+def driver_for(study: GridStudy) -> StudyDriver:
+    """The one place that tells the two kinds of study apart."""
+    return SEARCH if isinstance(study, SearchStudy) else GRID

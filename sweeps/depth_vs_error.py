@@ -28,12 +28,19 @@ STUDY = GridStudy(
                         grid=({"family": ("plain",), "depth": (20, 32, 44, 56)},
                               {"family": ("residual",), "depth": (20, 32, 44, 56, 110)}),
                         seeds=PAPER_SEEDS, cpus_per_trial=1, gpus_per_trial=0.2,  # small nets share a GPU
-                        cell_overrides=(({"family": "residual", "depth": 110}, {"optim.warmup": True}),),
+                        special_cells=(({"family": "residual", "depth": 110}, {"optim.warmup": True}),),
                         recipe="paper"),
     },
     report_sections=("verdict", "curves", "depth", "paper", "responses"),
 )
-main = STUDY.main
+
+
+def main(argv: list[str] | None = None) -> int:
+    """This study's command line; returns the exit code. Imports the CLI only when run."""
+    from sweeps import cli
+
+    return cli.main(STUDY, argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

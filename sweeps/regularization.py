@@ -20,8 +20,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sweeps.presets import PAPER, PAPER_DESCRIPTION, PAPER_SEEDS, SMOKE, SMOKE_DESCRIPTION, schedule
-from sweeps.search import SearchBudget, SearchPreset, SearchStudy
-from sweeps.study import CONFIG_FLAGS, FAMILY
+from sweeps.study import CONFIG_FLAGS, FAMILY, SearchBudget, SearchPreset, SearchStudy
 
 BOTH = ({"family": ("plain", "residual")},)
 
@@ -30,7 +29,7 @@ STUDY = SearchStudy(
     description=__doc__.strip().splitlines()[0],
     axes=(FAMILY,),
     # Both presets have one ASHA rung, halfway through the last lr phase (87.5 % of training): after the last
-    # drop (75 %), as every rung must be (sweeps/asha.py), and late enough that the error has settled at the
+    # drop (75 %), as every rung must be (sweeps/driver/search/asha.py), and late enough that the error has settled at the
     # final lr. A stopped trial saves the last 12.5 % of its training.
     presets={
         # 400 iterations are 45 epochs of the 1137 training digits: a depth-20 net fits them (room for
@@ -59,7 +58,14 @@ STUDY = SearchStudy(
     report_sections=("search", "runs"),
     config_flags=(*CONFIG_FLAGS, "model.depth"),
 )
-main = STUDY.main
+
+
+def main(argv: list[str] | None = None) -> int:
+    """This study's command line; returns the exit code. Imports the CLI only when run."""
+    from sweeps import cli
+
+    return cli.main(STUDY, argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -37,13 +37,20 @@ STUDY = GridStudy(
                         seeds=2, cpus_per_trial=1, gpus_per_trial=0),
         "paper": Preset("paper", PAPER_DESCRIPTION, PAPER, grid=grid((20, 56, 110)),
                         seeds=PAPER_SEEDS, cpus_per_trial=1, gpus_per_trial=0.2,
-                        cell_overrides=(({"family": "residual", "depth": 110}, {"optim.warmup": True}),),
+                        special_cells=(({"family": "residual", "depth": 110}, {"optim.warmup": True}),),
                         recipe="paper"),
     },
     report_sections=("shortcuts", "curves", "responses"),
     config_flags=tuple(flag for flag in CONFIG_FLAGS if flag != "model.shortcut"),  # --options varies it
 )
-main = STUDY.main
+
+
+def main(argv: list[str] | None = None) -> int:
+    """This study's command line; returns the exit code. Imports the CLI only when run."""
+    from sweeps import cli
+
+    return cli.main(STUDY, argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,15 +1,21 @@
-"""What a study is: plain data saying what varies, its presets, and which report sections apply.
+"""What a study is: plain data saying what varies, its presets, what a search searches, and which report
+sections apply. Declarations only, read by the driver and the commands: nothing here imports Ray, MLflow or Optuna.
 
-A study file (``sweeps/depth_vs_error.py``, ...) declares a ``GridStudy``; the shared machinery turns it into a
-command line (``sweeps.cli``), a checked plan (``sweeps.plan``) and a Ray Tune run (``sweeps.runner``).
-Nothing here imports Ray or MLflow.
+A study file (``sweeps/depth_vs_error.py``, ...) declares a ``GridStudy``, or a ``SearchStudy`` (a grid of the
+nets it searches for, plus a search space and each preset's ``SearchBudget``); ``sweeps.cli`` gives it a command
+line and runs it with the driver's grid run or search stages (``sweeps.driver``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from resnet_core.config import TrainConfig
+from resnet_core.train import flag_name
 
 # The TrainConfig fields every study offers as flags (help, type and validation come from resnet_core.config).
 CONFIG_FLAGS = ("data.dataset", "data.data_dir", "optim.iterations", "run.eval_every", "model.shortcut")
@@ -53,8 +59,8 @@ class Preset:
     """A study's default grid and recipe.
 
     ``grid`` is a list of blocks, each mapping axis names to values; a block's trials are the product of its
-    values (so plain and residual nets can have different depths). ``cell_overrides`` are (match, overrides)
-    pairs for particular cells, e.g. the warm-up of ResNet-110.
+    values (so plain and residual nets can have different depths). ``special_cells`` are (match, overrides)
+    pairs: extra overrides for the cells that match, e.g. the warm-up of ResNet-110.
     """
 
     name: str
@@ -64,8 +70,8 @@ class Preset:
     seeds: int
     cpus_per_trial: float
     gpus_per_trial: float
-    cell_overrides: tuple[tuple[dict[str, Any], dict[str, Any]], ...] = ()
-    recipe: str = "reduced"  # "paper" when this is the paper's full recipe (see sweeps.plan.recipe_of)
+    special_cells: tuple[tuple[dict[str, Any], dict[str, Any]], ...] = ()
+    recipe: str = "reduced"  # "paper" when this is the paper's full recipe (see sweeps.driver.plan.recipe_of)
 
 
 @dataclass(frozen=True)
@@ -110,16 +116,10 @@ class GridStudy:
         overrides: dict[str, Any] = {}
         for name, value in cell.items():
             overrides.update(axes[name].overrides(value))
-        for match, extra in preset.cell_overrides:
+        for match, extra in preset.special_cells:
             if all(cell.get(k) == v for k, v in match.items()):
                 overrides.update(extra)
         return overrides
-
-    def main(self, argv: list[str] | None = None) -> int:
-        """Run this study's command line (``python sweeps/<study>.py ...``); returns the exit code."""
-        from sweeps.cli import main
-
-        return main(self, argv)
 
 
 FAMILY = Axis("family", "--families", "plain and/or residual nets",
@@ -129,3 +129,105 @@ DEPTH = Axis("depth", "--depths", "network depths, e.g. 20,32,44,56 (6n+2 for th
 SHORTCUT = Axis("shortcut", "--options", "shortcut options of the residual nets (paper §3.3): A identity + zero-pad, "
                 "B projection where the shape changes, C projection everywhere",
                 settings={option: {"model.shortcut": option} for option in ("A", "B", "C")})
+
+
+RANGES = ("loguniform", "uniform")  # a knob drawn from [low, high] (log-uniform: evenly in log space)
+CHOICE = "choice"  # a knob drawn from a few values
+METRIC = "val/error"  # what a search minimises: the error on the held-out validation split, never on test
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One searched TrainConfig field: ``kind`` (log-uniform, uniform or choice) and its range or choices."""
+
+    key: str  # the TrainConfig field, e.g. "optim.weight_decay"
+    kind: str
+    values: tuple[Any, ...]  # (low, high) for a range, else the choices
+
+    @property
+    def name(self) -> str:
+        """The knob's name in ``--knobs``: the field's name, e.g. ``weight_decay``."""
+        return self.key.split(".", 1)[1]
+
+    @property
+    def flag(self) -> str:
+        """The flag that overrides its range or choices, e.g. ``--weight-decay``."""
+        return flag_name(self.key)
+
+    @property
+    def help(self) -> str:
+        """What the knob is: its TrainConfig field's help text (resnet_core/config.py documents every option)."""
+        section, name = self.key.split(".", 1)
+        fields = {f.name: f for f in dataclasses.fields(getattr(TrainConfig(), section))}
+        return fields[name].metadata.get("help", self.key)
+
+    def describe(self) -> str:
+        if self.kind == CHOICE:
+            return f"one of {', '.join(str(v) for v in self.values)}"
+        kind = "log-uniform" if self.kind == "loguniform" else self.kind
+        return f"{kind} in [{self.values[0]:g}, {self.values[1]:g}]"
+
+    def checked(self, base: dict[str, Any]) -> Knob:
+        """This knob with values typed as its field, if it can be searched on top of the flat config ``base``.
+
+        Raises ValueError naming the flag, the bad value and what is valid (an empty or reversed range, a
+        log-uniform range reaching 0, a value the TrainConfig refuses, a choice of fewer than two values).
+        """
+        shown = f"{self.flag} {','.join(str(v) for v in self.values)}"
+        values = tuple(_typed(self.key, v, base, shown) for v in self.values)
+        if self.kind == CHOICE:
+            if len(set(values)) < 2:
+                raise ValueError(f"{shown}: a choice needs at least two different values, e.g. true,false")
+            return Knob(self.key, self.kind, values)
+        if self.kind not in RANGES or len(values) != 2:
+            raise ValueError(f"{shown}: give a range as LOW,HIGH ({self.kind}); a knob is one of {[*RANGES, CHOICE]}")
+        low, high = values
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ValueError(f"{shown}: the search range is empty; give LOW,HIGH with LOW < HIGH")
+        if self.kind == "loguniform" and low <= 0:
+            raise ValueError(f"{shown}: a log-uniform range needs 0 < LOW < HIGH; got LOW={low:g}")
+        return Knob(self.key, self.kind, values)
+
+
+def _typed(key: str, value: Any, base: dict[str, Any], shown: str) -> Any:
+    """``value`` as the TrainConfig field ``key`` holds it, checked by TrainConfig's own validation."""
+    try:
+        return TrainConfig.from_dict({**base, key: value}).to_dict()[key]
+    except ValueError as exc:
+        raise ValueError(f"{shown}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class SearchBudget:
+    """How much a preset searches, per net: the same for every family, so their best errors compare."""
+
+    num_samples: int  # trials per family
+    grace_period: int  # iterations a trial trains before ASHA may stop it: after the schedule's last lr drop
+    reduction_factor: float  # ASHA keeps about 1 / reduction_factor of the trials at each rung
+    top_k: int  # best configurations (by validation error) retrained in the confirm stage
+    confirm_seeds: int  # seeds of each confirm run
+    search_seed: int = 0  # seeds the TPE sampler, the same for every family
+
+
+@dataclass(frozen=True)
+class SearchPreset(Preset):
+    """A search study's preset: which nets (``grid`` over families), their recipe, and the search budget."""
+
+    budget: SearchBudget | None = None
+
+    def __post_init__(self) -> None:
+        if self.budget is None:
+            raise TypeError(f"search preset {self.name!r} needs a budget")
+
+
+@dataclass(frozen=True)
+class SearchStudy(GridStudy):
+    """A study that searches TrainConfig fields for each net of its grid, then retrains the best ones."""
+
+    space: dict[str, tuple[Any, ...]] = field(default_factory=dict)  # key -> (kind, *range or choices)
+    searched: tuple[str, ...] = ()  # the knobs searched unless --knobs names others
+
+    def knobs(self) -> dict[str, Knob]:
+        """Every knob the study offers, by name, with its default range or choices."""
+        knobs = [Knob(key, spec[0], tuple(spec[1:])) for key, spec in self.space.items()]
+        return {knob.name: knob for knob in knobs}

@@ -52,7 +52,7 @@ class Exploit:
 
 
 class FaultHooks:
-    """Trial hooks (sweeps.trainable.TrialHooks) that fire the faults of a spec at the trials it names."""
+    """Trial hooks (sweeps.trial.trainable.TrialHooks) that fire the faults of a spec at the trials it names."""
 
     def __init__(self, spec: dict[str, Any]):
         for fault in spec.get("faults", []):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sweeps.cli import plan_from_argv
 from sweeps.depth_vs_error import STUDY
-from sweeps.plan import SweepPlan, check_plan
+from sweeps.driver.plan import SweepPlan, check_plan
 
 
 def plan_for(argv: list[str]) -> SweepPlan:

@@ -29,7 +29,7 @@ from resnet_core.checkpoint import CheckpointError
 from resnet_core.config import DataConfig
 from resnet_core.data import DatasetUnavailableError, load_dataset
 from sweeps import depth_vs_error
-from sweeps.runner import best_result, run_sweep
+from sweeps.driver.grid import best_result, run_sweep
 from faults import Exploit, FaultHooks
 from plans import plan_for
 from processes import free_port, kill_ray_session, session_pids
@@ -110,7 +110,7 @@ def faulty_sweep(ray_runtime, tmp_path_factory):
 
     plan = plan_for([*TINY, *store_args(tmp_path, "faults"), "--depths", "8", "--families", "plain,residual",
                      "--seeds", "3", "--cpus-per-trial", "0.4", "--max-failures", "2"])
-    plan.archs.append({"model.residual": False, "model.depth": 14, "optim.lr": 1e6})
+    plan.cell_overrides.append({"model.residual": False, "model.depth": 14, "optim.lr": 1e6})
     assert len(plan.configs()) == 9
 
     released = {}
@@ -133,7 +133,7 @@ def faulty_sweep(ray_runtime, tmp_path_factory):
 
 
 def trial_config_name(config: dict) -> str:
-    from sweeps.trial import run_name, trial_config
+    from sweeps.trial.identity import run_name, trial_config
 
     return run_name(trial_config(config))
 

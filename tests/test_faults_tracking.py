@@ -21,7 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from faults import FaultHooks
-from sweeps.runner import run_sweep
+from sweeps.driver.grid import run_sweep
 from sweeps.tracking.store import TrackingError
 from processes import free_port, stop_group
 from plans import plan_for

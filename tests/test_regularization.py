@@ -25,14 +25,14 @@ from dashboards import search as search_views
 from dashboards.loader import load_experiment
 from dashboards.search_report import MIN_IMPORTANCE_TRIALS, rung_survival, search_trials
 from dashboards.report import build_report
-from sweeps.asha import AshaRungs, asha_scheduler
+from sweeps.driver.search.asha import AshaRungs, asha_scheduler
 from sweeps.cli import plan_from_argv, study_arg_parser
-from sweeps.plan import check_plan
+from sweeps.driver.plan import check_plan
 from sweeps.regularization import STUDY, main
-from sweeps.search_runner import run_search
-from sweeps.search import last_lr_drop
-from sweeps.searcher import FullBudgetOptunaSearch, judge
-from sweeps.trial import trial_meta
+from sweeps.driver.search.stages import run_search
+from sweeps.driver.search.settings import last_lr_drop
+from sweeps.driver.search.searcher import FullBudgetOptunaSearch, judge
+from sweeps.trial.identity import trial_meta
 from test_faults import driver_env, kill_driver, ray_tmp, store_args, wait_for, write_faults  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,7 +105,7 @@ def test_presets_search_on_a_validation_split_with_the_same_budget_for_every_fam
     for preset in ("smoke", "paper"):
         plan = plan_from_argv(STUDY, ["--preset", preset])
         assert plan.base["data.val_size"] > 0 and plan.search.metric == "val/error"
-        assert [a["model.residual"] for a in plan.archs] == [False, True]
+        assert [a["model.residual"] for a in plan.cell_overrides] == [False, True]
     plan = plan_from_argv(STUDY, ["--preset", "paper"])
     assert plan.base["data.val_size"] == 5000 and plan.base["model.depth"] == 56
 

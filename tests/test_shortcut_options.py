@@ -8,8 +8,8 @@ from mlflow.tracking import MlflowClient
 from dashboards.shortcuts import TABLE3_COLUMN, format_parameters
 from sweeps import shortcut_options
 from sweeps.cli import plan_from_argv
-from sweeps.plan import check_plan
-from sweeps.runner import run_sweep
+from sweeps.driver.plan import check_plan
+from sweeps.driver.grid import run_sweep
 
 TINY = ["--preset", "smoke", "--dataset", "synthetic", "--depths", "8", "--seeds", "2", "--iterations", "6",
         "--eval-every", "3", "--cpus-per-trial", "1", "--set", "optim.batch_size=32", "--set", "run.probe_images=16"]

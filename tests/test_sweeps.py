@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from resnet_core import TrainConfig
 from resnet_core.trainer import resolve_precision
 from sweeps import depth_vs_error
-from sweeps.runner import run_sweep
+from sweeps.driver.grid import run_sweep
 from plans import plan_for
 
 TINY = ["--preset", "smoke", "--dataset", "synthetic", "--depths", "8,14", "--families", "plain,residual",
@@ -176,7 +176,7 @@ def autoscaler_config(ray_runtime):
 
 
 def test_an_autoscaler_that_can_add_a_fitting_node_is_not_refused(autoscaler_config, tmp_path):
-    from sweeps.resources import check_cluster
+    from sweeps.driver.resources import check_cluster
 
     plan = plan_for(tiny_args(tmp_path, "--gpus-per-trial", "2"))
     autoscaler_config(gpus_per_node=4)
@@ -189,7 +189,7 @@ def test_an_autoscaler_that_can_add_a_fitting_node_is_not_refused(autoscaler_con
 def test_without_ray_private_state_api_the_cluster_is_not_refused(ray_runtime, tmp_path, monkeypatch, caplog):
     """The autoscaler's node groups are read through a private Ray API; if it is gone, we cannot tell: warn, go on."""
     import ray._private.state
-    from sweeps.resources import check_cluster
+    from sweeps.driver.resources import check_cluster
 
     plan = plan_for(tiny_args(tmp_path, "--gpus-per-trial", "2"))
     monkeypatch.delattr(ray._private.state.GlobalState, "get_cluster_config")
@@ -223,7 +223,7 @@ def test_unauthenticated_plain_http_tracking_on_the_network_is_refused(tmp_path,
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "secret")
     from sweeps.cli import plan_from_argv
     from sweeps.depth_vs_error import STUDY
-    from sweeps.security import check_tracking_security
+    from sweeps.driver.security import check_tracking_security
 
     check_tracking_security(plan_from_argv(STUDY, argv), insecure=False)
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")

@@ -32,7 +32,7 @@ ROLE_TRIAL = "trial"
 PROGRESS_METRIC = "train/error"  # logged at every evaluation: its last step is how far a run's log got
 # "stopped": Tune ended the trial at a report before its last. The trial cannot tell why, so it is KILLED (an
 # interruption: the sweep's driver was stopping) until a search's driver re-marks an ASHA stop as FINISHED
-# with outcome=stopped_early (sweeps/search_runner.py). Any other outcome: FAILED.
+# with outcome=stopped_early (sweeps/driver/search/stages.py). Any other outcome: FAILED.
 FINISH_STATUS = {"completed": RunStatus.FINISHED, "stopped": RunStatus.KILLED}
 
 

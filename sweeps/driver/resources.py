@@ -11,7 +11,7 @@ from typing import Any
 
 import ray
 
-from sweeps.plan import SweepPlan
+from sweeps.driver.plan import SweepPlan
 from sweeps.tracking.store import is_local_store
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""Run a checked plan on the connected Ray cluster: the parent MLflow run around a Ray Tune run. Runs in the driver.
+"""The machinery every sweep shares, grid or search: the parent MLflow run around its Tune runs, the Tuner
+settings, trial names, closing dead trials' runs, and the end of a sweep (spool, report, MLflow hint). Driver only.
 
 Failures and how a sweep survives them: docs/failure-modes.md. In short: a crashed or killed trial is
 retried from its last checkpoint (``FailureConfig``); a killed driver is continued with ``--resume``
@@ -13,7 +14,6 @@ import logging
 import math
 import subprocess
 import sys
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,15 +23,16 @@ from mlflow.exceptions import MlflowException
 from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
-from sweeps.plan import SweepPlan, save_plan
+from sweeps.driver.plan import SweepPlan
 from sweeps.tracking import operations
 from sweeps.tracking.spool import Spool, resend
 from sweeps.tracking.store import TrackingError, bound_http_retries, is_transient, sqlite_path
 from sweeps.tracking.sweep_run import (close_orphaned_trial_runs, finish_run, mark_trial_run_failed,
                                        start_parent_run)
 from sweeps.tracking.trial_run import TrialTracking
-from sweeps.trainable import TrialHooks, train_trial
-from sweeps.trial import META_KEY, trial_config, trial_name
+from sweeps.trial.trainable import TrialHooks, train_trial
+from sweeps.trial.identity import META_KEY, trial_name
+from sweeps.trial.progress import COMPLETED, reported_status
 
 log = logging.getLogger(__name__)
 
@@ -76,28 +77,6 @@ def tracked_sweep(plan: SweepPlan, hooks: TrialHooks | None = None) -> Iterator[
         raise TrackingError(tracking_problem)
 
 
-def run_sweep(plan: SweepPlan, hooks: TrialHooks | None = None) -> tune.ResultGrid:
-    """Run a checked plan (``check_plan``, ``check_cluster``) on the connected cluster; close the parent run.
-
-    Raises TrackingError at the end when the tracking store could not take everything (what it missed is
-    spooled, see docs/failure-modes.md); the Tune results are complete either way.
-    """
-    restoring = plan.resume and tune.Tuner.can_restore(plan.sweep_id)
-    if plan.resume and not restoring:
-        print(f"--resume: no earlier sweep state under {plan.sweep_id}; starting a new sweep")
-    if not restoring:
-        save_plan(plan)
-    with tracked_sweep(plan, hooks) as sweep:
-        started = time.time()
-        tuner = (tune.Tuner.restore(plan.sweep_id, sweep.trainable, resume_unfinished=True, resume_errored=True)
-                 if restoring else _new_tuner(plan, sweep))
-        results = tuner.fit()
-        sweep.status = sweep_status(results)
-        print_summary(results, time.time() - started)
-    end_of_sweep(plan, sweep.experiment_id)
-    return results
-
-
 def end_of_sweep(plan: SweepPlan, experiment_id: str) -> None:
     """Build the report (unless --no-report) and say where the MLflow UI shows the runs."""
     if plan.report:
@@ -107,7 +86,7 @@ def end_of_sweep(plan: SweepPlan, experiment_id: str) -> None:
 
 def _open_parent_run(plan: SweepPlan) -> tuple[str, str]:
     """Create the parent run (or reopen it on --resume, closing the trial runs the dead driver left open)."""
-    params = {"depths": sorted({a.get("model.depth", plan.base["model.depth"]) for a in plan.archs}),
+    params = {"depths": sorted({a.get("model.depth", plan.base["model.depth"]) for a in plan.cell_overrides}),
               "seeds": len(plan.seeds), "cpus_per_trial": plan.cpus_per_trial, "gpus_per_trial": plan.gpus_per_trial,
               **plan.extra_params, **plan.base}
     tags = {"study": plan.study, "preset": plan.preset, "recipe": plan.recipe, "dataset": str(plan.base["data.dataset"]),
@@ -122,11 +101,6 @@ def _open_parent_run(plan: SweepPlan) -> tuple[str, str]:
     return experiment_id, parent_run_id
 
 
-def _new_tuner(plan: SweepPlan, sweep: TrackedSweep) -> tune.Tuner:
-    """A Tuner that runs every (cell, seed) of the plan once, deepest first, named as its MLflow run."""
-    return points_tuner(plan, sweep, [{**arch, "run.seed": seed} for arch in plan.archs for seed in plan.seeds])
-
-
 def points_tuner(plan: SweepPlan, sweep: TrackedSweep, points: list[dict[str, Any]], name: str | None = None,
                  storage_path: str | None = None) -> tune.Tuner:
     """A Tuner that runs each of ``points`` (overrides of the plan's shared config) once, in order."""
@@ -136,7 +110,7 @@ def points_tuner(plan: SweepPlan, sweep: TrackedSweep, points: list[dict[str, An
     logging.getLogger("ray.tune.search.variant_generator").setLevel(logging.ERROR)
     return tune.Tuner(
         sweep.trainable,
-        param_space={**plan.base, META_KEY: None},  # a point may name its trial (sweeps.trial.TrialMeta)
+        param_space={**plan.base, META_KEY: None},  # a point may name its trial (sweeps.trial.identity.TrialMeta)
         tune_config=tune.TuneConfig(
             # max_concurrent here, not as TuneConfig's max_concurrent_trials: that would wrap the generator in a
             # ConcurrencyLimiter, which creates trials only as slots free, so no finished trial's process is reused.
@@ -203,24 +177,16 @@ def git_state() -> dict[str, Any]:
         return {"git_commit": None, "git_dirty": None}
 
 
-def sweep_status(results: Iterable[tune.Result]) -> str:
-    """The parent run's true status: FAILED if a trial errored, KILLED if one never finished, else FINISHED."""
-    results = list(results)
-    if any(r.error for r in results):
-        return "FAILED"
-    if all((r.metrics or {}).get("status") in ("completed", "diverged") for r in results):
-        return "FINISHED"
-    return "KILLED"
+def completed_results(results: Iterable[tune.Result], metric: str) -> list[tune.Result]:
+    """The trials that trained their whole budget without error and end with a finite ``metric``: the only
+    ones a best trial is chosen from (diverged, errored, stopped-early and unfinished trials never count)."""
+    return [r for r in results if r.error is None and reported_status(r.metrics) == COMPLETED
+            and isinstance(r.metrics.get(metric), (int, float)) and math.isfinite(r.metrics[metric])]
 
 
-def best_result(results: Iterable[tune.Result], metric: str = "test/error", mode: str = "min") -> tune.Result | None:
-    """The best completed trial by its last ``metric``; diverged, errored and unfinished trials never count."""
-    candidates = [r for r in results if r.error is None and (r.metrics or {}).get("status") == "completed"
-                  and isinstance((r.metrics or {}).get(metric), (int, float)) and math.isfinite(r.metrics[metric])]
-    if not candidates:
-        return None
-    pick = min if mode == "min" else max
-    return pick(candidates, key=lambda r: r.metrics[metric])
+def parent_status(errored: bool, unfinished: bool) -> str:
+    """The parent run's true status: FAILED if a trial errored, KILLED if the sweep was cut short, else FINISHED."""
+    return "FAILED" if errored else "KILLED" if unfinished else "FINISHED"
 
 
 def _close_tracking(plan: SweepPlan, experiment_id: str, parent_run_id: str, status: str) -> str | None:
@@ -245,26 +211,6 @@ def _close_tracking(plan: SweepPlan, experiment_id: str, parent_run_id: str, sta
             f"(metrics, tags, run ends) are unsent. Nothing is lost: they are kept in {plan.spool_dir}, and Tune's "
             f"results and checkpoints are complete. When the store is back, send them with:\n"
             f"    python -m sweeps.resend {plan.spool_dir}")
-
-
-def print_summary(results: tune.ResultGrid, elapsed: float) -> None:
-    """One line per trial (name, status, last iteration and errors), sorted by name, and the best trial."""
-    print(f"\nsweep finished in {elapsed:.0f}s: {len(results)} trials, {len(results.errors)} errored")
-    rows = []
-    for result in results:
-        config = trial_config(result.config)
-        metrics = result.metrics or {}
-        status = "error" if result.error else str(metrics.get("status", "not run"))
-        rows.append(((config.model.residual, config.model.depth, config.model.shortcut, config.run.seed),
-                     trial_name(result.config), status, metrics))
-    print(f"  {'trial':<22} {'status':<10} {'iter':>6} {'train err %':>11} {'test err %':>10}")
-    for _, name, status, metrics in sorted(rows, key=lambda r: r[0]):
-        print(f"  {name:<22} {status:<10} {metrics.get('iteration', 0):>6} "
-              f"{metrics.get('train/error', float('nan')):>11.2f} {metrics.get('test/error', float('nan')):>10.2f}")
-    best = best_result(results)
-    if best is not None:
-        print(f"  best completed trial: {trial_name(best.config)}, test error "
-              f"{best.metrics['test/error']:.2f}% (diverged and failed trials excluded)")
 
 
 def print_mlflow_hint(plan: SweepPlan, experiment_id: str) -> None:

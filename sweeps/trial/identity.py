@@ -12,7 +12,6 @@ from resnet_core import TrainConfig
 from resnet_core.config import config_net_name, family_name
 from resnet_core.trainer import resolve_device, resolve_precision
 
-ARCH_KEY = "arch"  # param-space key holding the per-cell overrides (family, depth, ...)
 META_KEY = "trial"  # optional param-space key holding a TrialMeta
 
 
@@ -33,10 +32,8 @@ def trial_meta(config: dict[str, Any]) -> TrialMeta | None:
 
 
 def trial_config(config: dict[str, Any]) -> TrainConfig:
-    """The TrainConfig of a trial: Tune's config is flat TrainConfig keys plus an ``arch`` dict of overrides."""
-    flat = {k: v for k, v in config.items() if k not in (ARCH_KEY, META_KEY)}
-    flat.update(config.get(ARCH_KEY, {}))
-    return TrainConfig.from_dict(flat)
+    """The TrainConfig of a trial: Tune's config is flat TrainConfig keys (and, maybe, its TrialMeta)."""
+    return TrainConfig.from_dict({k: v for k, v in config.items() if k != META_KEY})
 
 
 def run_name(config: TrainConfig) -> str:

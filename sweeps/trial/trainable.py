@@ -31,7 +31,8 @@ from ray import tune
 from resnet_core import Result, TrainConfig, fit, save_checkpoint
 from resnet_core.checkpoint import CheckpointError, load_latest_checkpoint
 from sweeps.tracking.trial_run import TrialRun, TrialTracking
-from sweeps.trial import trial_config, trial_meta, trial_name, trial_tags
+from sweeps.trial.progress import DIVERGED, DIVERGED_KEY, ITERATION, STATUS
+from sweeps.trial.identity import trial_config, trial_meta, trial_name, trial_tags
 
 log = logging.getLogger(__name__)
 
@@ -109,15 +110,14 @@ def _evaluation(run: TrialRun, result: Result, history: dict, name: str, hooks: 
     report (ASHA stops every trial that reaches its last rung), and a stopped trial's process may be ended
     before it could close the run afterwards.
     """
-    diverged = result.status == "diverged"
+    diverged = result.status == DIVERGED
     if run.last_logged_step < 0 and result.parameters:  # the first evaluation of this run
         run.set_tags({"parameters": str(result.parameters)})
     run.log_metrics(result.iteration, result.metrics)
     _append(history, "layer_response_std", result.iteration, result.layer_response_std)
     _append(history, "grad_norms", result.iteration, result.grad_norms)
     # The first four numbers are what Tune's live table shows: iteration, train/test error, images/s.
-    report = {"iteration": result.iteration, **_shown_first(result.metrics),
-              "status": result.status, "diverged": diverged}
+    report = {ITERATION: result.iteration, **_shown_first(result.metrics), STATUS: result.status, DIVERGED_KEY: diverged}
     if diverged:  # no checkpoint of non-finite weights: the previous one stays the newest
         _close(run, result, history, None)
         tune.report(report)

@@ -28,8 +28,8 @@ from typing import Any
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from sweeps.search import SearchSettings
-from sweeps.searcher import ITERATION
+from sweeps.driver.search.settings import SearchSettings
+from sweeps.trial.progress import ITERATION
 
 log = logging.getLogger(__name__)
 

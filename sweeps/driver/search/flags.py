@@ -13,7 +13,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sweeps.search import Knob, SearchBudget, SearchPreset, SearchSettings, SearchStudy, last_lr_drop
+from sweeps.driver.plan import SweepPlan, default_home
+from sweeps.driver.search.settings import SearchPlan, SearchSettings, last_lr_drop
+from sweeps.study import Knob, SearchBudget, SearchPreset, SearchStudy
+from sweeps.tracking.search_params import search_params as search_params_schema
 from sweeps.tracking.store import absolute_tracking_uri, sqlite_path, unwritable_directory
 
 OPTUNA_DB = "optuna.db"  # beside the MLflow store's SQLite file by default
@@ -74,7 +77,7 @@ def search_settings(study: SearchStudy, args: argparse.Namespace, preset: Search
 
 def _check_grace_period(grace_period: int, milestones: list[int], iterations: int) -> None:
     """Every ASHA rung (grace period × F^k) must lie after the lr schedule's last drop and within training
-    (why: sweeps/asha.py); raises ValueError naming the value and the valid range."""
+    (why: sweeps/driver/search/asha.py); raises ValueError naming the value and the valid range."""
     drop = last_lr_drop(milestones, iterations)
     if not drop < grace_period <= iterations:
         after = (f"after the last lr drop at iteration {drop} (optim.milestones {list(milestones)}), so that ASHA "
@@ -86,9 +89,9 @@ def _check_grace_period(grace_period: int, milestones: list[int], iterations: in
 def search_params(search: SearchSettings, iterations: int) -> dict[str, Any]:
     """The search's settings as the parent run's params (``search.*``, the storage's password masked), with
     the ASHA rungs of ``iterations``-long trials and the lr drops before each: what the report reads."""
-    return {**{f"search.{k}": v for k, v in dataclasses.asdict(search).items()},
-            "search.optuna_storage": masked(search.optuna_storage), "search.rungs": search.rungs(iterations),
-            "search.rung_milestones": search.rung_milestones(iterations)}
+    return search_params_schema({**dataclasses.asdict(search), "optuna_storage": masked(search.optuna_storage),
+                                 "rungs": search.rungs(iterations),
+                                 "rung_milestones": search.rung_milestones(iterations)})
 
 
 def _budget(args: argparse.Namespace, preset: SearchBudget) -> SearchBudget:
@@ -167,3 +170,17 @@ def masked(url: str) -> str:
         return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
     except Exception:  # not parseable: shown as given, it holds no recognisable password
         return url
+
+
+def search_plan(plan: SweepPlan, study: SearchStudy, args: argparse.Namespace, preset: SearchPreset) -> SearchPlan:
+    """``plan`` with the search the flags ask for and its ``search.*`` params; raises ValueError on bad input
+    (changes nothing)."""
+    search = search_settings(study, args, preset, plan.base, plan.tracking_uri, default_home())
+    shared = {f.name: getattr(plan, f.name) for f in dataclasses.fields(plan)}
+    return SearchPlan(**{**shared, "extra_params": search_params(search, plan.base["optim.iterations"])},
+                      search=search)
+
+
+def check_search_plan(plan: SearchPlan) -> None:
+    """Reject a search the storage cannot hold (see ``check_optuna_storage``); reads only."""
+    check_optuna_storage(plan.search.optuna_storage)

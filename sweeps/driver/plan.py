@@ -19,13 +19,11 @@ from mlflow.exceptions import MlflowException
 from resnet_core.config import TrainConfig, apply_overrides
 from resnet_core.data import DatasetUnavailableError, check_dataset
 from resnet_core.train import overrides_from_args
-from sweeps.search import SearchSettings, SearchStudy
-from sweeps.search_plan import check_optuna_storage, search_params, search_settings
 from sweeps.study import GridStudy, Preset
 from sweeps.tracking.spool import SPOOL_DIRNAME
 from sweeps.tracking.store import TrackingError, absolute_tracking_uri, check_tracking_uri, sqlite_path
 from sweeps.tracking.sweep_run import EarlierSweep, earlier_sweep
-from sweeps.trial import ARCH_KEY, trial_config
+from sweeps.trial.identity import trial_config
 
 PLAN_FILE = "sweep.json"  # in the sweep's Tune directory: what --resume compares its flags with
 SAFE_ON_RESUME = ("resume", "report", "report_path", "mlflow_ui_url")  # may differ on --resume
@@ -40,7 +38,7 @@ class SweepPlan:
     preset: str
     recipe: str
     base: dict[str, Any]  # flat TrainConfig shared by all trials
-    archs: list[dict[str, Any]]  # per-cell overrides, e.g. {"model.residual": False, "model.depth": 56}
+    cell_overrides: list[dict[str, Any]]  # per cell of the grid, e.g. {"model.residual": False, "model.depth": 56}
     seeds: list[int]
     experiment: str
     tracking_uri: str
@@ -54,12 +52,11 @@ class SweepPlan:
     report_path: str = ""
     report_sections: tuple[str, ...] = ()
     mlflow_ui_url: str | None = None
-    extra_params: dict[str, Any] = field(default_factory=dict)
-    search: SearchSettings | None = None  # a search study's search (sweeps/search.py); None for a grid
+    extra_params: dict[str, Any] = field(default_factory=dict)  # the parent run's params beyond the config
 
     def configs(self) -> list[TrainConfig]:
         """The TrainConfig of every trial (validates each one)."""
-        return [trial_config({**self.base, "run.seed": seed, ARCH_KEY: arch}) for arch in self.archs for seed in self.seeds]
+        return [trial_config({**self.base, **cell, "run.seed": seed}) for cell in self.cell_overrides for seed in self.seeds]
 
     @property
     def sweep_id(self) -> str:
@@ -102,10 +99,10 @@ def build_plan(study: GridStudy, args: argparse.Namespace, preset: Preset) -> Sw
 
     chosen = {axis.name: axis.parse(getattr(args, axis.flag[2:])) for axis in study.axes
               if getattr(args, axis.flag[2:]) is not None}
-    archs = [study.trial_overrides(preset, cell) for cell in study.cells(preset, chosen)]
+    cell_overrides = [study.trial_overrides(preset, cell) for cell in study.cells(preset, chosen)]
     # Deepest (longest) trials first: Tune starts them in this order, and the short ones then fill the gaps,
     # instead of one long trial running alone at the end while the other slots idle.
-    archs.sort(key=lambda arch: -arch.get("model.depth", base["model.depth"]))
+    cell_overrides.sort(key=lambda cell: -cell.get("model.depth", base["model.depth"]))
     seeds = getattr(args, "seeds", None)  # a search study has no --seeds: its search trials use the preset's
     seeds = preset.seeds if seeds is None else seeds
     if seeds < 1:
@@ -115,18 +112,16 @@ def build_plan(study: GridStudy, args: argparse.Namespace, preset: Preset) -> Sw
     storage = args.storage_path or str(home / "ray_results")
     tracking_uri = absolute_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
                                          or f"sqlite:///{home / 'mlflow.db'}")
-    search = (search_settings(study, args, preset, base, tracking_uri, home) if isinstance(study, SearchStudy)
-              else None)
     return SweepPlan(
-        study=study.name, preset=preset.name, recipe=recipe_of(preset, base), base=base, archs=archs,
+        study=study.name, preset=preset.name, recipe=recipe_of(preset, base), base=base,
+        cell_overrides=cell_overrides,
         seeds=list(range(seeds)), experiment=args.experiment, tracking_uri=tracking_uri,
         storage_path=storage if "://" in storage else str(Path(storage).expanduser().resolve()),
         cpus_per_trial=cpus,
         gpus_per_trial=args.gpus_per_trial if args.gpus_per_trial is not None else preset.gpus_per_trial,
         max_concurrent=args.max_concurrent, max_failures=args.max_failures, resume=args.resume,
         report=args.report, report_path=args.report_path or str(home / "reports" / f"{args.experiment}.html"),
-        report_sections=study.report_sections, mlflow_ui_url=args.mlflow_ui_url, search=search,
-        extra_params=search_params(search, base["optim.iterations"]) if search else {},
+        report_sections=study.report_sections, mlflow_ui_url=args.mlflow_ui_url,
     )
 
 
@@ -169,7 +164,7 @@ class InterruptedSweepError(ValueError):
 def check_plan(plan: SweepPlan) -> None:
     """Reject a plan that cannot run, before anything starts; reads only. Raises ValueError naming the problem
     (InterruptedSweepError when an earlier sweep of the same name needs --resume)."""
-    if not plan.archs or not plan.seeds:
+    if not plan.cell_overrides or not plan.seeds:
         raise ValueError("the sweep has no trials: give at least one value of every axis and a seed")
     configs = plan.configs()
     if plan.cpus_per_trial <= 0 or plan.gpus_per_trial < 0:
@@ -183,8 +178,6 @@ def check_plan(plan: SweepPlan) -> None:
         check_tracking_uri(plan.tracking_uri)
     except (DatasetUnavailableError, TrackingError) as exc:
         raise ValueError(str(exc)) from None
-    if plan.search is not None:
-        check_optuna_storage(plan.search.optuna_storage)
     check_earlier_sweep(plan)
     if plan.resume:
         check_resume_matches(plan)
@@ -228,6 +221,7 @@ def check_resume_matches(plan: SweepPlan) -> None:
         return  # nothing to resume: the sweep starts anew (run_sweep says so)
     with filesystem.open_input_stream(path) as source:
         saved = json.loads(source.read())
+    saved.setdefault("cell_overrides", saved.pop("archs", None))  # a sweep started before the rename
     current = json.loads(json.dumps(asdict(plan), default=str))
     differ = [f"{key}: {then!r} then, {now!r} now" for key, then, now in _differences(saved, current)
               if key.split(".")[0] not in SAFE_ON_RESUME]

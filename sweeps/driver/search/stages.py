@@ -29,13 +29,16 @@ from typing import Any
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 
-from sweeps.asha import AshaRungs, asha_scheduler
-from sweeps.plan import SweepPlan, save_plan
-from sweeps.runner import TrackedSweep, end_of_sweep, points_tuner, run_config, trial_settings, tracked_sweep
-from sweeps.searcher import ITERATION, FullBudgetOptunaSearch
-from sweeps.trainable import TrialHooks
+from sweeps.driver.search.asha import AshaRungs, asha_scheduler
+from sweeps.driver.plan import save_plan
+from sweeps.driver.search.settings import SearchPlan
+from sweeps.driver.search.searcher import FullBudgetOptunaSearch
+from sweeps.driver.sweep import (TrackedSweep, completed_results, end_of_sweep, parent_status, points_tuner,
+                                 run_config, trial_settings, tracked_sweep)
+from sweeps.trial.progress import COMPLETED, ITERATION, RUNNING, reported_status
+from sweeps.trial.trainable import TrialHooks
 from resnet_core.config import config_net_name
-from sweeps.trial import META_KEY, TrialMeta, trial_config, trial_meta
+from sweeps.trial.identity import META_KEY, TrialMeta, trial_config, trial_meta
 from sweeps.tracking.sweep_run import mark_trial_run
 
 
@@ -56,11 +59,11 @@ class SearchResults:
 
     @property
     def status(self) -> str:
-        """The parent run's true status: FAILED if a trial errored, KILLED if a stage was cut short."""
-        return "FAILED" if self.errors else "KILLED" if self.interrupted else "FINISHED"
+        """The parent run's status: KILLED when a stage was cut short."""
+        return parent_status(bool(self.errors), self.interrupted)
 
 
-def run_search(plan: SweepPlan, hooks: TrialHooks | None = None) -> SearchResults:
+def run_search(plan: SearchPlan, hooks: TrialHooks | None = None) -> SearchResults:
     """Run a checked search plan on the connected cluster: the searches, the confirm stage, the report."""
     save_plan(plan)  # on --resume the same settings (check_plan compared them)
     with tracked_sweep(plan, hooks) as sweep:
@@ -72,12 +75,12 @@ def run_search(plan: SweepPlan, hooks: TrialHooks | None = None) -> SearchResult
     return results
 
 
-def _run_stages(plan: SweepPlan, sweep: TrackedSweep) -> SearchResults:
+def _run_stages(plan: SearchPlan, sweep: TrackedSweep) -> SearchResults:
     """Each net's search, then the confirm stage; a stage cut short (the driver stopped) ends the run."""
     results = SearchResults({}, [])
-    for arch in plan.archs:
-        net = config_net_name(trial_config({**plan.base, **arch}))
-        results.searched[net], finished = _search_stage(plan, sweep, arch, net)
+    for cell in plan.cell_overrides:
+        net = config_net_name(trial_config({**plan.base, **cell}))
+        results.searched[net], finished = _search_stage(plan, sweep, cell, net)
         if not finished:
             results.interrupted = True
             return results
@@ -87,7 +90,7 @@ def _run_stages(plan: SweepPlan, sweep: TrackedSweep) -> SearchResults:
     return results
 
 
-def _fit_stage(plan: SweepPlan, sweep: TrackedSweep, name: str, new_tuner: Callable[[], tune.Tuner],
+def _fit_stage(plan: SearchPlan, sweep: TrackedSweep, name: str, new_tuner: Callable[[], tune.Tuner],
                resume_errored: bool = True) -> tuple[list[tune.Result], bool]:
     """Run one stage (restored on --resume when it has Tune state); returns its results and whether every
     trial ended (False when the driver was stopped part-way)."""
@@ -101,7 +104,7 @@ def _fit_stage(plan: SweepPlan, sweep: TrackedSweep, name: str, new_tuner: Calla
     return list(grid), grid.num_terminated + grid.num_errors == len(grid)
 
 
-def _search_stage(plan: SweepPlan, sweep: TrackedSweep, arch: dict[str, Any],
+def _search_stage(plan: SearchPlan, sweep: TrackedSweep, cell: dict[str, Any],
                   net: str) -> tuple[list[tune.Result], bool]:
     """One net's search; its trials ASHA stopped then end in MLflow as FINISHED with ``outcome=stopped_early``,
     ``stopped_at_iteration`` and ``stop_reason``: a decision of the search, not a fault.
@@ -111,11 +114,11 @@ def _search_stage(plan: SweepPlan, sweep: TrackedSweep, arch: dict[str, Any],
     on --resume: Optuna already holds them as FAIL.
     """
     name = f"search-{net}"
-    results, finished = _fit_stage(plan, sweep, name, partial(_search_tuner, plan, sweep, arch, net, name),
+    results, finished = _fit_stage(plan, sweep, name, partial(_search_tuner, plan, sweep, cell, net, name),
                                    resume_errored=False)
     iterations = plan.base["optim.iterations"]
     for result in results:
-        if result.error is None and (result.metrics or {}).get("status") == "running":
+        if result.error is None and reported_status(result.metrics) == RUNNING:
             stopped_at = result.metrics[ITERATION]
             mark_trial_run(sweep.tracking, result.metrics["trial_id"], "stopped_early", "FINISHED",
                            {"stopped_at_iteration": stopped_at,
@@ -123,7 +126,7 @@ def _search_stage(plan: SweepPlan, sweep: TrackedSweep, arch: dict[str, Any],
     return results, finished
 
 
-def study_name(plan: SweepPlan, sweep: TrackedSweep, net: str) -> str:
+def study_name(plan: SearchPlan, sweep: TrackedSweep, net: str) -> str:
     """The Optuna study of one net's search: unique to the sweep (its parent run), the same on --resume."""
     return f"{plan.experiment}/{net}/{sweep.parent_run_id[:8]}"
 
@@ -134,7 +137,7 @@ def startup_trials(num_samples: int) -> int:
     return max(2, min(10, num_samples // 3))
 
 
-def _search_tuner(plan: SweepPlan, sweep: TrackedSweep, arch: dict[str, Any], net: str, name: str) -> tune.Tuner:
+def _search_tuner(plan: SearchPlan, sweep: TrackedSweep, cell: dict[str, Any], net: str, name: str) -> tune.Tuner:
     """One net's search: the seeded TPE searcher on its Optuna study, ASHA on the training iteration."""
     search = plan.search
     iterations = plan.base["optim.iterations"]
@@ -144,21 +147,21 @@ def _search_tuner(plan: SweepPlan, sweep: TrackedSweep, arch: dict[str, Any], ne
     scheduler = asha_scheduler(search, iterations)
     return tune.Tuner(
         sweep.trainable,
-        param_space={**plan.base, **arch, "run.seed": plan.seeds[0]},  # one seed: one validation split for all
+        param_space={**plan.base, **cell, "run.seed": plan.seeds[0]},  # one seed: one validation split for all
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(searcher, plan.max_concurrent) if plan.max_concurrent else searcher,
             scheduler=scheduler, num_samples=search.num_samples, **trial_settings()),
         run_config=run_config(plan, sweep, name, plan.sweep_id, callbacks=[AshaRungs(scheduler)]))
 
 
-def _confirm_tuner(plan: SweepPlan, sweep: TrackedSweep, results: SearchResults) -> tune.Tuner:
+def _confirm_tuner(plan: SearchPlan, sweep: TrackedSweep, results: SearchResults) -> tune.Tuner:
     """The confirm stage: each net's best configurations and its default recipe, seeds 1..N, full budget."""
-    points = [point for arch, (net, searched) in zip(plan.archs, results.searched.items())
-              for point in confirm_points(plan, arch, net, searched)]
+    points = [point for cell, (net, searched) in zip(plan.cell_overrides, results.searched.items())
+              for point in confirm_points(plan, cell, net, searched)]
     return points_tuner(plan, sweep, points, "confirm", plan.sweep_id)
 
 
-def confirm_points(plan: SweepPlan, arch: dict[str, Any], net: str,
+def confirm_points(plan: SearchPlan, cell: dict[str, Any], net: str,
                    searched: list[tune.Result]) -> list[dict[str, Any]]:
     """The confirm trials of one net, as param-space overrides named ``<net> top1 seed 1``, ``<net> default ...``."""
     search = plan.search
@@ -170,19 +173,18 @@ def confirm_points(plan: SweepPlan, arch: dict[str, Any], net: str,
     for label, tags, values in candidates:
         for seed in range(1, search.confirm_seeds + 1):
             meta = TrialMeta(f"{net} {label} seed {seed}", {"stage": "confirm", "candidate": label, **tags})
-            points.append({**arch, **values, "run.seed": seed, META_KEY: meta})
+            points.append({**cell, **values, "run.seed": seed, META_KEY: meta})
     return points
 
 
 def best_trials(results: list[tune.Result], metric: str, k: int) -> list[tune.Result]:
     """The ``k`` full-budget trials with the lowest final ``metric`` (ties: the earlier Optuna trial)."""
-    full = [r for r in results if r.error is None and (r.metrics or {}).get("status") == "completed"
-            and math.isfinite(r.metrics.get(metric, math.nan))]
+    full = completed_results(results, metric)
     full.sort(key=lambda r: (r.metrics[metric], int(trial_meta(r.config).tags["optuna_trial"])))
     return full[:k]
 
 
-def print_search_summary(plan: SweepPlan, results: SearchResults, elapsed: float) -> None:
+def print_search_summary(plan: SearchPlan, results: SearchResults, elapsed: float) -> None:
     """Per net: how its search trials ended and the best found; then the confirm stage's test errors."""
     print(f"\nsearch finished in {elapsed:.0f}s ({len(results.errors)} trial(s) errored)")
     for net, searched in results.searched.items():
@@ -200,8 +202,8 @@ def print_search_summary(plan: SweepPlan, results: SearchResults, elapsed: float
 
 def _search_line(searched: list[tune.Result], space: dict[str, Any], metric: str) -> str:
     """How one net's search trials ended, and its best full-budget configuration by ``metric``."""
-    ends = Counter("error" if r.error else (r.metrics or {}).get("status", "not run") for r in searched)
-    line = (f"{len(searched)} trials, {ends.pop('completed', 0)} at full budget, {ends.pop('running', 0)} stopped "
+    ends = Counter("error" if r.error else reported_status(r.metrics) or "not run" for r in searched)
+    line = (f"{len(searched)} trials, {ends.pop(COMPLETED, 0)} at full budget, {ends.pop(RUNNING, 0)} stopped "
             f"early by ASHA" + "".join(f", {n} {status}" for status, n in ends.items()))
     best = best_trials(searched, metric, 1)
     if not best:

@@ -8,7 +8,7 @@ import os
 import socket
 from urllib.parse import urlparse
 
-from sweeps.plan import SweepPlan
+from sweeps.driver.plan import SweepPlan
 
 CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 

@@ -33,10 +33,10 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeps.search import CHOICE, Knob
-from sweeps.trial import META_KEY, TrialMeta
+from sweeps.study import CHOICE, Knob
+from sweeps.trial.progress import COMPLETED, DIVERGED, ITERATION, RUNNING, reported_status
+from sweeps.trial.identity import META_KEY, TrialMeta
 
-ITERATION = "iteration"  # the training iteration in each report (sweeps.trainable), ASHA's time attribute
 TUNE_TRIAL_ID = "tune_trial_id"  # user attribute of each Optuna trial: the Tune trial it ran as
 OUTCOME = "outcome"  # user attribute of each finished Optuna trial: as the MLflow tag (docs/tracking.md)
 STOP_REASON = "stop_reason"  # user attribute of a PRUNED trial: why and where ASHA stopped it, in words
@@ -53,14 +53,14 @@ def distribution(knob: Knob) -> BaseDistribution:
 def judge(result: dict[str, Any] | None, error: bool, metric: str) -> tuple[TrialState, float | None, str]:
     """How a Tune trial ended, for Optuna: (state, value, outcome) from its last report."""
     result = result or {}
-    value, status = result.get(metric), result.get("status")
+    value, status = result.get(metric), reported_status(result)
     if error or status is None:
         return TrialState.FAIL, None, "failed"
-    if status == "completed" and isinstance(value, (int, float)) and math.isfinite(value):
+    if status == COMPLETED and isinstance(value, (int, float)) and math.isfinite(value):
         return TrialState.COMPLETE, float(value), "completed"
-    if status == "running":  # Tune stopped it at an evaluation before its last: ASHA's early stop
+    if status == RUNNING:  # Tune stopped it at an evaluation before its last: ASHA's early stop
         return TrialState.PRUNED, None, "stopped_early"
-    return TrialState.FAIL, None, "diverged" if status == "diverged" else "failed"
+    return TrialState.FAIL, None, DIVERGED if status == DIVERGED else "failed"
 
 
 class FullBudgetOptunaSearch(OptunaSearch):
