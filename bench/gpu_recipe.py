@@ -34,7 +34,7 @@ from bench.trainer_throughput import cifar_shaped_dataset  # noqa: E402
 from dashboards.paper import TABLE6_RESNET_TEST_ERROR  # noqa: E402
 from resnet_core import DatasetUnavailableError, TrainConfig, fit  # noqa: E402
 from resnet_core.config import scaled_milestones  # noqa: E402
-from resnet_core.trainer import resolve_device, resolve_precision  # noqa: E402
+from resnet_core.device import resolve_device, resolve_precision  # noqa: E402
 
 TARGET_MINUTES = {20: 3.0, 56: 6.0}
 PAPER_BAND_PP = 0.5

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from resnet_core import TrainConfig, build_model, fit  # noqa: E402
 from resnet_core.data import Dataset, Split  # noqa: E402
-from resnet_core.trainer import resolve_precision  # noqa: E402
+from resnet_core.device import resolve_precision  # noqa: E402
 
 IMAGES = 5_000  # CIFAR-shaped random images; content does not change the speed
 

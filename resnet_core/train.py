@@ -17,7 +17,8 @@ from typing import Any
 from resnet_core.checkpoint import CheckpointError
 from resnet_core.config import TrainConfig, apply_overrides, config_net_name
 from resnet_core.data import DatasetUnavailableError
-from resnet_core.trainer import fit, resolve_device, resolve_precision
+from resnet_core.device import resolve_device, resolve_precision
+from resnet_core.trainer import fit
 
 
 def flag_name(key: str) -> str:

@@ -1,4 +1,5 @@
-"""The trainer: ``fit(config)`` yields one ``Result`` per evaluation (the CLI is resnet_core/train.py).
+"""The trainer: ``fit(config)`` yields one ``Result`` per evaluation (the CLI is resnet_core/train.py; the
+device and precision are chosen in resnet_core/device.py).
 
 The whole data set lives on the training device and batches are cut, augmented and shuffled with tensor
 ops (no DataLoader in the hot loop). All randomness comes from state that goes into the checkpoint, so a
@@ -29,6 +30,7 @@ from torch import nn
 from resnet_core.checkpoint import load_checkpoint, save_checkpoint
 from resnet_core.config import RunConfig, TrainConfig, current_keys, validate
 from resnet_core.data import Dataset, Split, augment_batch, load_dataset
+from resnet_core.device import autocast_for, prepare_device
 from resnet_core.models import build_model, count_parameters
 from resnet_core.probes import global_norm, gradient_norms, layer_response_std
 
@@ -60,71 +62,6 @@ class Result:
 
     def save_checkpoint(self, path: str | os.PathLike) -> Path:
         return save_checkpoint(self.state(), path)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"run.device={name!r} but no CUDA device is available; use 'auto' or 'cpu'")
-    return device
-
-
-def has_native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 in hardware: CUDA GPUs from Ampere on, CPUs with AVX512-BF16 or AMX.
-
-    Elsewhere bf16 is emulated and slower than fp32, so ``run.precision=auto`` keeps fp32 there.
-    """
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    if device.type == "cpu":
-        return cpu_has_native_bf16()
-    return False
-
-
-CPUINFO = Path("/proc/cpuinfo")
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU has AVX512-BF16 or AMX instructions.
-
-    torch answers only through private functions (``torch.cpu._is_avx512_bf16_supported`` and
-    ``_is_amx_tile_supported``); where a torch version lacks them, the same flags are read from /proc/cpuinfo.
-    """
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    if all(callable(probe) for probe in probes):
-        return any(probe() for probe in probes)
-    return bool(cpu_flags() & {"avx512_bf16", "amx_tile"})
-
-
-def cpu_flags() -> set[str]:
-    """The CPU feature flags listed in /proc/cpuinfo; none where there is no such file (macOS, Windows)."""
-    try:
-        text = CPUINFO.read_text()
-    except OSError:
-        return set()
-    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """The precision a run computes in: "auto" becomes bf16 where the hardware has it natively, else fp32."""
-    if precision == "auto":
-        return "bf16" if has_native_bf16(device) else "fp32"
-    return precision
-
-
-def autocast_for(config: TrainConfig, device: torch.device) -> torch.autocast | None:
-    """bf16 autocast where the config asks for it (see ``resolve_precision``); None means fp32.
-
-    Under it the convolutions and the linear layer compute in bf16 and the activations between them are
-    bf16 too: BN outputs, ReLUs and the residual additions (the shortcut stream) included. What stays fp32:
-    the weights and the optimizer state, BN's affine parameters and running statistics, and the loss, which
-    is computed from the logits cast to fp32.
-    """
-    if resolve_precision(config.run.precision, device) == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return None
 
 
 class LearningRate:
@@ -367,16 +304,6 @@ def fit(config: TrainConfig, resume: str | os.PathLike | dict | None = None,
     if saved is not None:
         state.restore(saved)
     yield from train(state, data)
-
-
-def prepare_device(run: RunConfig) -> torch.device:
-    """The run's device, with torch's CPU thread count and cuDNN autotuning set for it."""
-    device = resolve_device(run.device)
-    if run.threads:
-        torch.set_num_threads(run.threads)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    return device
 
 
 def read_resume(resume: str | os.PathLike | dict | None, config: TrainConfig,

@@ -11,7 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from resnet_core import TrainConfig
-from resnet_core.trainer import resolve_precision
+from resnet_core.device import resolve_precision
 from sweeps import depth_vs_error
 from sweeps.driver.grid import run_sweep
 from plans import plan_for

@@ -15,13 +15,13 @@ import pytest
 import torch
 from torch import nn
 
-from resnet_core import TrainConfig, fit, load_checkpoint, save_checkpoint, trainer
+from resnet_core import TrainConfig, device, fit, load_checkpoint, save_checkpoint
 from resnet_core.config import DataConfig
 from resnet_core.data import Dataset, Split, load_dataset
 from resnet_core.models import build_model, response_layers
 from resnet_core.probes import global_norm, gradient_norms, layer_response_std
 from resnet_core.train import main
-from resnet_core.trainer import autocast_for, has_native_bf16, resolve_precision
+from resnet_core.device import autocast_for, has_native_bf16, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,12 +76,12 @@ def test_cpu_bf16_probe_falls_back_to_cpuinfo_without_torchs_private_probes(
     assert has_native_bf16(cpu) == bool(_proc_cpuinfo_flags() & {"avx512_bf16", "amx_tile"})
     # Both answers of the fallback, and a machine without /proc/cpuinfo.
     fake = tmp_path / "cpuinfo"
-    monkeypatch.setattr(trainer, "CPUINFO", fake)
+    monkeypatch.setattr(device, "CPUINFO", fake)
     fake.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16\n")
     assert has_native_bf16(cpu) is True and resolve_precision("auto", cpu) == "bf16"
     fake.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2\n")
     assert has_native_bf16(cpu) is False
-    monkeypatch.setattr(trainer, "CPUINFO", tmp_path / "absent")
+    monkeypatch.setattr(device, "CPUINFO", tmp_path / "absent")
     assert has_native_bf16(cpu) is False
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from resnet_core import TrainConfig
 from resnet_core.config import config_net_name, family_name
-from resnet_core.trainer import resolve_device, resolve_precision
+from resnet_core.device import resolve_device, resolve_precision
 
 META_KEY = "trial"  # optional param-space key holding a TrialMeta
 
