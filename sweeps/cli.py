@@ -17,7 +17,7 @@ from typing import Any
 
 import ray
 
-from resnet_core.train import add_config_arguments
+from resnet_core.flags import add_config_arguments
 from sweeps.driver.grid import run_sweep
 from sweeps.driver.plan import SAFE_ON_RESUME, InterruptedSweepError, SweepPlan, build_plan, check_plan
 from sweeps.driver.resources import check_cluster

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from resnet_core.config import TrainConfig
-from resnet_core.train import flag_name
+from resnet_core.flags import flag_name
 
 # The TrainConfig fields every study offers as flags (help, type and validation come from resnet_core.config).
 CONFIG_FLAGS = ("data.dataset", "data.data_dir", "optim.iterations", "run.eval_every", "model.shortcut")

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from resnet_core.config import TrainConfig, apply_overrides, family_name, scaled_milestones, validate
-from resnet_core.train import add_config_arguments, config_from_args, overrides_from_args
+from resnet_core.flags import add_config_arguments, config_from_args, overrides_from_args
 
 
 def test_defaults_are_the_papers_cifar_recipe() -> None:

@@ -18,7 +18,7 @@ from mlflow.exceptions import MlflowException
 
 from resnet_core.config import TrainConfig, apply_overrides
 from resnet_core.data import DatasetUnavailableError, check_dataset
-from resnet_core.train import overrides_from_args
+from resnet_core.flags import overrides_from_args
 from sweeps.study import GridStudy, Preset
 from sweeps.tracking.spool import SPOOL_DIRNAME
 from sweeps.tracking.store import TrackingError, absolute_tracking_uri, check_tracking_uri, sqlite_path

@@ -1,0 +1,85 @@
+"""Command-line flags of the config: one ``--flag`` per ``TrainConfig`` field, read back as overrides or a config.
+
+The one place that turns config fields into flags, shared by the single-run CLI (resnet_core/train.py) and the
+sweep CLIs, so a flag has the same name, type and help everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+from resnet_core.config import TrainConfig, apply_overrides
+
+
+def flag_name(key: str) -> str:
+    """The command-line flag of a flat config key: ``"run.eval_every"`` -> ``"--eval-every"``."""
+    return "--" + key.split(".", 1)[1].replace("_", "-")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, keys: Iterable[str] | None = None,
+                         default_help: str | None = None) -> None:
+    """Add one ``--flag`` per flat config key (all when ``keys`` is None), grouped by section.
+
+    Help text and type come from the field; ``dest`` is the flat key and the default None, so
+    ``overrides_from_args`` sees only what the user gave. ``default_help`` (e.g. "the preset's") replaces the field's default in the help
+    where the caller's defaults differ from the config's. ``--plain`` comes with ``model.residual``.
+    """
+    wanted = _known_keys(keys)
+    defaults = TrainConfig()
+    for section in TrainConfig.SECTIONS:
+        values = getattr(defaults, section)
+        fields = [f for f in dataclasses.fields(values) if f"{section}.{f.name}" in wanted]
+        if not fields:
+            continue
+        group = parser.add_argument_group(section)
+        for f in fields:
+            key, default = f"{section}.{f.name}", getattr(values, f.name)
+            group.add_argument(flag_name(key), dest=key, default=None, help=_flag_help(f, default, default_help),
+                               **_flag_kind(key, default))
+        if section == "model" and "model.residual" in wanted:
+            group.add_argument("--plain", dest="model.residual", action="store_false", default=None,
+                               help="shorthand for --no-residual: the plain twin of the residual net")
+
+
+def _known_keys(keys: Iterable[str] | None) -> set[str]:
+    """``keys`` as a set (all flat config keys when None); an unknown key is an error naming the valid ones."""
+    known = set(TrainConfig().to_dict())
+    if keys is None:
+        return known
+    wanted = set(keys)
+    if unknown := sorted(wanted - known):
+        raise ValueError(f"unknown config key(s) {unknown}; valid keys are {sorted(known)}")
+    return wanted
+
+
+def _flag_kind(key: str, default: Any) -> dict[str, Any]:
+    """How a flag parses, from its field's type: --x/--no-x for a bool, a string for a list (TrainConfig
+    converts and checks it), else the type itself (so argparse refuses --depth abc, naming the flag)."""
+    if isinstance(default, bool):
+        return {"action": argparse.BooleanOptionalAction}
+    if isinstance(default, tuple):
+        return {"metavar": "I,J"}
+    return {"type": type(default), "metavar": key.split(".", 1)[1].upper()}
+
+
+def _flag_help(f: dataclasses.Field, default: Any, default_help: str | None) -> str:
+    """The field's help text ending "(default: ...)": ``default_help``, the field's description of its
+    default, or the default itself."""
+    shown = default_help or f.metadata.get("default_help") or str(default)
+    return f"{f.metadata.get('help', '')} (default: {shown})".replace("%", "%%")  # argparse %-formats help
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The flat config keys the user actually gave on the command line, with their values."""
+    known = TrainConfig().to_dict()
+    return {key: value for key, value in vars(args).items() if key in known and value is not None}
+
+
+def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    """The config the command line asked for: ``base`` (default: the paper's recipe) with every flag given
+    applied by ``apply_overrides`` (so --iterations without --milestones keeps the paper's proportions)."""
+    flat = apply_overrides((base or TrainConfig()).to_dict(), overrides_from_args(args))
+    return TrainConfig.from_dict(flat)
