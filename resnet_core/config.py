@@ -2,13 +2,15 @@
 
 One flat dict (``"model.depth": 56``, ...) serves as Ray Tune's param space, MLflow's params and the
 checkpoint's config; ``TrainConfig.to_dict`` / ``TrainConfig.from_dict`` convert both ways. All validation
-lives in ``validate`` so every entry point (CLI, sweeps, resume) rejects bad input the same way, with a
-message that names the bad value and the valid choices.
+lives here, in ``validate``, so every entry point (CLI, sweeps, resume) rejects bad input the same way, with a
+message that names the bad value and the valid choices. Its architecture rules, ``check_architecture``, are
+also the ones ``models.build_model`` applies to its arguments.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -17,6 +19,9 @@ SHORTCUTS = ("A", "B", "C")
 DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
 PRECISIONS = ("auto", "fp32", "bf16")
 IMAGENET_DEPTHS = (18, 34, 50, 101, 152)
+# The arguments ``check_architecture`` checks (by ``build_model``'s names) and the config keys holding them.
+MODEL_KEYS = {"layout": "model.layout", "depth": "model.depth", "shortcut": "model.shortcut",
+              "width": "model.width", "dropout": "model.head_dropout"}
 
 
 def _opt(default: Any, help: str, default_help: str | None = None) -> Any:
@@ -216,20 +221,34 @@ def cifar_depths_hint() -> str:
     return ", ".join(str(6 * n + 2) for n in range(1, 10)) + ", …, 110, …, 1202"
 
 
+def check_architecture(layout: str, depth: int, shortcut: str, width: float = 1.0, dropout: float = 0.0,
+                       keys: Mapping[str, str] | None = None) -> None:
+    """Raise ValueError unless the arguments describe a net of the paper: a known layout, a depth of that
+    layout (an int), a shortcut option, a width > 0 and a dropout in [0, 1).
+
+    The one home of these rules: ``validate`` checks a config's model with them, ``models.build_model`` its
+    arguments. Messages name the bad value and the valid choices, calling each argument by its entry in
+    ``keys`` (``validate`` passes MODEL_KEYS) or else by its name.
+    """
+    key = {arg: (keys or {}).get(arg, arg) for arg in MODEL_KEYS}
+    check_choice(key["layout"], layout, LAYOUTS)
+    check_choice(key["shortcut"], shortcut, SHORTCUTS)
+    given = f"{key['depth']}={depth!r}" if keys else repr(depth)  # a config key is named along with its value
+    is_int = isinstance(depth, int) and not isinstance(depth, bool)
+    if layout == "cifar" and (not is_int or depth < 8 or (depth - 2) % 6):
+        raise ValueError(f"CIFAR depth must be 6n+2, e.g. {cifar_depths_hint()}; got {given}")
+    if layout == "imagenet" and (not is_int or depth not in IMAGENET_DEPTHS):
+        raise ValueError(f"ImageNet depth must be one of {list(IMAGENET_DEPTHS)}; got {given}")
+    _positive(key["width"], width)
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"{key['dropout']} must be in [0, 1); got {dropout}")
+
+
 def validate(config: TrainConfig) -> None:
     """Raise ValueError naming the first bad value and the valid choices."""
     m, d, o, r = config.model, config.data, config.optim, config.run
-    _choice("model.layout", m.layout, LAYOUTS)
-    _choice("model.shortcut", m.shortcut, SHORTCUTS)
-    if m.layout == "cifar":
-        if m.depth < 8 or (m.depth - 2) % 6:
-            raise ValueError(f"CIFAR depth must be 6n+2, e.g. {cifar_depths_hint()}; got model.depth={m.depth}")
-    elif m.depth not in IMAGENET_DEPTHS:
-        raise ValueError(f"ImageNet depth must be one of {list(IMAGENET_DEPTHS)}; got model.depth={m.depth}")
-    _positive("model.width", m.width)
-    if not 0.0 <= m.head_dropout < 1.0:
-        raise ValueError(f"model.head_dropout must be in [0, 1); got {m.head_dropout}")
-    _choice("data.dataset", d.dataset, DATASETS)
+    check_architecture(m.layout, m.depth, m.shortcut, m.width, m.head_dropout, keys=MODEL_KEYS)
+    check_choice("data.dataset", d.dataset, DATASETS)
     if d.val_size < 0 or d.train_limit < 0:
         raise ValueError(f"data.val_size and data.train_limit must be >= 0; got {d.val_size}, {d.train_limit}")
     for name in ("lr", "batch_size", "iterations", "gamma", "warmup_lr"):
@@ -242,7 +261,7 @@ def validate(config: TrainConfig) -> None:
         raise ValueError(f"optim.milestones must be increasing positive iterations; got {list(o.milestones)}")
     if not 0.0 < o.warmup_until_error <= 100.0:
         raise ValueError(f"optim.warmup_until_error is a percentage in (0, 100]; got {o.warmup_until_error}")
-    _choice("run.precision", r.precision, PRECISIONS)
+    check_choice("run.precision", r.precision, PRECISIONS)
     if r.device != "auto" and r.device.split(":")[0] not in ("cpu", "cuda", "mps"):
         raise ValueError(f"run.device must be 'auto', 'cpu', 'cuda[:N]' or 'mps'; got {r.device!r}")
     for name in ("eval_every", "eval_batch_size"):
@@ -251,7 +270,8 @@ def validate(config: TrainConfig) -> None:
         raise ValueError(f"run.probe_images and run.threads must be >= 0; got {r.probe_images}, {r.threads}")
 
 
-def _choice(key: str, value: Any, choices: tuple) -> None:
+def check_choice(key: str, value: Any, choices: tuple) -> None:
+    """Raise ValueError unless ``value`` is one of ``choices``, naming ``key``, the value and the choices."""
     if value not in choices:
         raise ValueError(f"{key}={value!r} is not valid; choose one of {list(choices)}")
 

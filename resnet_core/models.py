@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet_core.config import IMAGENET_DEPTHS, LAYOUTS, SHORTCUTS, cifar_depths_hint
+from resnet_core.config import SHORTCUTS, check_architecture, check_choice
 
 __all__ = [
     "BasicBlock",
@@ -123,14 +123,13 @@ class ProjectionShortcut(nn.Module):
 
 def make_shortcut(option: str, in_planes: int, out_planes: int, stride: int) -> nn.Module:
     """The shortcut module of one residual block for shortcut ``option`` "A", "B" or "C"."""
+    check_choice("shortcut", option, SHORTCUTS)
     reshapes = stride != 1 or in_planes != out_planes
     if option == "C" or (option == "B" and reshapes):
         return ProjectionShortcut(in_planes, out_planes, stride)
     if option == "A" and reshapes:
         return PadShortcut(in_planes, out_planes, stride)
-    if option in ("A", "B"):
-        return IdentityShortcut()
-    raise ValueError(f"shortcut={option!r} is not valid; choose one of {list(SHORTCUTS)}")
+    return IdentityShortcut()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -323,23 +322,11 @@ def build_model(
     layout ("A" for cifar, "B" for imagenet). Plain nets have no shortcuts, so for them a valid ``shortcut``
     is ignored: plain with "A", "B" or "C" is the same network. ``zero_init_residual`` is likewise ignored by
     plain nets. ``width`` multiplies every layer's filter count. Raises ``ValueError`` naming the bad value
-    and the valid choices.
+    and the valid choices (the architecture rules are ``config.check_architecture``, which configs share).
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout={layout!r} is not valid; choose one of {list(LAYOUTS)}")
     if shortcut is None:
-        shortcut = DEFAULT_SHORTCUT[layout]
-    if shortcut not in SHORTCUTS:
-        raise ValueError(f"shortcut={shortcut!r} is not valid; choose one of {list(SHORTCUTS)} (or None)")
-    is_int = isinstance(depth, int) and not isinstance(depth, bool)
-    if layout == "cifar" and (not is_int or depth < 8 or (depth - 2) % 6):
-        raise ValueError(f"CIFAR depth must be 6n+2, e.g. {cifar_depths_hint()}; got {depth!r}")
-    if layout == "imagenet" and (not is_int or depth not in IMAGENET_DEPTHS):
-        raise ValueError(f"ImageNet depth must be one of {list(IMAGENET_DEPTHS)}; got {depth!r}")
-    if not width > 0:
-        raise ValueError(f"width must be > 0; got {width!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
+        shortcut = DEFAULT_SHORTCUT.get(layout, "A")  # an unknown layout is reported first
+    check_architecture(layout, depth, shortcut, width, dropout)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1; got {num_classes!r}")
     if in_channels < 1:

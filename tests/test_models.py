@@ -4,13 +4,16 @@ gradients, validation, pickling, init and the Fig. 7 response layers. Runs on CP
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 
 import pytest
 import torch
 import torchvision
 from torch import nn
 
+from resnet_core.config import IMAGENET_DEPTHS, ModelConfig, TrainConfig, validate
 from resnet_core.models import (
+    IMAGENET_LAYERS,
     BasicBlock,
     Bottleneck,
     IdentityShortcut,
@@ -226,6 +229,36 @@ def test_bad_input_raises_value_error(kwargs: dict, bad: str, valid: str) -> Non
         build_model(**kwargs)
     message = str(info.value)
     assert bad in message and valid in message
+
+
+def _rejection(call: Callable[[], object]) -> str | None:
+    """The ValueError message ``call`` raises, or None where it succeeds."""
+    try:
+        call()
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.parametrize("model", [
+    {}, {"layout": "imagenet", "depth": 18}, {"depth": 8, "shortcut": "C", "residual": False}, {"layout": "mnist"},
+    {"depth": 21}, {"depth": 20.0}, {"layout": "imagenet", "depth": 20}, {"shortcut": "D"}, {"width": 0.0},
+    {"head_dropout": 1.0},
+])
+def test_build_model_and_config_validation_apply_the_same_architecture_rules(model: dict) -> None:
+    # One set of rules (config.check_architecture): a model config is valid exactly where build_model builds it,
+    # and each names the bad value in its own terms (config keys vs build_model's arguments).
+    m = ModelConfig(**model)
+    from_config = _rejection(lambda: validate(TrainConfig(model=m)))
+    from_build = _rejection(lambda: build_model(m.layout, m.depth, residual=m.residual, shortcut=m.shortcut,
+                                                width=m.width, dropout=m.head_dropout))
+    assert (from_config is None) == (from_build is None), (from_config, from_build)
+    if from_config is not None:
+        assert "model." in from_config and "model." not in from_build
+
+
+def test_the_imagenet_depths_are_the_depths_of_table_1() -> None:
+    assert tuple(IMAGENET_LAYERS) == IMAGENET_DEPTHS
 
 
 def test_default_shortcut_is_the_papers_choice() -> None:
