@@ -1,12 +1,5 @@
-"""Paper-faithful ResNets and plain nets (He et al. 2016) with a fast, framework-free trainer.
-
-    from resnet_core import TrainConfig, fit
-    for result in fit(TrainConfig().replace(**{"data.dataset": "digits", "optim.iterations": 200})):
-        print(result.iteration, result.metrics["train/error"])
-
-This package imports only torch, torchvision, numpy and the standard library (scikit-learn inside the
-offline digits loader): never ray, mlflow, optuna or plotly.
-"""
+"""The science: the paper's ResNets and plain twins, their config and flags, data, device, trainer and checkpoints.
+Runs inside trial processes and the single-run CLI; imports torch, torchvision, numpy, never the sweep/driver code."""
 
 from resnet_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from resnet_core.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, validate
