@@ -39,7 +39,7 @@ LAYOUT = dict(depths=(20, 32, 44, 56, 110), seeds=48, search_trials=18, iteratio
 
 def ensure_store(directory: Path) -> tuple[str, float | None]:
     """The cached store's URI; writes it first when absent or written with another layout (returns seconds)."""
-    from mlflow_fixtures import sqlite_uri, write_fixture_experiment
+    from support.mlflow_fixtures import sqlite_uri, write_fixture_experiment
 
     marker = directory / "layout.json"
     wanted = json.dumps(LAYOUT, sort_keys=True, default=list)

@@ -248,6 +248,7 @@ def test_tracking_server_refuses_weak_or_leaky_settings(no_ray):
 SUMMARY = "rehearsal: 3 nodes, 8 trials, node loss survived, unauthenticated clients refused"
 
 
+@pytest.mark.cluster
 @pytest.mark.timeout(1000)
 def test_rehearsal_on_three_namespaced_nodes():
     if os.geteuid() != 0:

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from dashboards import figures, loader, paper, probes, search, search_report, shortcuts, stats, verdict  # noqa: E402
 from dashboards.loader import ExperimentNotFoundError, load_experiment  # noqa: E402
 from dashboards.report import build_report, main, render_report  # noqa: E402
-from mlflow_fixtures import DROPOUT_KEY, sqlite_uri, write_fixture_experiment, write_search_experiment  # noqa: E402
+from support.mlflow_fixtures import DROPOUT_KEY, sqlite_uri, write_fixture_experiment, write_search_experiment  # noqa: E402
 
 MISSING = "residual-56 seed 1"
 # The confirm stage's test errors (%) per seed 1, 2, 3: the seeds differ far more than the recipes do, so only

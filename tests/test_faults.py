@@ -1,6 +1,6 @@
 """Fault tolerance, every fault injected for real (docs/failure-modes.md): real Ray Tune, a real MLflow
 SQLite store, real processes killed. Kept short by tiny configs (synthetic data, depth 8, batch 32, 12
-iterations, an evaluation every 3), not by mocks. Faults come from tests/faults.py, handed to the sweep as its
+iterations, an evaluation every 3), not by mocks. Faults come from tests/support/faults.py, handed to the sweep as its
 trial hooks; each fires a bounded number of times, marked by a marker file.
 
 The tracking server going away is in test_faults_tracking.py.
@@ -30,44 +30,16 @@ from resnet_core.config import DataConfig
 from resnet_core.data import DatasetUnavailableError, load_dataset
 from sweeps import depth_vs_error
 from sweeps.driver.grid import best_result, run_sweep
-from faults import Exploit, FaultHooks
-from plans import plan_for
-from processes import free_port, kill_ray_session, session_pids
-from test_data import cifar_dir  # noqa: F401  (a tiny CIFAR-10 in the real format, md5 lists patched)
+from support.faults import Exploit, FaultHooks, write_faults
+from support.plans import plan_for, store_args, tiny_args
+from support.processes import (driver_env, free_port, kill_driver, kill_ray_session, session_pids, sweep_command,
+                               wait_for)
+from support.tracking import METRICS, steps, trial_runs
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-TINY = ["--preset", "smoke", "--dataset", "synthetic", "--iterations", "12", "--eval-every", "3",
-        "--set", "optim.batch_size=32", "--set", "run.probe_images=16", "--no-report"]
-STEPS = [3, 6, 9, 12]
-METRICS = {"train/error", "train/loss", "train/images", "test/error", "test/loss", "test/images", "opt/lr",
-           "perf/images_per_sec", "probe/grad_norm", "probe/response_std_mean"}
+TINY = tiny_args()
+STEPS = [3, 6, 9, 12]  # TINY's evaluations
 
-
-def store_args(tmp_path: Path, experiment: str) -> list[str]:
-    return ["--experiment", experiment, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--storage-path", str(tmp_path / "ray_results")]
-
-
-def write_faults(directory: Path, faults: list[dict]) -> Path:
-    markers = directory / "markers"
-    markers.mkdir(parents=True, exist_ok=True)
-    spec = directory / "faults.json"
-    spec.write_text(json.dumps({"markers": str(markers), "faults": faults}))
-    return spec
-
-
-def trial_runs(client: MlflowClient, experiment: str) -> dict[str, list]:
-    """Trial runs by run name (a list, so that a duplicate run would show)."""
-    experiment_id = client.get_experiment_by_name(experiment).experiment_id
-    runs: dict[str, list] = {}
-    for run in client.search_runs([experiment_id], "tags.role = 'trial'", max_results=1000):
-        runs.setdefault(run.info.run_name, []).append(run)
-    return runs
-
-
-def steps(client: MlflowClient, run, metric: str = "train/error") -> list[int]:
-    return [m.step for m in sorted(client.get_metric_history(run.info.run_id, metric), key=lambda m: m.timestamp)]
 
 
 def assert_resumed_in_one_run(client: MlflowClient, runs: list, resumed_from: int, attempts: int = 2) -> None:
@@ -271,50 +243,6 @@ def test_concurrent_trials_lose_and_duplicate_no_metric(faulty_sweep):
 
 # --- the driver killed ------------------------------------------------------------------------------------
 
-def kill_driver(process: subprocess.Popen, ray_tmp: str) -> None:
-    """SIGKILL a driver started with start_new_session=True and everything of its embedded Ray.
-
-    Only what we started: its process group, then any process of its Ray session (found by the session's
-    own temp dir) that left the group. Never `ray stop`, which would stop every Ray on the machine.
-    """
-    assert kill_ray_session([process], ray_tmp), "processes of the killed driver's Ray survived"
-
-
-@pytest.fixture
-def ray_tmp():
-    """A private Ray temp dir (short: Ray's unix socket paths have a length limit)."""
-    path = tempfile.mkdtemp(prefix="rk", dir="/tmp")
-    yield path
-    subprocess.run(["rm", "-rf", path], check=False)
-
-
-def sweep_command(*argv: str, faults: Path | None = None) -> list[str]:
-    """The depth study's command line; with ``faults``, the same study with those faults injected."""
-    if faults is not None:
-        return [sys.executable, str(REPO / "tests" / "faulty_sweep.py"), str(faults), *argv]
-    return [sys.executable, str(REPO / "sweeps" / "depth_vs_error.py"), *argv]
-
-
-def driver_env(ray_tmp: str, **extra: str) -> dict[str, str]:
-    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1", **extra}
-    if "RAY_ADDRESS" not in extra:
-        env.pop("RAY_ADDRESS", None)
-    return env
-
-
-def wait_for(condition, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        if process is not None and process.poll() is not None:
-            pytest.fail(f"the driver exited ({process.returncode}) while waiting for {what}:\n"
-                        + (log.read_text()[-5000:] if log else ""))
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}" + (":\n" + log.read_text()[-5000:] if log else ""))
-
-
 def test_killed_driver_is_resumed_with_resume(tmp_path, ray_tmp):
     """Item 2: SIGKILL of the sweep's driver (its embedded Ray dies with it) while one trial is finished and
     the other is half-way; the same command with --resume finishes the sweep in the same MLflow runs."""
@@ -416,6 +344,7 @@ def two_node_cluster():
         subprocess.run(["rm", "-rf", temp_dir], check=False)
 
 
+@pytest.mark.ray  # two Ray nodes started by the fixture
 def test_multi_node_cluster_refuses_local_tracking_and_storage_before_anything_starts(two_node_cluster, tmp_path):
     """Item 9: on a real two-node cluster, a SQLite store and a local --storage-path are refused, with what
     to use instead, before any MLflow run or Tune directory exists."""

@@ -20,14 +20,17 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from faults import FaultHooks
+from support import REPO
+from support.faults import FaultHooks, write_faults
 from sweeps.driver.grid import run_sweep
 from sweeps.tracking.store import TrackingError
-from processes import free_port, stop_group
-from plans import plan_for
-from test_faults import METRICS, REPO, STEPS, TINY, steps, wait_for, write_faults
+from support.plans import plan_for, tiny_args
+from support.processes import free_port, stop_group, wait_for
+from support.tracking import METRICS, steps
 
 BIN = Path(sys.executable).parent
+TINY = tiny_args()
+STEPS = [3, 6, 9, 12]  # TINY's evaluations
 
 
 class MlflowServer:

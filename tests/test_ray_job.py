@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from processes import free_port, stop_group
+from support.processes import free_port, stop_group
+
+pytestmark = pytest.mark.ray  # a Ray head node started by the test
 from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[1]

@@ -33,12 +33,13 @@ from sweeps.driver.search.stages import run_search
 from sweeps.driver.search.settings import last_lr_drop
 from sweeps.driver.search.searcher import FullBudgetOptunaSearch, judge
 from sweeps.trial.identity import trial_meta
-from test_faults import driver_env, kill_driver, ray_tmp, store_args, wait_for, write_faults  # noqa: F401
+from support import REPO
+from support.faults import write_faults
+from support.plans import store_args, tiny_args
+from support.processes import driver_env, kill_driver, wait_for
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = ["--preset", "smoke", "--dataset", "synthetic", "--depth", "8", "--iterations", "24", "--eval-every", "4",
-        "--set", "optim.batch_size=32", "--set", "run.probe_images=16", "--set", "data.val_size=128",
-        "--grace-period", "20", "--reduction-factor", "4", "--top-k", "1", "--confirm-seeds", "1", "--no-report"]
+TINY = tiny_args("--depth", "8", "--set", "data.val_size=128", "--grace-period", "20", "--reduction-factor", "4",
+                 "--top-k", "1", "--confirm-seeds", "1", iterations=24, eval_every=4)
 METRICS = ("train/error", "val/error", "test/error", "opt/lr")
 
 
@@ -319,7 +320,7 @@ def test_killed_search_resumes_with_its_searcher_and_exact_trial_counts(tmp_path
     args = [*TINY, *store_args(tmp_path, "killed"), "--families", "plain,residual", "--num-samples", "4",
             "--max-concurrent", "2", "--cpus-per-trial", "1"]
     spec = write_faults(tmp_path, [{"trial": "plain-8 trial 2", "kind": "hang", "after": 4}])  # before any rung
-    command = [sys.executable, str(REPO / "tests" / "faulty_sweep.py"), str(spec), "regularization", *args]
+    command = [sys.executable, str(REPO / "tests" / "support" / "faulty_sweep.py"), str(spec), "regularization", *args]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     kill_when_three_plain_trials_finished(command, tmp_path, ray_tmp)
     before = {name: (r[0].data.tags["attempts"], [(m.step, m.timestamp) for m in

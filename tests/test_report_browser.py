@@ -23,8 +23,10 @@ import pandas as pd  # noqa: E402
 from dashboards.loader import load_experiment  # noqa: E402
 from dashboards.report import HISTORY_METRICS, build_report  # noqa: E402
 from dashboards.screenshot import BrowserMissingError, chromium, chromium_path, wait_for_plots  # noqa: E402
-from mlflow_fixtures import DROPOUT_KEY, sqlite_uri, write_fixture_experiment, write_search_experiment  # noqa: E402
-from processes import free_port, stop_group  # noqa: E402
+from support.mlflow_fixtures import DROPOUT_KEY, sqlite_uri, write_fixture_experiment, write_search_experiment  # noqa: E402
+from support.processes import free_port, stop_group  # noqa: E402
+
+pytestmark = pytest.mark.browser  # a real headless Chromium, and a real `mlflow server`
 
 EXPERIMENT = "depth_vs_error"
 FIGURES = ["fig-curves", "fig-depth", "fig-paper", "fig-responses", "fig-shortcuts", "fig-parcoords", "fig-importance"]

@@ -10,9 +10,9 @@ from sweeps import shortcut_options
 from sweeps.cli import plan_from_argv
 from sweeps.driver.plan import check_plan
 from sweeps.driver.grid import run_sweep
+from support.plans import tiny_args
 
-TINY = ["--preset", "smoke", "--dataset", "synthetic", "--depths", "8", "--seeds", "2", "--iterations", "6",
-        "--eval-every", "3", "--cpus-per-trial", "1", "--set", "optim.batch_size=32", "--set", "run.probe_images=16"]
+TINY = tiny_args("--depths", "8", "--seeds", "2", "--cpus-per-trial", "1", iterations=6, report=True)
 
 
 @pytest.fixture(scope="module")

@@ -14,25 +14,23 @@ from resnet_core import TrainConfig
 from resnet_core.device import resolve_precision
 from sweeps import depth_vs_error
 from sweeps.driver.grid import run_sweep
-from plans import plan_for
+from support.plans import plan_for, store_args, tiny_args
+from support.tracking import METRICS
 
-TINY = ["--preset", "smoke", "--dataset", "synthetic", "--depths", "8,14", "--families", "plain,residual",
-        "--seeds", "1", "--iterations", "12", "--eval-every", "4", "--cpus-per-trial", "1", "--no-report",
-        "--set", "optim.batch_size=32", "--set", "run.probe_images=16"]
-METRICS = {"train/error", "train/loss", "train/images", "test/error", "test/loss", "test/images", "opt/lr",
-           "perf/images_per_sec", "probe/grad_norm", "probe/response_std_mean"}
+TINY = tiny_args("--depths", "8,14", "--families", "plain,residual", "--seeds", "1", "--cpus-per-trial", "1",
+                 eval_every=4)
 
 
-def tiny_args(tmp_path: Path, *extra: str) -> list[str]:
-    return [*TINY, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage-path",
-            str(tmp_path / "ray_results"), *extra]
+def sweep_args(tmp_path: Path, *extra: str) -> list[str]:
+    """TINY into a store under ``tmp_path``, then ``extra``."""
+    return [*TINY, *store_args(tmp_path), *extra]
 
 
 @pytest.fixture(scope="module")
 def tiny_sweep(ray_runtime, tmp_path_factory):
     """One real sweep (2 families x 2 depths, 1 seed, 2 at a time), shared by the assertions below."""
     tmp_path = tmp_path_factory.mktemp("sweep")
-    plan = plan_for(tiny_args(tmp_path, "--experiment", "tiny", "--max-concurrent", "2"))
+    plan = plan_for(sweep_args(tmp_path, "--experiment", "tiny", "--max-concurrent", "2"))
     results = run_sweep(plan)
     client = MlflowClient(plan.tracking_uri)
     experiment = client.get_experiment_by_name("tiny")
@@ -126,14 +124,14 @@ def test_concurrent_trials_lose_and_duplicate_no_metric(tiny_sweep):
     (["--shortcut", "D"], "model.shortcut='D' is not valid"),
 ])
 def test_bad_input_fails_before_anything_starts(tmp_path, capsys, argv, message):
-    code = depth_vs_error.main(tiny_args(tmp_path, *argv))
+    code = depth_vs_error.main(sweep_args(tmp_path, *argv))
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray_results").exists()
 
 
 def test_unavailable_dataset_and_unreachable_server_fail_before_anything_starts(tmp_path, capsys):
-    code = depth_vs_error.main(tiny_args(tmp_path, "--dataset", "cifar10", "--data-dir", str(tmp_path / "nodata")))
+    code = depth_vs_error.main(sweep_args(tmp_path, "--dataset", "cifar10", "--data-dir", str(tmp_path / "nodata")))
     err = capsys.readouterr().err
     assert code == 2 and "CIFAR-10 not found" in err and "--data-dir" in err
     code = depth_vs_error.main([*TINY, "--tracking-uri", "http://127.0.0.1:9", "--storage-path", str(tmp_path / "rr")])
@@ -142,7 +140,7 @@ def test_unavailable_dataset_and_unreachable_server_fail_before_anything_starts(
 
 
 def test_no_preset_picks_smoke_on_a_cluster_without_gpus(ray_runtime, tmp_path, capsys):
-    code = depth_vs_error.main(tiny_args(tmp_path, "--seeds", "-1")[2:])  # drop "--preset smoke"
+    code = depth_vs_error.main(sweep_args(tmp_path, "--seeds", "-1")[2:])  # drop "--preset smoke"
     out = capsys.readouterr()
     assert out.out.splitlines()[0].startswith("preset: smoke (the Ray cluster has no GPU)")
     assert code == 2 and "--seeds must be >= 1" in out.err
@@ -150,7 +148,7 @@ def test_no_preset_picks_smoke_on_a_cluster_without_gpus(ray_runtime, tmp_path, 
 
 def test_a_trial_no_node_can_hold_is_refused_before_anything_starts(ray_runtime, tmp_path, capsys):
     """As a new user would try it: --gpus-per-trial 2 on a machine without GPUs would leave every trial PENDING."""
-    code = depth_vs_error.main(tiny_args(tmp_path, "--gpus-per-trial", "2"))
+    code = depth_vs_error.main(sweep_args(tmp_path, "--gpus-per-trial", "2"))
     err = capsys.readouterr().err
     assert code == 2
     assert "each trial asks for 1 CPU, 2 GPU" in err and "0 GPU" in err and "does not autoscale" in err
@@ -178,7 +176,7 @@ def autoscaler_config(ray_runtime):
 def test_an_autoscaler_that_can_add_a_fitting_node_is_not_refused(autoscaler_config, tmp_path):
     from sweeps.driver.resources import check_cluster
 
-    plan = plan_for(tiny_args(tmp_path, "--gpus-per-trial", "2"))
+    plan = plan_for(sweep_args(tmp_path, "--gpus-per-trial", "2"))
     autoscaler_config(gpus_per_node=4)
     check_cluster(plan)  # the autoscaler can start a node with 4 GPUs: the trials wait for it
     autoscaler_config(gpus_per_node=1)
@@ -191,7 +189,7 @@ def test_without_ray_private_state_api_the_cluster_is_not_refused(ray_runtime, t
     import ray._private.state
     from sweeps.driver.resources import check_cluster
 
-    plan = plan_for(tiny_args(tmp_path, "--gpus-per-trial", "2"))
+    plan = plan_for(sweep_args(tmp_path, "--gpus-per-trial", "2"))
     monkeypatch.delattr(ray._private.state.GlobalState, "get_cluster_config")
     check_cluster(plan)
     assert "cannot tell whether this Ray cluster autoscales" in caplog.text

@@ -85,6 +85,7 @@ def test_cpu_bf16_probe_falls_back_to_cpuinfo_without_torchs_private_probes(
     assert has_native_bf16(cpu) is False
 
 
+@pytest.mark.slow
 def test_bf16_autocast_changes_the_arithmetic_not_the_outcome() -> None:
     cfg = config(**{"data.dataset": "digits", "optim.batch_size": 64, "optim.iterations": 60, "run.eval_every": 20})
     fp32, bf16 = (list(fit(cfg.replace(**{"run.precision": p}))) for p in ("fp32", "bf16"))
@@ -268,7 +269,7 @@ def _assert_same_state(a: dict, b: dict) -> None:
     assert a["warmup_active"] == b["warmup_active"]
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=pytest.mark.slow)])
 def test_resume_continues_exactly(tmp_path: Path, precision: str) -> None:
     # Augmentation on, dropout, a validation split, a milestone after the resume point and a warm-up that
     # ends before it: every piece of state (batch order, augmentation and dropout RNGs, momentum, the
@@ -422,11 +423,12 @@ def test_cli_help_lists_every_config_flag() -> None:
     assert "6n+2" in out.stdout and "(default: 64000)" in out.stdout
 
 
+@pytest.mark.slow
 def test_cli_short_run_prints_falling_training_error() -> None:
     out = _cli("--dataset", "synthetic", "--depth", "8", "--iterations", "20", "--eval-every", "10",
                "--batch-size", "32", "--no-progress", "--threads", "1", "--probe-images", "16")
     assert out.returncode == 0, out.stderr
-    assert "resnet-8 completed at iteration 20" in out.stdout
+    assert "residual-8 completed at iteration 20" in out.stdout
     match = re.search(r"training error ([\d.]+)% \(first evaluation\) -> ([\d.]+)% \(last\)", out.stdout)
     assert match, out.stdout
     assert float(match[2]) < float(match[1])

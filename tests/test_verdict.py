@@ -14,7 +14,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from dashboards import inference, verdict  # noqa: E402
 from dashboards.loader import load_experiment  # noqa: E402
-from mlflow_fixtures import sqlite_uri, write_fixture_experiment  # noqa: E402
+from support.mlflow_fixtures import sqlite_uri, write_fixture_experiment  # noqa: E402
 
 SIGMA = 0.2  # seed-to-seed std (pp) of the fixture errors
 # Seed offsets in units of SIGMA with sample std ≈ 1, different at the two depths (seeds are independent).

@@ -1,4 +1,4 @@
-"""A study's command line with faults injected: ``python tests/faulty_sweep.py FAULTS.json [STUDY] STUDY-FLAGS...``.
+"""A study's command line with faults injected: ``python tests/support/faulty_sweep.py FAULTS.json [STUDY] STUDY-FLAGS...``.
 
 For the tests that kill or restart a sweep's driver, which must run in its own process. ``STUDY`` names the
 study module under sweeps/ (default ``depth_vs_error``); the study runs exactly as
@@ -11,9 +11,9 @@ import importlib
 import sys
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2])]  # tests/, the repo
 
-from faults import FaultHooks  # noqa: E402
+from support.faults import FaultHooks  # noqa: E402
 from sweeps.cli import main  # noqa: E402
 
 if __name__ == "__main__":

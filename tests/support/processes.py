@@ -6,8 +6,13 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
+
+import pytest
+
+from support import REPO
 
 
 def free_port() -> int:
@@ -61,3 +66,39 @@ def kill_ray_session(processes: list[subprocess.Popen], temp_dir: str, timeout: 
                 pass
         time.sleep(0.5)
     return not session_pids(temp_dir)
+
+
+def kill_driver(process: subprocess.Popen, ray_tmp: str) -> None:
+    """SIGKILL a driver started with start_new_session=True and everything of its embedded Ray.
+
+    Only what we started: its process group, then any process of its Ray session (found by the session's
+    own temp dir) that left the group. Never `ray stop`, which would stop every Ray on the machine.
+    """
+    assert kill_ray_session([process], ray_tmp), "processes of the killed driver's Ray survived"
+
+
+def sweep_command(*argv: str, faults: Path | None = None) -> list[str]:
+    """The depth study's command line; with ``faults``, the same study with those faults injected."""
+    if faults is not None:
+        return [sys.executable, str(REPO / "tests" / "support" / "faulty_sweep.py"), str(faults), *argv]
+    return [sys.executable, str(REPO / "sweeps" / "depth_vs_error.py"), *argv]
+
+
+def driver_env(ray_tmp: str, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1", **extra}
+    if "RAY_ADDRESS" not in extra:
+        env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def wait_for(condition, timeout: float, what: str, process: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the driver exited ({process.returncode}) while waiting for {what}:\n"
+                        + (log.read_text()[-5000:] if log else ""))
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}" + (":\n" + log.read_text()[-5000:] if log else ""))

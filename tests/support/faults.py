@@ -1,7 +1,7 @@
 """Fault injection for the failure tests (tests/test_faults*.py, docs/failure-modes.md): test-only.
 
 A ``FaultHooks`` object is handed to the sweep as its trial hooks (``run_sweep(plan, hooks=...)``, or
-``tests/faulty_sweep.py`` for a sweep in its own process); Tune ships it to every trial. A spec::
+``tests/support/faulty_sweep.py`` for a sweep in its own process); Tune ships it to every trial. A spec::
 
     {"markers": "/tmp/faults",                 # where fired faults leave marker files
      "faults": [{"trial": "plain-8 seed 0",    # run name of the trial to hit
@@ -153,3 +153,11 @@ def _ship_by_value() -> None:
 
 
 _ship_by_value()
+
+
+def write_faults(directory: Path, faults: list[dict]) -> Path:
+    markers = directory / "markers"
+    markers.mkdir(parents=True, exist_ok=True)
+    spec = directory / "faults.json"
+    spec.write_text(json.dumps({"markers": str(markers), "faults": faults}))
+    return spec
