@@ -18,10 +18,10 @@ from torch import nn
 from resnet_core import TrainConfig, device, fit, load_checkpoint, save_checkpoint
 from resnet_core.config import DataConfig
 from resnet_core.data import Dataset, Split, load_dataset
+from resnet_core.device import autocast_for, has_native_bf16, resolve_precision
 from resnet_core.models import build_model, response_layers
 from resnet_core.probes import global_norm, gradient_norms, layer_response_std
 from resnet_core.train import main
-from resnet_core.device import autocast_for, has_native_bf16, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 
