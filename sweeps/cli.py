@@ -3,22 +3,26 @@
 The flags come from the study (its axes and presets) and from TrainConfig's field metadata (help, types and
 validation in one place, resnet_core/config.py). The one place that tells a grid study from a search study
 (``driver_for``): everything below it is either shared or belongs to one of the two. Exit codes: 0 all trials finished, 1 some trial errored,
-2 bad input or an unsuitable cluster (nothing was started), 3 the tracking store missed data (spooled).
+2 bad input or an unsuitable cluster (nothing was started), 3 the tracking store missed data (spooled),
+4 interrupted by Ctrl-C or SIGTERM (``ray job stop``): its state is saved, ``--resume`` continues it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import ray
 
 from resnet_core.flags import add_config_arguments
-from sweeps.driver.grid import run_sweep
+from sweeps.driver.grid import run_sweep, sweep_status
 from sweeps.driver.plan import SAFE_ON_RESUME, InterruptedSweepError, SweepPlan, build_plan, check_plan
 from sweeps.driver.resources import check_cluster
 from sweeps.driver.search.flags import add_search_arguments, check_search_plan, search_plan
@@ -127,12 +131,44 @@ def main(study: GridStudy, argv: list[str] | None = None, hooks: TrialHooks | No
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    driver = driver_for(study)
     try:
-        results = driver_for(study).run(plan, hooks)
+        with stopping_on_sigterm():
+            results = driver.run(plan, hooks)
     except TrackingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    if driver.interrupted(results):
+        print("the sweep was interrupted: finished trials are kept and its state is saved; continue it with the "
+              "same command and --resume", file=sys.stderr)
+        return 4
     return 0 if not results.errors else 1
+
+
+@contextlib.contextmanager
+def stopping_on_sigterm() -> Iterator[None]:
+    """SIGTERM (what ``ray job stop`` and process managers send) stops the sweep as Ctrl-C does: Tune saves its
+    state, the trial runs and the parent run end KILLED, the spool is sent, and ``--resume`` continues it.
+
+    Installed after ``ray.init``, whose own handler would abort the driver with a stack dump; the handler it
+    replaces is put back afterwards (Ray's native one, not visible to Python, as the default action).
+    """
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        yield
+        return
+
+    def as_ctrl_c(signum: int, frame: Any) -> None:
+        print("\nSIGTERM received: stopping the sweep as Ctrl-C would", file=sys.stderr, flush=True)
+        handler = signal.getsignal(signal.SIGINT)  # Tune's graceful stop while it runs
+        if not callable(handler):
+            raise KeyboardInterrupt
+        handler(signal.SIGINT, frame)
+
+    previous = signal.signal(signal.SIGTERM, as_ctrl_c)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 @dataclass(frozen=True)
@@ -143,6 +179,7 @@ class StudyDriver:
     resolve: Callable[[SweepPlan, Any, argparse.Namespace, Any], SweepPlan]  # (plan, study, args, preset)
     check: Callable[[Any], None]  # reads only; raises ValueError
     run: Callable[[Any, TrialHooks | None], Any]  # results with ``.errors``
+    interrupted: Callable[[Any], bool]  # whether those results are of a sweep stopped part-way
 
 
 def _add_seeds(parser: argparse.ArgumentParser, axes: Any, study: GridStudy) -> None:
@@ -154,9 +191,11 @@ def _check_search(plan: Any) -> None:
     check_search_plan(plan)
 
 
-GRID = StudyDriver(add_arguments=_add_seeds, resolve=lambda plan, *_: plan, check=check_plan, run=run_sweep)
+GRID = StudyDriver(add_arguments=_add_seeds, resolve=lambda plan, *_: plan, check=check_plan, run=run_sweep,
+                   interrupted=lambda results: sweep_status(results) == "KILLED")
 SEARCH = StudyDriver(add_arguments=lambda parser, axes, study: add_search_arguments(parser, study),
-                     resolve=search_plan, check=_check_search, run=run_search)
+                     resolve=search_plan, check=_check_search, run=run_search,
+                     interrupted=lambda results: results.interrupted)
 
 
 def driver_for(study: GridStudy) -> StudyDriver:

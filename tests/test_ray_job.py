@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -11,10 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
+
 from support.processes import free_port, stop_group
 
 pytestmark = pytest.mark.ray  # a Ray head node started by the test
-from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -27,7 +29,7 @@ def head_node():
     dashboard = free_port()
     # Ray clusters require an auth token by default (~/.ray/auth_token); clients send it in "token" mode.
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_AUTH_MODE": "token"}
+           "RAY_AUTH_MODE": "token", "RAY_JOB_STOP_WAIT_TIME_S": "120"}  # as cluster/start-head.sh sets it
     env.pop("RAY_ADDRESS", None)
     command = [str(BIN / "ray"), "start", "--head", "--block", "--port", str(free_port()), "--num-cpus", "2",
                "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
@@ -51,6 +53,29 @@ def head_node():
     finally:
         stop_group(process, timeout=60)
         log.close()
+
+
+def ray(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def submit(address: str, env: dict, argv: list[str]) -> str:
+    """Submit the depth study with ``argv`` as a job (no wait); returns its id."""
+    result = ray(env, "job", "submit", "--address", address, "--working-dir", str(REPO), "--no-wait", "--",
+                 "python", "sweeps/depth_vs_error.py", *argv)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return re.search(r"raysubmit_\w+", result.stdout + result.stderr).group(0)
+
+
+def wait_for_end(address: str, env: dict, job_id: str, timeout: float = 400) -> tuple[str, str]:
+    """The job's final status line and its logs."""
+    deadline, status = time.time() + timeout, ""
+    while time.time() < deadline:
+        status = ray(env, "job", "status", "--address", address, job_id).stdout
+        if re.search(r"succeeded|failed|stopped", status, re.I):
+            break
+        time.sleep(3)
+    return status, ray(env, "job", "logs", "--address", address, job_id).stdout
 
 
 def test_ray_job_submit_runs_the_sweep_on_a_head_node(head_node, tmp_path):
@@ -95,3 +120,47 @@ def test_ray_job_submit_runs_the_sweep_on_a_head_node(head_node, tmp_path):
     artifacts = {a.path for a in client.list_artifacts(trials[0].info.run_id)}
     assert "config.json" in artifacts and (tmp_path / "mlartifacts").is_dir()  # beside the store, not in the job's temp dir
     assert all([m.step for m in client.get_metric_history(r.info.run_id, "train/error")] == [3, 6] for r in trials)
+
+
+def test_ray_job_stop_ends_the_sweep_as_interrupted_and_resume_finishes_it(head_node, tmp_path):
+    """`ray job stop` sends the driver SIGTERM (then SIGKILL after RAY_JOB_STOP_WAIT_TIME_S): the sweep saves
+    its state, closes its trial runs and the parent run as KILLED and exits 4; `--resume` finishes it in the
+    same runs, every evaluation logged once."""
+    address, env, _ = head_node
+    store = tmp_path / "mlflow.db"
+    argv = ["--preset", "smoke", "--dataset", "synthetic", "--depths", "8", "--families", "plain", "--seeds", "1",
+            "--iterations", "2000", "--eval-every", "100", "--set", "optim.batch_size=32", "--experiment", "stopped",
+            "--tracking-uri", f"sqlite:///{store}", "--storage-path", str(tmp_path / "rr"), "--no-report"]
+    job_id = submit(address, env, argv)
+
+    def evaluations_logged() -> int:  # read-only: an MlflowClient here could race the driver creating the tables
+        try:
+            with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+                return db.execute("SELECT COUNT(*) FROM metrics WHERE key = 'train/error'").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+    deadline = time.time() + 300
+    while evaluations_logged() < 2:
+        assert time.time() < deadline, wait_for_end(address, env, job_id, timeout=1)
+        time.sleep(1)
+    client = MlflowClient(f"sqlite:///{store}")
+    (trial,) = client.search_runs([client.get_experiment_by_name("stopped").experiment_id], "tags.role = 'trial'")
+    stop = ray(env, "job", "stop", "--address", address, job_id)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    status, logs = wait_for_end(address, env, job_id)
+    assert re.search(r"stopped", status, re.I), status
+    assert "SIGTERM received" in logs and "continue it with the same command and --resume" in logs, logs[-3000:]
+    assert "SIGTERM received at time" not in logs  # Ray's native handler (a stack dump and an abort) did not run
+    assert client.get_run(trial.info.run_id).info.status == "KILLED"
+    (parent,) = client.search_runs([trial.info.experiment_id], "tags.role = 'sweep'")
+    assert parent.info.status == "KILLED"
+
+    resumed = submit(address, env, [*argv, "--resume"])
+    status, logs = wait_for_end(address, env, resumed)
+    assert re.search(r"succeeded", status, re.I), status + logs[-3000:]
+    runs = client.search_runs([trial.info.experiment_id])
+    assert {r.info.run_id for r in runs} == {trial.info.run_id, parent.info.run_id}  # the same two runs
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    steps = [m.step for m in client.get_metric_history(trial.info.run_id, "train/error")]
+    assert sorted(steps) == list(range(100, 2001, 100))
