@@ -31,7 +31,7 @@ from sweeps.driver.security import check_tracking_security, security_lines
 from sweeps.study import GridStudy, Preset, SearchStudy
 from sweeps.trial.trainable import TrialHooks
 from sweeps.tracking.store import TrackingError
-from sweeps.tracking.sweep_run import close_interrupted_sweep
+from sweeps.tracking.sweep_run import ConcurrentSweepError, close_interrupted_sweep
 
 
 def study_arg_parser(study: GridStudy) -> argparse.ArgumentParser:
@@ -138,6 +138,9 @@ def main(study: GridStudy, argv: list[str] | None = None, hooks: TrialHooks | No
     except TrackingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except ConcurrentSweepError as exc:  # lost a race to start beside another sweep: nothing ran
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if driver.interrupted(results):
         print("the sweep was interrupted: finished trials are kept and its state is saved; continue it with the "
               "same command and --resume", file=sys.stderr)

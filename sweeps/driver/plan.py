@@ -22,7 +22,8 @@ from resnet_core.flags import overrides_from_args
 from sweeps.study import GridStudy, Preset
 from sweeps.tracking.spool import SPOOL_DIRNAME
 from sweeps.tracking.store import TrackingError, absolute_tracking_uri, check_tracking_uri, sqlite_path
-from sweeps.tracking.sweep_run import EarlierSweep, earlier_sweep
+from sweeps.tracking.sweep_run import (ConcurrentSweepError, EarlierSweep, concurrent_sweep_message,
+                                       earlier_sweep, running_sweeps)
 from sweeps.trial.identity import trial_config
 
 PLAN_FILE = "sweep.json"  # in the sweep's Tune directory: what --resume compares its flags with
@@ -184,20 +185,18 @@ def check_plan(plan: SweepPlan) -> None:
 
 
 def check_earlier_sweep(plan: SweepPlan) -> None:
-    """Refuse to run beside a sweep of the same name whose driver still runs, or over an interrupted one
-    without --resume (its progress would be abandoned)."""
+    """Refuse to run beside another running sweep of the same experiment (one sweep per experiment at a time),
+    or over an interrupted one of the same name without --resume (its progress would be abandoned)."""
     if (store := sqlite_path(plan.tracking_uri)) is not None and not store.exists():
         return
     try:
+        running = running_sweeps(plan.tracking_uri, plan.experiment)
         earlier = earlier_sweep(plan.tracking_uri, plan.experiment, plan.sweep_id)
     except MlflowException as exc:
         raise ValueError(f"cannot read the tracking store {plan.tracking_uri}: {exc}") from None
-    if earlier is None:
-        return
-    if earlier.running:
-        raise ValueError(f"a sweep of experiment {plan.experiment!r} under {plan.storage_path} is still running "
-                         f"(MLflow run {earlier.run_id}); wait for it to end, or use another --experiment")
-    if earlier.interrupted and not plan.resume:
+    if running:
+        raise ConcurrentSweepError(concurrent_sweep_message(plan.experiment, running[0]))
+    if earlier is not None and earlier.interrupted and not plan.resume:
         raise InterruptedSweepError(plan, earlier)
 
 

@@ -14,6 +14,7 @@ import logging
 import math
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,8 @@ from sweeps.driver.plan import SweepPlan
 from sweeps.tracking import operations
 from sweeps.tracking.spool import Spool, resend
 from sweeps.tracking.store import TrackingError, bound_http_retries, is_transient, sqlite_path
-from sweeps.tracking.sweep_run import (close_orphaned_trial_runs, finish_run, mark_trial_run_failed,
-                                       start_parent_run)
+from sweeps.tracking.sweep_run import (HEARTBEAT_EVERY, close_orphaned_trial_runs, finish_run, heartbeat,
+                                       mark_trial_run_failed, start_parent_run)
 from sweeps.tracking.trial_run import TrialTracking
 from sweeps.trial.trainable import TrialHooks, train_trial
 from sweeps.trial.identity import META_KEY, trial_name
@@ -133,7 +134,7 @@ def run_config(plan: SweepPlan, sweep: TrackedSweep, name: str | None = None, st
         name=name or plan.experiment, storage_path=storage_path or plan.storage_path, verbose=1,
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        callbacks=[CloseDeadTrialRuns(sweep.tracking), *callbacks])
+        callbacks=[CloseDeadTrialRuns(sweep.tracking), DriverHeartbeat(sweep.tracking), *callbacks])
 
 
 def _trial_name(trial: tune.experiment.Trial) -> str:
@@ -162,6 +163,24 @@ class CloseDeadTrialRuns(tune.Callback):
             mark_trial_run_failed(self.tracking, trial.trial_id)
         except Exception as exc:  # tracking trouble must not stop the sweep
             log.warning("could not close the MLflow run of trial %s: %s", trial.trial_id, exc)
+
+
+class DriverHeartbeat(tune.Callback):
+    """Renew the driver's heartbeat on the parent run while Tune runs, so that a command on another host can
+    tell a live driver from a dead one (sweeps.tracking.sweep_run)."""
+
+    def __init__(self, tracking: TrialTracking):
+        self.tracking = tracking
+        self.last = time.monotonic()
+
+    def on_step(self, iteration: int, trials: list, **info: Any) -> None:
+        if time.monotonic() - self.last < HEARTBEAT_EVERY:
+            return
+        self.last = time.monotonic()
+        try:
+            heartbeat(self.tracking.tracking_uri, self.tracking.parent_run_id)
+        except Exception as exc:  # an unreachable store must not stop the sweep; the next beat tries again
+            log.warning("could not renew the driver's heartbeat: %s", exc)
 
 
 def git_state() -> dict[str, Any]:

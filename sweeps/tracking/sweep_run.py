@@ -2,11 +2,18 @@
 
 Runs in the driver. It also gives runs left open their true status: trial runs of a process that died
 without closing them (FAILED) and of a driver that died (KILLED, outcome ``interrupted``).
+
+One sweep per experiment at a time: a parent run is the sweep's claim on its experiment. A driver claims
+(creates or reopens its parent run), then looks for another live claim; if there is one, it withdraws its
+own and refuses, before any trial starts. Two drivers racing may then both refuse (safe: nothing runs), never
+both run. Liveness: on the driver's host its pid; elsewhere its heartbeat tag, renewed every
+HEARTBEAT_EVERY seconds while it runs (a driver silent for HEARTBEAT_TIMEOUT seconds counts as dead).
 """
 
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,10 +21,17 @@ from mlflow.entities import Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from sweeps.tracking.operations import close_running_children, param_value
-from sweeps.tracking.store import TrackingError, experiment_id_for, with_retries
+from sweeps.tracking.store import experiment_id_for, with_retries
 from sweeps.tracking.trial_run import TrialTracking, find_trial_run
 
 ROLE_SWEEP = "sweep"
+HEARTBEAT_TAG = "driver_heartbeat"  # seconds since the epoch, on the driver's clock
+HEARTBEAT_EVERY = 60
+HEARTBEAT_TIMEOUT = 300  # 5 missed beats; clocks of two hosts may differ by less than a minute or so
+
+
+class ConcurrentSweepError(ValueError):
+    """Another sweep of the same experiment is running; nothing was started."""
 
 
 def driver_identity() -> dict[str, str]:
@@ -26,15 +40,18 @@ def driver_identity() -> dict[str, str]:
 
     me = psutil.Process()
     return {"driver_host": socket.gethostname(), "driver_pid": str(me.pid),
-            "driver_started": f"{me.create_time():.2f}"}
+            "driver_started": f"{me.create_time():.2f}", HEARTBEAT_TAG: f"{time.time():.0f}"}
 
 
 def driver_alive(tags: dict[str, str]) -> bool | None:
-    """Whether the driver recorded in a parent run's tags still runs: True, False, or None (another host)."""
+    """Whether the driver recorded in a parent run's tags still runs: True, False, or None (another host, and
+    a run logged before heartbeats)."""
     import psutil
 
     if tags.get("driver_host") != socket.gethostname() or "driver_pid" not in tags:
-        return None
+        if HEARTBEAT_TAG not in tags:
+            return None
+        return time.time() - float(tags[HEARTBEAT_TAG]) < HEARTBEAT_TIMEOUT
     try:
         process = psutil.Process(int(tags["driver_pid"]))
         return abs(process.create_time() - float(tags.get("driver_started", "0"))) < 1.0  # not a reused pid
@@ -49,7 +66,8 @@ class EarlierSweep:
     experiment_id: str
     run_id: str
     status: str
-    alive: bool | None  # whether its driver still runs (None: it ran on another host)
+    alive: bool | None  # whether its driver still runs (None: it ran on another host, before heartbeats)
+    host: str = ""  # where its driver runs
 
     @property
     def interrupted(self) -> bool:
@@ -73,33 +91,72 @@ def earlier_sweep(uri: str, experiment: str, sweep_id: str) -> EarlierSweep | No
     if not found:
         return None
     run = found[0]
-    return EarlierSweep(experiment_id, run.info.run_id, run.info.status, driver_alive(run.data.tags))
+    return EarlierSweep(experiment_id, run.info.run_id, run.info.status, driver_alive(run.data.tags),
+                        run.data.tags.get("driver_host", ""))
+
+
+def heartbeat(uri: str, run_id: str) -> None:
+    """Renew the driver's heartbeat on its parent run (one try: the next beat retries)."""
+    MlflowClient(uri).set_tag(run_id, HEARTBEAT_TAG, f"{time.time():.0f}")
+
+
+def running_sweeps(uri: str, experiment: str) -> list[EarlierSweep]:
+    """The parent runs of ``experiment`` that are RUNNING with a driver not known to be dead (reads only)."""
+    client = MlflowClient(uri)
+    experiment_id = with_retries(lambda: experiment_id_for(client, experiment, create=False), "find experiment")
+    if experiment_id is None:
+        return []
+    found = with_retries(lambda: client.search_runs(
+        [experiment_id], f"tags.role = '{ROLE_SWEEP}' and attributes.status = 'RUNNING'", max_results=100),
+        "find running sweeps")
+    sweeps = [EarlierSweep(experiment_id, r.info.run_id, r.info.status, driver_alive(r.data.tags),
+                             r.data.tags.get("driver_host", "")) for r in found]
+    return [sweep for sweep in sweeps if sweep.alive is not False]
+
+
+def concurrent_sweep_message(experiment: str, other: EarlierSweep) -> str:
+    where = ("its driver on this host is alive" if other.host == socket.gethostname() else
+             f"its driver runs on {other.host or 'another host'}")
+    return (f"another sweep of experiment {experiment!r} is running (parent run {other.run_id}; {where}): one "
+            f"sweep per experiment at a time, so that the report compares the runs of one sweep. Wait for it to "
+            f"end, or use another --experiment. If its driver is gone without closing it, mark that run KILLED "
+            f"in MLflow (or resume that sweep with --resume)")
 
 
 def start_parent_run(uri: str, experiment: str, sweep_id: str, run_name: str, tags: dict[str, str],
                      params: dict[str, Any], resume: bool = False) -> tuple[str, str]:
-    """Create the sweep's parent run, or with ``resume`` reopen the newest one of the same sweep.
+    """Create the sweep's parent run, or with ``resume`` reopen the newest one of the same sweep: the sweep's
+    claim on the experiment (see the module's docstring).
 
     ``sweep_id`` identifies the sweep across driver restarts (the Tune experiment's storage path). Returns
-    (experiment_id, run_id). Refuses to attach to a sweep whose driver is still running.
+    (experiment_id, run_id). Raises ConcurrentSweepError, having withdrawn its claim, when another sweep of
+    the experiment is running.
     """
     client = MlflowClient(uri)
     experiment_id = with_retries(lambda: experiment_id_for(client, experiment, create=True), "create experiment")
     earlier = earlier_sweep(uri, experiment, sweep_id)
-    if earlier is not None and earlier.running:
-        raise TrackingError(f"the sweep {sweep_id} is still running (parent run {earlier.run_id}, driver pid "
-                            f"on this host is alive); wait for it to end or stop it first")
+    if earlier is not None and earlier.running:  # not to be reopened under its live driver
+        raise ConcurrentSweepError(concurrent_sweep_message(experiment, earlier))
     identity = driver_identity()
-    if resume and earlier is not None:
+    reopened = resume and earlier is not None
+    if reopened:
         with_retries(lambda: client.log_batch(earlier.run_id, tags=[RunTag(k, v) for k, v in identity.items()]),
                      "tag parent run")
         with_retries(lambda: client.update_run(earlier.run_id, status="RUNNING"), "reopen parent run")
-        return experiment_id, earlier.run_id
-    run = with_retries(lambda: client.create_run(experiment_id, run_name=run_name, tags={
-        **tags, "role": ROLE_SWEEP, "sweep_id": sweep_id, **identity}), "create parent run")
-    with_retries(lambda: client.log_batch(run.info.run_id, params=[Param(k, param_value(v)) for k, v in params.items()]),
-                 "log sweep params")
-    return experiment_id, run.info.run_id
+        run_id = earlier.run_id
+    else:
+        run = with_retries(lambda: client.create_run(experiment_id, run_name=run_name, tags={
+            **tags, "role": ROLE_SWEEP, "sweep_id": sweep_id, **identity}), "create parent run")
+        run_id = run.info.run_id
+    rivals = [other for other in running_sweeps(uri, experiment) if other.run_id != run_id]
+    if rivals:  # withdraw the claim: a reopened run goes back to KILLED, a new one goes away
+        with_retries((lambda: client.set_terminated(run_id, "KILLED")) if reopened else
+                     (lambda: client.delete_run(run_id)), "withdraw the parent run")
+        raise ConcurrentSweepError(concurrent_sweep_message(experiment, rivals[0]))
+    if not reopened:
+        with_retries(lambda: client.log_batch(run_id, params=[Param(k, param_value(v)) for k, v in params.items()]),
+                     "log sweep params")
+    return experiment_id, run_id
 
 
 def finish_run(uri: str, run_id: str, status: str, attempts: int = 8) -> None:
