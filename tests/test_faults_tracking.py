@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -157,3 +158,50 @@ def test_tracking_server_outage_loses_no_metric(ray_runtime, tmp_path, server, m
     again = subprocess.run([sys.executable, "-m", "sweeps.resend", str(spool_dir)], cwd=REPO, capture_output=True,
                            text=True, timeout=300)
     assert again.returncode == 0 and "nothing to send" in again.stdout
+
+
+def test_a_trial_that_starts_during_an_outage_waits_for_the_server(ray_runtime, tmp_path, server, monkeypatch):
+    """The server is down when the second trial starts, for longer than a tracking call's retries last: the
+    trial waits for it (sweeps/tracking/trial_run.py OPEN_PATIENCE) instead of failing, so it spends none of
+    --max-failures (0 here), and then trains and logs every step once."""
+    for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                        ("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")):
+        monkeypatch.setenv(name, value)
+    server.start()
+    first, second = "plain-8 seed 0", "residual-8 seed 0"  # deepest first, then as listed: plain before residual
+    release = tmp_path / "release"
+    spec = write_faults(tmp_path, [{"trial": first, "kind": "hold", "after": 12, "release": str(release),
+                                    "timeout": 300},
+                                   {"trial": second, "kind": "hold", "after": 3, "release": str(release),
+                                    "timeout": 300}])
+    plan = plan_for([*TINY, "--experiment", "late", "--tracking-uri", server.uri, "--storage-path",
+                     str(tmp_path / "ray_results"), "--depths", "8", "--families", "plain,residual", "--seeds", "1",
+                     "--cpus-per-trial", "1", "--max-concurrent", "1", "--max-failures", "0"])
+    first_held, second_held = (tmp_path / "markers" / f"{i}-hold.1" for i in range(2))
+    outcome: dict = {}
+
+    def sweep() -> None:
+        try:
+            outcome["results"] = run_sweep(plan, hooks=FaultHooks.from_file(spec))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=sweep, daemon=True)
+    thread.start()
+    wait_for(first_held.exists, 300, "the first trial's last evaluation")
+    server.stop()
+    release.touch()  # the first trial ends (its end is spooled); the second one starts and needs its run
+    deadline = time.time() + 60  # longer than a tracking call's 8 retries (about 40 s)
+    while time.time() < deadline:
+        assert not second_held.exists() and thread.is_alive(), outcome  # it cannot train without its run
+        time.sleep(1)
+    server.start()
+    thread.join(timeout=300)
+    assert not thread.is_alive() and "error" not in outcome, outcome
+    assert not outcome["results"].errors
+    client = MlflowClient(server.uri)
+    runs = client.search_runs([client.get_experiment_by_name("late").experiment_id], "tags.role = 'trial'")
+    late = next(r for r in runs if r.info.run_name == second)
+    assert late.info.status == "FINISHED" and late.data.tags["attempts"] == "1"  # no retry was spent
+    for run in runs:
+        assert steps(client, run) == STEPS

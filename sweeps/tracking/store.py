@@ -95,20 +95,23 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (sqlite3.OperationalError, OSError))
 
 
-def with_retries(action: Callable[[], T], what: str, attempts: int = 8, first_wait: float = 0.2) -> T:
-    """Run a tracking call, retrying with exponential back-off on a busy or unreachable store."""
-    wait = first_wait
-    for attempt in range(1, attempts + 1):
+def with_retries(action: Callable[[], T], what: str, attempts: int = 8, first_wait: float = 0.2,
+                 patience: float = 0.0) -> T:
+    """Run a tracking call, retrying with exponential back-off (at most 30 s apart) on a busy or unreachable
+    store: ``attempts`` times, or, with ``patience``, for that many seconds."""
+    wait, give_up, attempt = first_wait, time.monotonic() + patience, 0
+    while True:
+        attempt += 1
         try:
             return action()
         except STORE_ERRORS as exc:
-            if attempt == attempts or not is_transient(exc):
+            out_of_tries = time.monotonic() >= give_up if patience else attempt >= attempts
+            if out_of_tries or not is_transient(exc):
                 raise
-            log.warning("MLflow %s failed (attempt %d/%d): %s; retrying in %.1fs", what, attempt, attempts,
-                        short_error(exc), wait)
+            shown = f"{attempt}, for up to {patience:.0f}s" if patience else f"{attempt}/{attempts}"
+            log.warning("MLflow %s failed (attempt %s): %s; retrying in %.1fs", what, shown, short_error(exc), wait)
             time.sleep(wait * (1 + random.random() / 2))
             wait = min(wait * 2, 30.0)
-    raise AssertionError("unreachable")
 
 
 def experiment_id_for(client: MlflowClient, name: str, create: bool) -> str | None:

@@ -54,6 +54,11 @@ def find_trial_run(client: MlflowClient, tracking: TrialTracking, trial_id: str)
     return found[0] if found else None
 
 
+# How long a starting trial waits for an unreachable tracking store before it fails (and spends one of
+# --max-failures): a trial needs its run before it trains, and an outage of a few minutes should cost nothing.
+OPEN_PATIENCE = 600.0
+
+
 class TrialRun:
     """The one MLflow run of a Tune trial."""
 
@@ -70,7 +75,7 @@ class TrialRun:
         self._retry_at, self._backoff = 0.0, 1.0
         self.ended: str | None = None  # the outcome this attempt closed the run with
         self.run_id, self.last_logged_step, self.attempt = with_retries(
-            lambda: self._open(trial_id, run_name, tags, params, adopts), "open trial run")
+            lambda: self._open(trial_id, run_name, tags, params, adopts), "open trial run", patience=OPEN_PATIENCE)
 
     def _open(self, trial_id: str, run_name: str, tags: dict[str, str], params: dict[str, Any],
               adopts: str | None) -> tuple[str, int, int]:
