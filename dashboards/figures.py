@@ -13,8 +13,9 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from dashboards.stats import (FAMILIES, FAMILY_LABEL, comparison_runs, curve_bands, final_errors, like_for_like,
-                              net_label, spread)
+from dashboards.stats import (FAMILIES, comparison_runs, curve_bands, final_errors, like_for_like,
+                              spread)
+from resnet_core.config import net_name
 
 SPLIT_DASH = {"train": "dash", "test": "solid"}  # the paper's Fig. 6 convention
 DIVERGED_COLOR = "#9e9e9e"
@@ -55,7 +56,7 @@ def degradation_curves(history: pd.DataFrame, runs: pd.DataFrame) -> go.Figure:
     families = [f for f in FAMILIES if members["family"].eq(f).any()] or list(FAMILIES)
     colors = depth_colors(members["depth"].dropna()) if not members.empty else {}
     fig = make_subplots(rows=1, cols=len(families), shared_yaxes=True, horizontal_spacing=0.05,
-                        subplot_titles=[f"{FAMILY_LABEL[f]} nets" for f in families])
+                        subplot_titles=[f"{f} nets" for f in families])
     top = 0.0
     for split in ("train", "test"):
         bands = curve_bands(history, members, f"{split}/error")
@@ -67,8 +68,8 @@ def degradation_curves(history: pd.DataFrame, runs: pd.DataFrame) -> go.Figure:
             col = families.index(family) + 1
             color, group = colors[int(depth)], f"{family}-{int(depth)}"
             meta = {"family": family, "depth": int(depth), "metric": f"{split}/error"}
-            name = f"{net_label(family, depth)} {split} (n={int(band['n'].max())})"
-            legend = f"{net_label(family, depth)} (n={int(band['n'].max())})"  # one entry per net: toggles both lines
+            name = f"{net_name(family, depth)} {split} (n={int(band['n'].max())})"
+            legend = f"{net_name(family, depth)} (n={int(band['n'].max())})"  # one entry per net: toggles both lines
             if band["n"].max() > 1:
                 x = list(band["step"]) + list(band["step"])[::-1]
                 y = list(band["max"]) + list(band["min"])[::-1]
@@ -121,7 +122,7 @@ def error_vs_depth(runs: pd.DataFrame) -> go.Figure:
     for (family, split), rows in summary.groupby(["family", "split"]):
         rows = rows.sort_values("depth")
         fig.add_trace(go.Scatter(
-            x=rows["depth"], y=rows["mean"], mode="lines+markers", name=f"{FAMILY_LABEL[family]} {split} (mean)",
+            x=rows["depth"], y=rows["mean"], mode="lines+markers", name=f"{family} {split} (mean)",
             line=dict(dash=SPLIT_DASH[split], color="#d62728" if family == "plain" else "#1f77b4"),
             marker=dict(symbol="circle" if split == "test" else "circle-open", size=8),
             error_y=dict(type="data", symmetric=False, array=rows["max"] - rows["mean"],
@@ -179,7 +180,7 @@ def layer_responses(responses: pd.DataFrame, runs: pd.DataFrame) -> go.Figure:
     fig = make_subplots(rows=2, cols=1, vertical_spacing=0.16,
                         subplot_titles=["layers in network order", "layers sorted by magnitude (descending)"])
     for (family, depth), rows in per_layer.groupby(["family", "depth"]):
-        label, group = net_label(family, depth), f"{family}-{int(depth)}"
+        label, group = net_name(family, depth), f"{family}-{int(depth)}"
         line = dict(color=colors[int(depth)], dash="dot" if family == "plain" else "solid", width=1.5)
         meta = {"family": family, "depth": int(depth), "metric": "response_std"}
         rows = rows.sort_values("layer_index")
@@ -206,7 +207,7 @@ def shortcut_options(runs: pd.DataFrame) -> go.Figure:
     for (split, shortcut), rows in summary.groupby(["split", "shortcut"]):
         rows = rows.sort_values("depth")
         fig.add_trace(go.Bar(
-            x=[net_label("residual", d) for d in rows["depth"]], y=rows["mean"], name=f"option {shortcut}",
+            x=[net_name("residual", d) for d in rows["depth"]], y=rows["mean"], name=f"option {shortcut}",
             legendgroup=shortcut, showlegend=split == "test", marker_color=palette.get(shortcut),
             error_y=dict(type="data", symmetric=False, array=rows["max"] - rows["mean"],
                          arrayminus=rows["mean"] - rows["min"]),

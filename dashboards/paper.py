@@ -25,6 +25,7 @@ import pandas as pd
 from dashboards.stats import comparison_runs, layout_column, spread
 from dashboards.inference import reference_difference
 from dashboards.verdict import evaluated_images
+from resnet_core.config import net_name
 
 PAPER_ITERATIONS = 64_000
 PAPER_DATASET = "cifar10"
@@ -117,7 +118,7 @@ def paper_comparison(runs: pd.DataFrame, sweep_tags: dict[str, str] | None = Non
         errors = group["metrics.test/error"].dropna()
         if errors.empty:
             continue
-        net = f"{'ResNet' if family == 'residual' else 'plain'}-{depth}"
+        net = net_name(family, depth)
         if layout == "imagenet":
             if (family, depth, shortcut) not in IMAGENET_TOP1:
                 continue

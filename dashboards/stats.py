@@ -13,7 +13,6 @@ FAMILIES = ("plain", "residual")
 # "interrupted": left RUNNING by a dead driver; "stopped" / "stopped_early": ended before their budget (an ASHA
 # stop ends FINISHED, so the status alone does not tell)
 EXCLUDED_OUTCOMES = ("failed", "diverged", "interrupted", "stopped", "stopped_early")
-FAMILY_LABEL = {"plain": "plain", "residual": "ResNet"}
 
 
 def usable(runs: pd.DataFrame) -> pd.Series:
@@ -136,6 +135,7 @@ def layout_column(runs: pd.DataFrame) -> pd.Series:
     return layout.fillna("cifar")
 
 
-def net_label(family: str, depth: int) -> str:
-    """``plain-20`` / ``ResNet-56``, the paper's names."""
-    return f"{FAMILY_LABEL.get(family, family)}-{int(depth)}"
+def residual_shortcuts(runs: pd.DataFrame) -> list[str]:
+    """The shortcut options of the residual nets compared like for like."""
+    table = like_for_like(runs)
+    return sorted(table.loc[table["family"].eq("residual"), "shortcut"].dropna().unique())

@@ -29,7 +29,8 @@ import pandas as pd
 
 from dashboards.inference import (ALPHA, MAX_SEEDS, POWER, Comparison, baseline_weights, group_comparison,
                                   holm_levels, logit_counts, signed, trend_weights)
-from dashboards.stats import FAMILIES, comparison_runs, like_for_like, matched_iteration, net_label, spread, value_at
+from dashboards.stats import FAMILIES, comparison_runs, like_for_like, matched_iteration, spread, value_at
+from resnet_core.config import net_name
 
 METRIC = "train/error"  # the degradation claim is about training error, not overfitting
 SHORTCUT_METRIC = "test/error"  # Table 3 compares shortcut options by (validation) error
@@ -198,7 +199,7 @@ class Verdict:
     def sentence(self) -> str:
         noun, c = _NOUN.get(self.family, f"{self.family} nets"), self.comparison
         at = f"at iteration {self.iteration:,}" if self.iteration is not None else ""
-        lost = "".join(f" {net_label(self.family, d)}: {text}{_counted(text)}." for d, text in self.lost)
+        lost = "".join(f" {net_name(self.family, d)}: {text}{_counted(text)}." for d, text in self.lost)
         if self.label == NOT_MEASURED:
             return (f"{noun}: {NOT_MEASURED} — needs two depths with completed runs "
                     f"(have: {', '.join(map(str, self.depths)) or 'none'}).{lost}")
@@ -289,7 +290,7 @@ def verdicts(history: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame, l
 class PairVerdict:
     """One pair of groups (e.g. shortcut options B vs A at one depth) and what the test says."""
 
-    head: str  # "ResNet-20, shortcut B vs A"
+    head: str  # "residual-20, shortcut B vs A"
     what: str  # "test error"
     comparison: Comparison | None = None
     iteration: int | None = None
@@ -353,7 +354,7 @@ def shortcut_verdicts(history: pd.DataFrame, runs: pd.DataFrame) -> dict[int, li
         values, iteration = values_at_matched_iteration(history, members, SHORTCUT_METRIC, ["shortcut"],
                                                         _diverged_like(runs, members))
         if iteration is not None:
-            out[int(depth)] = judge_pairs(values, "shortcut", subject=f"ResNet-{int(depth)}, ", what="test error",
+            out[int(depth)] = judge_pairs(values, "shortcut", subject=f"{net_name('residual', depth)}, ", what="test error",
                                           iteration=iteration)
     return out
 

@@ -1,14 +1,23 @@
 """The science: the paper's ResNets and plain twins, their config and flags, data, device, trainer and checkpoints.
 Runs inside trial processes and the single-run CLI; imports torch, torchvision, numpy, never the sweep/driver code."""
 
-from resnet_core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from resnet_core.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig, validate
-from resnet_core.data import Dataset, DatasetUnavailableError, load_dataset
-from resnet_core.models import build_model, count_parameters
-from resnet_core.trainer import Result, fit
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "CheckpointError", "DataConfig", "Dataset", "DatasetUnavailableError", "ModelConfig", "OptimConfig",
-    "Result", "RunConfig", "TrainConfig", "build_model", "count_parameters", "fit", "load_checkpoint",
-    "load_dataset", "save_checkpoint", "validate",
-]
+# Public name -> its module. Imported on first use, so that ``resnet_core.config`` (plain dataclasses and the
+# one function naming a net) loads without torch: the report reads it.
+_HOMES = {
+    "CheckpointError": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
+    "DataConfig": "config", "ModelConfig": "config", "OptimConfig": "config", "RunConfig": "config",
+    "TrainConfig": "config", "validate": "config",
+    "Dataset": "data", "DatasetUnavailableError": "data", "load_dataset": "data",
+    "build_model": "models", "count_parameters": "models",
+    "Result": "trainer", "fit": "trainer",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'resnet_core' has no attribute {name!r}")
+    return getattr(import_module(f"resnet_core.{_HOMES[name]}"), name)

@@ -21,7 +21,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage pings from
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from dashboards import figures, loader, paper, probes, search, search_report, shortcuts, stats, verdict  # noqa: E402
+from dashboards import figures, loader, optuna_search, paper, probes, shortcuts, stats, varied_runs, verdict  # noqa: E402
 from dashboards.loader import ExperimentNotFoundError, load_experiment  # noqa: E402
 from dashboards.report import build_report, main, render_report  # noqa: E402
 from support.mlflow_fixtures import DROPOUT_KEY, sqlite_uri, write_fixture_experiment, write_search_experiment  # noqa: E402
@@ -68,7 +68,7 @@ def store(tmp_path_factory):
         "asha_finished": write_search_experiment(uri, "asha_finished", stopped_status="FINISHED", **SEARCH),
         "asha_after_drops": write_search_experiment(uri, "asha_after_drops", lr_milestones=[200, 300], **SEARCH),
         "asha_full": write_search_experiment(uri, "asha_full", families=("residual",), stopped=3, top_k=1,
-                                             full_budget=search_report.MIN_IMPORTANCE_TRIALS, test_images=1000,
+                                             full_budget=optuna_search.MIN_IMPORTANCE_TRIALS, test_images=1000,
                                              confirm_seeds=(1, 2)),
     }
     return uri, experiments
@@ -233,22 +233,22 @@ def test_degradation_curves_dashed_train_solid_test_one_group_per_net(smoke):
     # the failed run (residual-20 seed 2) is in no mean: each mean is over n=2 seeds
     assert all("(n=2)" in t.name for t in _traces(fig, kind="mean"))
     legend = [t.name for t in fig.data if t.showlegend is not False]
-    assert sorted(legend) == ["ResNet-20 (n=2)", "ResNet-56 (n=2)", "min–max over seeds (shaded)", "plain-20 (n=2)",
-                              "plain-56 (n=2)", "plain-56 seed 2 (diverged)", "test error (solid)",
-                              "training error (dashed)"]  # one entry per net, toggling both lines, and a key
+    assert sorted(legend) == ["min–max over seeds (shaded)", "plain-20 (n=2)",
+                              "plain-56 (n=2)", "plain-56 seed 2 (diverged)", "residual-20 (n=2)",
+                              "residual-56 (n=2)", "test error (solid)", "training error (dashed)"]  # one entry per net, toggling both lines, and a key
     key = {t.meta["explains"]: t for t in _traces(fig, kind="key")}
     assert key["train/error"].line.dash == "dash" and key["test/error"].line.dash in (None, "solid")
     assert _unexplained(fig) == []
     without_keys = go.Figure(data=[t for t in fig.data if t.meta.get("kind") != "key"], layout=fig.layout)
     assert sorted(_unexplained(without_keys)) == sorted(  # the check fails the figure as it was drawn before
-        [f"{net} {split} (n=2){band}: no legend entry" for net in ("plain-20", "plain-56", "ResNet-20", "ResNet-56")
+        [f"{net} {split} (n=2){band}: no legend entry" for net in ("plain-20", "plain-56", "residual-20", "residual-56")
          for split, band in (("train", ""), ("train", " range"), ("test", " range"))])  # dashed lines, bands
 
 
 def test_error_vs_depth_and_paper_figures(smoke):
     fig = figures.error_vs_depth(smoke.runs)
     names = sorted(t.name for t in _traces(fig, kind="mean"))
-    assert names == ["ResNet test (mean)", "ResNet train (mean)", "plain test (mean)", "plain train (mean)"]
+    assert names == ["plain test (mean)", "plain train (mean)", "residual test (mean)", "residual train (mean)"]
     for trace in _traces(fig, kind="mean"):
         assert list(trace.x) == [20, 56] and trace.error_y.array is not None
         assert trace.line.dash == ("dash" if "train" in trace.name else "solid")
@@ -294,13 +294,13 @@ def test_shortcut_and_search_figures(store):
     assert _unexplained(fig) == []
 
     searched = load_experiment("search", uri)
-    table, params = search.search_view(searched.runs)
+    table, params = varied_runs.varied_runs_view(searched.runs)
     assert params == sorted([DROPOUT_KEY, "optim.lr", "optim.weight_decay"])
-    assert len(table) == 11 and search.has_search(searched.runs)
-    assert table[params].dtypes.eq("float64").all() and set(table["net"]) == {"ResNet-56"}
-    fig = figures.search_parallel_coordinates(table, params, search.TARGET)
+    assert len(table) == 11 and varied_runs.has_varied_runs(searched.runs)
+    assert table[params].dtypes.eq("float64").all() and set(table["net"]) == {"residual-56"}
+    fig = figures.search_parallel_coordinates(table, params, varied_runs.TEST_ERROR)
     assert isinstance(fig.data[0], go.Parcoords) and len(fig.data[0].dimensions) == 4
-    scores = search.importance(table, params)
+    scores = varied_runs.importance(table, params)
     assert set(scores["param"]) == set(params) and abs(scores["importance"].sum() - 1) < 1e-6
     assert isinstance(figures.parameter_importance(scores, "test error").data[0], go.Bar)
 
@@ -312,7 +312,7 @@ def test_fixture_verdicts_count_the_diverged_run_and_leave_out_the_failed_one(sm
     counts at chance error (90 %) and leaves 2 vs 3 seeds with a vast spread: inconclusive, and it says why."""
     found = {v.family: v for v in verdict.verdicts(smoke.history, smoke.runs)[1]}
     assert found["residual"].label == "improves" and found["residual"].comparison.seeds == (2, 2)
-    assert "ResNet-20: 1 of 3 failed (left out)." in found["residual"].sentence
+    assert "residual-20: 1 of 3 failed (left out)." in found["residual"].sentence
     plain = found["plain"]
     assert plain.label == verdict.INCONCLUSIVE and plain.comparison.seeds == (2, 3)
     assert "plain-56: 1 of 3 diverged (counted at chance error)." in plain.sentence
@@ -328,10 +328,10 @@ def test_search_view_keeps_only_nets_with_varied_params():
              "params.run.seed": str(i), "metrics.test/error": 7.0 + i}
             for family, values in lrs.items() for i, lr in enumerate(values)]
     runs = pd.DataFrame(rows).astype({"depth": "Int64"})
-    table, params = search.search_view(runs)
+    table, params = varied_runs.varied_runs_view(runs)
     assert params == ["optim.lr"]  # run.seed never counts as a search dimension
-    assert set(table["net"]) == {"ResNet-56"} and len(table) == 5
-    assert not search.has_search(runs)  # fewer than MIN_RUNS points
+    assert set(table["net"]) == {"residual-56"} and len(table) == 5
+    assert not varied_runs.has_varied_runs(runs)  # fewer than MIN_RUNS points
 
 
 def test_spread_and_like_for_like(store):
@@ -473,14 +473,14 @@ def test_table6_difference_only_for_the_papers_setting_and_110_against_the_mean(
                         ("residual", 110, "A", "cifar", [6.5, 6.7, 6.9]),
                         ("plain", 20, "none", "cifar", [10.0, 10.2, 10.1])])
     result = paper.paper_comparison(runs, PAPER_TAGS)
-    assert result.comparable and list(result.table["net"]) == ["ResNet-20", "ResNet-110"]  # no plain row
-    r110 = result.table.set_index("net").loc["ResNet-110"]
+    assert result.comparable and list(result.table["net"]) == ["residual-20", "residual-110"]  # no plain row
+    r110 = result.table.set_index("net").loc["residual-110"]
     assert (r110["paper"], r110["paper_std"], r110["paper_runs"]) == (6.61, 0.16, 5)  # the mean, not the best 6.43
     assert "6.43" in r110["paper_note"] and "best" in r110["paper_note"]
     assert r110["difference"] == pytest.approx(6.7 - 6.61, abs=0.01)  # on the logit scale, back in pp
     assert r110["difference_low"] < r110["difference"] < r110["difference_high"]
     assert "Welch" in r110["difference_test"]
-    r20 = result.table.set_index("net").loc["ResNet-20"]
+    r20 = result.table.set_index("net").loc["residual-20"]
     assert r20["paper"] == 8.75 and "own noise (std 0.16 pp)" in r20["difference_test"]
     assert "own noise (std 0.07 pp)" in r110["difference_test"]  # 110's number is a mean of 5 runs: 0.16 / √5
     assert r20["ours_std"] == pytest.approx(pd.Series([8.6, 8.9, 8.7]).std())
@@ -499,12 +499,12 @@ def test_imagenet_layout_meets_tables_2_3_only_on_imagenet_and_table6_only_optio
                         ("plain", 18, "none", "imagenet", [35.0, 36.0])])
     result = paper.paper_comparison(runs, PAPER_TAGS)
     assert result.table.empty
-    assert any("ResNet-34 (A) has the ImageNet layout but was not trained on ImageNet" in n for n in result.notes)
+    assert any("residual-34 (A) has the ImageNet layout but was not trained on ImageNet" in n for n in result.notes)
     on_imagenet = paper.paper_comparison(runs.assign(dataset="imagenet"), {"recipe": "paper", "dataset": "imagenet"})
     table = on_imagenet.table.set_index("net")
-    assert table.loc["ResNet-34", "paper"] == 25.03 and table.loc["plain-18", "paper"] == 27.94
+    assert table.loc["residual-34", "paper"] == 25.03 and table.loc["plain-18", "paper"] == 27.94
     assert table.loc["plain-18", "source"].startswith("Table 2") and not on_imagenet.comparable
-    assert "reference only" in table.loc["ResNet-34", "paper_note"]
+    assert "reference only" in table.loc["residual-34", "paper_note"]
 
     legacy = _paper_runs([("residual", 56, "B", "cifar", [7.0, 7.2])])
     legacy = legacy.drop(columns="layout").assign(model_family="cifar")  # an experiment logged before the rename
@@ -549,7 +549,7 @@ def test_probe_keeps_3x3_layers_and_the_report_says_what_it_measures(store, smok
     html = render_report(data)
     assert "Left out:" in html and "non-3×3 layers" in html
     section = html.split('id="paper"')[1].split("</section>")[0]
-    assert "ResNet-18 (A) has the ImageNet layout but was not trained on ImageNet" in section  # not Table 2
+    assert "residual-18 (A) has the ImageNet layout but was not trained on ImageNet" in section  # not Table 2
 
     assert probes.is_3x3("bn1", "cifar", 20) and not probes.is_3x3("bn1", "imagenet", 34)
     assert probes.is_3x3("layer2.0.bn2", "imagenet", 50) and not probes.is_3x3("layer2.0.bn3", "imagenet", 50)
@@ -605,13 +605,13 @@ def test_main_install_has_every_package_the_dashboards_import():
     declared = {re.split(r"[\[<>=!~; ]", d, maxsplit=1)[0].lower().replace("_", "-")
                 for d in tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]}
     imported = set()
-    for path in (root / "dashboards").glob("*.py"):
+    for path in (root / "dashboards").glob("**/*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 imported |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 imported.add(node.module.split(".")[0])
-    third_party = imported - set(sys.stdlib_module_names) - {"dashboards", "__future__"}
+    third_party = imported - set(sys.stdlib_module_names) - {"dashboards", "resnet_core", "sweeps", "__future__"}
     provided_by = {module: {d.lower().replace("_", "-") for d in dists}
                    for module, dists in importlib.metadata.packages_distributions().items()}
     missing = sorted(m for m in third_party if not provided_by[m] & declared)  # mlflow: several dists provide it
@@ -622,7 +622,7 @@ def test_main_install_has_every_package_the_dashboards_import():
 def test_imports_stay_light():
     code = ("import sys, dashboards; assert len([m for m in sys.modules if m.startswith('dashboards')]) == 1; "
             "import dashboards.report, dashboards.loader, dashboards.figures, dashboards.verdict; "
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('ray', 'resnet_core', 'torch')]; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('ray', 'torch', 'optuna')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -722,7 +722,7 @@ def test_search_report_reads_asha_stops_from_the_outcome_tag_whatever_their_stat
     html = render_report(killed)
     assert _search_html(html) == _search_html(render_report(finished))
     section = _search_html(html)
-    for net in ("plain-20", "ResNet-20"):
+    for net in ("plain-20", "residual-20"):
         assert f"{net}: 12 at full budget, 4 stopped early by ASHA, 0 other" in section
         assert (f"Parameter importance for {net} (fANOVA) over 12 full-budget trials; 4 trials stopped early by "
                 f"ASHA are left out — importance covers survivors only.") in section
@@ -736,15 +736,15 @@ def test_importance_is_shown_from_enough_full_budget_trials_and_covers_them_only
     uri, _ = store
     data = load_experiment("asha_full", uri)
     section = _search_html(render_report(data))
-    assert 'id="fig-importance-ResNet-20"' in section
+    assert 'id="fig-importance-residual-20"' in section
     assert ("over 20 full-budget trials; 3 trials stopped early by ASHA are left out — importance covers survivors "
             "only.") in section
-    space = search_report.search_settings(data.sweeps)["space"]
-    trials = search_report.search_trials(data.runs, space)
-    scores = search_report.importance_for(trials, space)
+    space = optuna_search.search_settings(data.sweeps)["space"]
+    trials = optuna_search.search_trials(data.runs, space)
+    scores = optuna_search.importance_for(trials, space)
     full_budget = trials[trials["outcome"].eq("completed")]
-    pd.testing.assert_frame_equal(scores, search_report.importance_for(full_budget, space))
-    counted = search_report.importance_for(trials.assign(outcome="completed"), space)  # as if stops were results
+    pd.testing.assert_frame_equal(scores, optuna_search.importance_for(full_budget, space))
+    counted = optuna_search.importance_for(trials.assign(outcome="completed"), space)  # as if stops were results
     assert not scores.set_index("param")["importance"].equals(counted.set_index("param")["importance"])
     assert scores.set_index("param")["importance"].idxmax() == DROPOUT_KEY  # the one knob that matters here
 
@@ -766,8 +766,8 @@ def test_search_parallel_coordinates_one_per_net_without_constant_axes(store):
 def test_test_images_from_the_metric_else_the_data_set():
     runs = pd.DataFrame({"dataset": ["digits", "cifar10", "cifar10"],
                          "metrics.test/images": [float("nan"), float("nan"), 5000.0]})
-    assert search_report.test_images(runs).tolist() == [360, 10_000, 5000]
-    assert search_report.test_images(runs.drop(columns="metrics.test/images")).tolist() == [360, 10_000, 10_000]
+    assert optuna_search.test_images(runs).tolist() == [360, 10_000, 5000]
+    assert optuna_search.test_images(runs.drop(columns="metrics.test/images")).tolist() == [360, 10_000, 10_000]
 
 
 def test_confirm_stage_states_best_minus_default_paired_by_seed(store):
@@ -778,7 +778,7 @@ def test_confirm_stage_states_best_minus_default_paired_by_seed(store):
     uri, fx = store
     section = _search_html(render_report(load_experiment("asha_killed", uri)))
     written = fx["asha_killed"].confirm_test
-    for family, net, seeds in (("plain", "plain-20", [1, 2, 3]), ("residual", "ResNet-20", [1, 3])):
+    for family, net, seeds in (("plain", "plain-20", [1, 2, 3]), ("residual", "residual-20", [1, 3])):
         default = [written[(family, "default", s)] for s in seeds]
         best = [written[(family, "top1", s)] for s in seeds]
         expected = paired_difference(default, best, [360] * len(seeds))  # digits without test/images: 360
@@ -786,7 +786,7 @@ def test_confirm_stage_states_best_minus_default_paired_by_seed(store):
                       f"test error ({expected.sentence_tail()})") in section
         mispaired = paired_difference(default[::-1], best, [360] * len(seeds))  # pairing by position would give
         assert escape(mispaired.sentence_tail()) not in section
-    assert "ResNet-20" in section and "seed(s) 2 left out: only one of the two completed" in section
+    assert "residual-20" in section and "seed(s) 2 left out: only one of the two completed" in section
 
     full = _search_html(render_report(load_experiment("asha_full", uri)))
     written = fx["asha_full"].confirm_test
@@ -798,10 +798,10 @@ def test_confirm_stage_states_best_minus_default_paired_by_seed(store):
 def test_confirm_table_lists_the_retrained_configurations_in_validation_order_not_by_test(store):
     uri, fx = store
     data = load_experiment("asha_killed", uri)
-    space = search_report.search_settings(data.sweeps)["space"]
-    table = search_report.confirm_table(search_report.confirm_runs(data.runs, space),
-                                        search_report.search_trials(data.runs, space), space)
-    for family, net in (("plain", "plain-20"), ("residual", "ResNet-20")):
+    space = optuna_search.search_settings(data.sweeps)["space"]
+    table = optuna_search.confirm_table(optuna_search.confirm_runs(data.runs, space),
+                                        optuna_search.search_trials(data.runs, space), space)
+    for family, net in (("plain", "plain-20"), ("residual", "residual-20")):
         rows = table[table["net"].eq(net)]
         assert list(rows["chosen by validation rank"]) == ["1", "2", "default recipe"]
         assert list(rows["Optuna trial"]) == [str(n) for n in fx["asha_killed"].ranked[family][:2]] + ["—"]
@@ -829,3 +829,18 @@ def test_runs_stopped_before_their_budget_do_not_count_whatever_their_status():
     runs = pd.DataFrame({"outcome": ["completed", "stopped_early", "stopped", "diverged", "completed"],
                          "status": ["FINISHED", "FINISHED", "KILLED", "FAILED", "KILLED"]})
     assert stats.usable(runs).tolist() == [True, False, False, False, False]  # an ASHA stop ends FINISHED now
+
+
+def test_a_forged_tag_cannot_inject_html_into_the_report(tmp_path):
+    """Anyone who can tag a run can set its outcome: the run table's row class and badge were built from it
+    unescaped, so ``x"><img onerror=...>`` broke out of the attribute. Every tag-derived string is escaped."""
+    uri = sqlite_uri(tmp_path)
+    fx = write_fixture_experiment(uri, "forged")
+    client = MlflowClient(uri)
+    victim = client.search_runs([fx.experiment_id], "tags.role = 'trial'", max_results=1)[0]
+    payload = 'x"><img src=x onerror="alert(1)">'
+    client.set_tag(victim.info.run_id, "outcome", payload)
+    client.set_tag(victim.info.run_id, "family", payload)
+    page = render_report(load_experiment("forged", uri))
+    assert "<img" not in page and 'onerror="alert' not in page
+    assert "x&quot;&gt;&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in page  # shown, as text

@@ -21,9 +21,9 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from ray.tune import ExperimentAnalysis
 
-from dashboards import search as search_views
+from dashboards import varied_runs
 from dashboards.loader import load_experiment
-from dashboards.search_report import MIN_IMPORTANCE_TRIALS, rung_survival, search_trials
+from dashboards.optuna_search import MIN_IMPORTANCE_TRIALS, rung_survival, search_trials
 from dashboards.report import build_report
 from sweeps.driver.search.asha import AshaRungs, asha_scheduler
 from sweeps.cli import plan_from_argv, study_arg_parser
@@ -257,8 +257,8 @@ def test_the_parent_run_says_where_each_rung_lies_against_the_lr_drops(asha_sear
 def test_importance_uses_full_budget_trials_only_and_says_how_many(asha_search, monkeypatch):
     tmp_path, plan, _, client = asha_search
     seen = []
-    real = search_views.importance
-    monkeypatch.setattr(search_views, "importance", lambda table, *a, **k: seen.append(table) or real(table, *a, **k))
+    real = varied_runs.importance
+    monkeypatch.setattr(varied_runs, "importance", lambda table, *a, **k: seen.append(table) or real(table, *a, **k))
     report = build_report("asha", plan.tracking_uri, tmp_path / "report.html", log_to_parent=False).read_text()
     runs = search_runs(client, "asha", "search")
     full = {r[0].info.run_id for r in runs.values() if r[0].data.tags["outcome"] == "completed"}

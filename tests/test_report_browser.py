@@ -242,7 +242,7 @@ def test_mlflow_ui_shows_the_sweeps_child_runs(browser, fixture_store, mlflow_se
 
 def test_mlflow_ui_opens_the_experiment_on_its_training_runs(browser, fixture_store, mlflow_server):
     """The address the sweep prints lands a user on the runs table, not on the GenAI "Overview" of traces."""
-    from dashboards.report import experiment_url
+    from dashboards.mlflow_ui import experiment_url
 
     _, fx, _ = fixture_store
     page = browser.new_page(viewport={"width": 1400, "height": 1600})
@@ -298,7 +298,7 @@ def test_search_page_in_the_browser(browser, search_page, tmp_path):
     for plot, labels in axes.items():
         assert labels == [*knobs, "final validation error (%)"], (plot, labels)
     headlines = page.locator("#search li.confirm-headline").all_inner_texts()
-    assert [h.split(":")[0] for h in headlines] == ["plain-20", "ResNet-20"]
+    assert [h.split(":")[0] for h in headlines] == ["plain-20", "residual-20"]
     for headline in headlines:
         assert "best found (chosen on validation) − default recipe: " in headline and "95 % CI" in headline, headline
         assert "paired t-test on the logit scale" in headline and " pp test error" in headline, headline

@@ -1,4 +1,5 @@
-"""Views of a hyper-parameter search: which numeric params varied, and how much each one mattered.
+"""Runs that vary params (any grid or search over TrainConfig fields, beside the Optuna search of
+optuna_search.py): which numeric params varied, and how much each one mattered to the final test error.
 
 Importance is fANOVA (optuna's evaluator) on a study rebuilt from the finished runs: it fits a random
 forest to (params → final test error) and reports the fraction of variance each param explains. With few
@@ -11,15 +12,16 @@ import math
 
 import pandas as pd
 
-from dashboards.stats import net_label, usable, varied_params
+from dashboards.stats import usable, varied_params
+from resnet_core.config import net_name
 
 MIN_RUNS = 8
-TARGET = "metrics.test/error"
+TEST_ERROR = "metrics.test/error"  # what these views score: for looking only, never for selecting
 _NET = ["family", "depth", "shortcut"]
 
 
-def search_view(runs: pd.DataFrame, target: str = TARGET) -> tuple[pd.DataFrame, list[str]]:
-    """The searched runs and the search dimensions: (table, params).
+def varied_runs_view(runs: pd.DataFrame, target: str = TEST_ERROR) -> tuple[pd.DataFrame, list[str]]:
+    """The runs of nets whose params varied, and the varied params: (table, params).
 
     Only nets (family × depth × shortcut) in which some numeric param was varied take part, so a depth grid
     run beside the search does not pass as a search point. The table has run_id, name, net, each param as
@@ -39,18 +41,18 @@ def search_view(runs: pd.DataFrame, target: str = TARGET) -> tuple[pd.DataFrame,
     if table["depth"].nunique() > 1:
         table["model.depth"] = table["depth"].astype(float)
         dims.append("model.depth")
-    table = table.assign(net=[net_label(f, d) for f, d in zip(table["family"], table["depth"])])
+    table = table.assign(net=[net_name(f, d) for f, d in zip(table["family"], table["depth"])])
     finite = table[target].map(lambda v: isinstance(v, float) and math.isfinite(v))
     return table.loc[finite, ["run_id", "name", "net", *dims, target]].reset_index(drop=True), dims
 
 
-def has_search(runs: pd.DataFrame) -> bool:
+def has_varied_runs(runs: pd.DataFrame) -> bool:
     """True when enough usable runs vary numeric params to show the search views."""
-    table, params = search_view(runs)
+    table, params = varied_runs_view(runs)
     return bool(params) and len(table) >= MIN_RUNS
 
 
-def importance(table: pd.DataFrame, params: list[str], target: str = TARGET, seed: int = 0,
+def importance(table: pd.DataFrame, params: list[str], target: str = TEST_ERROR, seed: int = 0,
                distributions: dict | None = None) -> pd.DataFrame:
     """fANOVA importance of each param for ``target``: DataFrame param, importance (sums to 1).
 

@@ -1,9 +1,9 @@
-"""The report's section for an experiment with an Optuna search (``sweeps/regularization.py``).
+"""What an Optuna search logged (``sweeps/regularization.py``), as tables and figures for its report section.
 
 Everything comes from what the search logged to MLflow (docs/tracking.md): each trial run's ``stage``
 (search / confirm), ``optuna_trial``, ``candidate``, ``seed`` and ``outcome`` tags, its params and final metrics,
 and the parent run's ``search.*`` params. Pure functions turn those DataFrames into tables and Plotly figures;
-``search_section`` puts them on the page with the report's own helpers (dashboards/report.py).
+dashboards/sections/search.py puts them on the page.
 
 Selection is on validation error only: the search views show validation error, and test error appears only in
 the confirm stage, which retrains the configurations chosen on validation on fresh seeds. There the one
@@ -16,21 +16,19 @@ first closed such runs as KILLED and now close them as FINISHED, and both read t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from dashboards import figures, search
+from dashboards import varied_runs
 from dashboards.inference import Comparison, paired_difference, signed
-from dashboards.loader import ExperimentData
-from dashboards.report import _e, _figure, _section, _table
-from dashboards.stats import net_label
+from resnet_core.config import net_name
+from sweeps.tracking.search_params import read_search_params
 
 VAL, TEST, TEST_IMAGES = "metrics.val/error", "metrics.test/error", "metrics.test/images"
-TARGET = "final validation error (%)"
+VALIDATION_ERROR = "final validation error (%)"  # what a search is scored on
 STOPPED = "stopped_early"
 # fANOVA fits a random forest to (knobs → validation error) and splits the variance it explains among the knobs;
 # normalised, the shares always sum to 1, so with few trials noise is handed out as "importance". Simulated on the
@@ -49,26 +47,21 @@ def is_search(runs: pd.DataFrame) -> bool:
 
 
 def search_settings(sweeps: pd.DataFrame) -> dict:
-    """The newest sweep run's ``search.*`` params, decoded: space, rungs, num_samples, ..."""
+    """The newest sweep run's ``search.*`` params, decoded by their one schema (sweeps/tracking/search_params.py)."""
     row = sweeps.iloc[0]
-    settings = {c[len("params.search."):]: row[c] for c in sweeps.columns
-                if c.startswith("params.search.") and pd.notna(row[c])}
-    for key in ("space", "rungs", "num_samples", "search_seed", "grace_period", "reduction_factor", "top_k",
-                "confirm_seeds", "lr_milestones", "rung_milestones"):
-        if key in settings:
-            settings[key] = json.loads(settings[key])
-    return settings
+    return read_search_params({c[len("params."):]: row[c] for c in sweeps.columns
+                               if c.startswith("params.") and pd.notna(row[c])})
 
 
 def search_trials(runs: pd.DataFrame, space: dict[str, list]) -> pd.DataFrame:
     """One row per search trial: family, depth, net, number (its Optuna trial), outcome, final validation error,
     last iteration logged, and each searched knob typed (``knob_values``)."""
     trials = runs[runs["tags.stage"].eq("search")].copy()
-    trials["net"] = [net_label(f, d) for f, d in zip(trials["family"], trials["depth"])]
+    trials["net"] = [net_name(f, d) for f, d in zip(trials["family"], trials["depth"])]
     trials["number"] = pd.to_numeric(trials["tags.optuna_trial"]).astype(int)
-    trials[TARGET] = trials[VAL]
+    trials[VALIDATION_ERROR] = trials[VAL]
     trials = trials.assign(**knob_values(trials, space))
-    columns = ["run_id", "name", "family", "depth", "net", "number", "outcome", "last_step", TARGET, *space]
+    columns = ["run_id", "name", "family", "depth", "net", "number", "outcome", "last_step", VALIDATION_ERROR, *space]
     return trials[columns].sort_values(["family", "net", "number"]).reset_index(drop=True)  # plain first
 
 
@@ -98,7 +91,7 @@ def confirm_runs(runs: pd.DataFrame, space: dict[str, list]) -> pd.DataFrame:
     confirm = runs[runs["tags.stage"].eq("confirm") & runs["outcome"].eq("completed")]
     confirm = confirm[confirm[TEST].notna()] if TEST in confirm else confirm.iloc[0:0]
     out = pd.DataFrame({
-        "family": confirm["family"], "net": [net_label(f, d) for f, d in zip(confirm["family"], confirm["depth"])],
+        "family": confirm["family"], "net": [net_name(f, d) for f, d in zip(confirm["family"], confirm["depth"])],
         "candidate": confirm["tags.candidate"], "seed": confirm["seed"].astype("Int64"),
         "test": confirm.get(TEST), "val": confirm.get(VAL), "images": test_images(confirm),
         "optuna_trial": confirm.get("tags.optuna_trial"), "start_time": confirm["start_time"],
@@ -163,7 +156,7 @@ def confirm_table(confirm: pd.DataFrame, trials: pd.DataFrame, space: dict[str, 
             rows.append({"net": net, "chosen by validation rank": "default recipe" if rank is None else str(rank),
                          "Optuna trial": "—" if trial.empty else str(int(trial["number"].iloc[0])),
                          **{key: _knob(first[key], space[key]) for key in space},
-                         "validation error in the search (%)": "—" if trial.empty else f"{trial[TARGET].iloc[0]:.2f}",
+                         "validation error in the search (%)": "—" if trial.empty else f"{trial[VALIDATION_ERROR].iloc[0]:.2f}",
                          "test error % (mean ± std over seeds)": _pm(runs["test"].mean(), runs["test"].std()),
                          "seeds": ", ".join(str(int(s)) for s in sorted(runs["seed"]))})
     return pd.DataFrame(rows)
@@ -190,19 +183,19 @@ def optimisation_history(trials: pd.DataFrame) -> go.Figure:
         group = trials[trials["net"].eq(net)]
         full = group[group["outcome"].eq("completed")]
         stopped = group[group["outcome"].eq(STOPPED)]
-        fig.add_trace(go.Scatter(x=full["number"], y=full[TARGET], mode="markers", name="full budget",
+        fig.add_trace(go.Scatter(x=full["number"], y=full[VALIDATION_ERROR], mode="markers", name="full budget",
                                  marker=dict(size=9, color="#1f77b4"), legendgroup="full", showlegend=col == 1,
                                  meta={"net": net, "kind": "full budget"}), row=1, col=col)
-        fig.add_trace(go.Scatter(x=stopped["number"], y=stopped[TARGET], mode="markers",
+        fig.add_trace(go.Scatter(x=stopped["number"], y=stopped[VALIDATION_ERROR], mode="markers",
                                  name="stopped early by ASHA (last value)", legendgroup="stopped",
                                  marker=dict(size=9, color="#9e9e9e", symbol="circle-open"), showlegend=col == 1,
                                  text=[f"stopped at iteration {s:,}" for s in stopped["last_step"]],
                                  meta={"net": net, "kind": "stopped early"}), row=1, col=col)
-        fig.add_trace(go.Scatter(x=full["number"], y=full[TARGET].cummin(), mode="lines", line_shape="hv",
+        fig.add_trace(go.Scatter(x=full["number"], y=full[VALIDATION_ERROR].cummin(), mode="lines", line_shape="hv",
                                  name="best so far (full budget)", line=dict(color="#d62728"), legendgroup="best",
                                  showlegend=col == 1, meta={"net": net, "kind": "best so far"}), row=1, col=col)
         fig.update_xaxes(title_text="Optuna trial", row=1, col=col)
-    fig.update_yaxes(title_text=TARGET, row=1, col=1)
+    fig.update_yaxes(title_text=VALIDATION_ERROR, row=1, col=1)
     fig.update_layout(title="Optimisation history", height=400, template="plotly_white",
                       margin=dict(l=60, r=20, t=60, b=50))
     return fig
@@ -213,116 +206,12 @@ def importance_for(trials: pd.DataFrame, space: dict[str, list], seed: int = 0) 
     (ASHA-stopped ones are not results of their configuration's full budget)."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-    full = trials[trials["outcome"].eq("completed") & trials[TARGET].notna()]
+    full = trials[trials["outcome"].eq("completed") & trials[VALIDATION_ERROR].notna()]
     distributions = {key: (CategoricalDistribution(list(range(len(values)))) if kind == "choice" else
                            FloatDistribution(values[0], values[1], log=kind == "loguniform"))
                      for key, (kind, *values) in space.items()}
     table = full.assign(**{key: full[key].astype(int) for key, (kind, *_) in space.items() if kind == "choice"})
-    return search.importance(table, list(space), TARGET, seed=seed, distributions=distributions)
-
-
-def search_section(data: ExperimentData) -> str:
-    """The report's "Regularisation search" section (empty when the experiment has no search)."""
-    if not is_search(data.runs) or data.sweeps.empty:
-        return ""
-    settings = search_settings(data.sweeps)
-    space = settings.get("space", {})
-    trials = search_trials(data.runs, space)
-    iterations = int(data.runs["iterations"].dropna().max())
-    parts = [_intro(settings, trials), _confirm_part(data.runs, trials, space),
-             _figure(optimisation_history(trials), "fig-search-history"),
-             '<p class="note">ASHA rungs: search trials that reached each rung (their last logged iteration at or '
-             'past it), of the net\'s trials.</p>',
-             _table(rung_survival(trials, settings.get("rungs", []), iterations))]
-    for (family, depth, net), group in trials.groupby(["family", "depth", "net"], sort=False):
-        parts += [_parcoords_part(group, space, net, f"fig-search-parcoords-{family}-{int(depth)}"),
-                  _importance_part(group, space, net)]
-    return _section("search", "Regularisation search", *parts)
-
-
-def _intro(settings: dict, trials: pd.DataFrame) -> str:
-    space = "; ".join(f"{_e(key)}: {_e(kind)} {_e(', '.join(str(v) for v in values))}"
-                      for key, (kind, *values) in settings.get("space", {}).items())
-    per_net = "; ".join(f"{_e(net)}: {full} at full budget, {stopped} stopped early by ASHA, {other} other"
-                        for net, (full, stopped, other) in _outcome_counts(trials).items())
-    return (f'<p class="note">Searched per net with the same budget and TPE seed '
-            f'({_e(settings.get("num_samples"))} trials each, seed {_e(settings.get("search_seed"))}; ASHA grace '
-            f'period {_e(settings.get("grace_period"))} iterations, reduction factor '
-            f'{_e(settings.get("reduction_factor"))}): {space}. Objective: validation error at the last iteration; '
-            f'trials ASHA stopped are recorded as such (Optuna PRUNED, MLflow <code>outcome=stopped_early</code>), '
-            f'not as results. {per_net}.</p>' + _rungs_note(settings))
-
-
-def _rungs_note(settings: dict) -> str:
-    """Where ASHA compares trials, beside the lr schedule's drops (older searches did not log the drops)."""
-    if "rung_milestones" not in settings:
-        return ('<p class="note" id="search-rungs">This search did not log its lr milestones per rung, so whether '
-                'its ASHA rungs came after the last lr drop cannot be told from its record.</p>')
-    rungs = "; ".join(f"rung at iteration {int(rung):,}, after the lr drops at "
-                      f"{', '.join(f'{m:,}' for m in drops) or 'none'}"
-                      for rung, drops in settings["rung_milestones"].items())
-    return (f'<p class="note" id="search-rungs">Every trial trains the full lr schedule (drops at '
-            f'{", ".join(f"{m:,}" for m in settings.get("lr_milestones", []))}), the one the confirm stage '
-            f'retrains, and ASHA compares trials only after its last drop: {rungs}. Trials are never judged at a '
-            f'learning rate they do not finish with; what ASHA saves is the tail of training after the rung.</p>')
-
-
-def _outcome_counts(trials: pd.DataFrame) -> dict[str, tuple[int, int, int]]:
-    """Per net: (full-budget trials, trials ASHA stopped, others such as failed), read from the outcome tag."""
-    counts = {}
-    for net, group in trials.groupby("net", sort=False):
-        full, stopped = int(group["outcome"].eq("completed").sum()), int(group["outcome"].eq(STOPPED).sum())
-        counts[net] = (full, stopped, len(group) - full - stopped)
-    return counts
-
-
-def _confirm_part(runs: pd.DataFrame, trials: pd.DataFrame, space: dict[str, list]) -> str:
-    confirm = confirm_runs(runs, space)
-    if confirm.empty:
-        return '<p class="note">The confirm stage has no completed runs yet.</p>'
-    headline = "".join(f'<li class="confirm-headline">{_e(found.sentence())}</li>'
-                       for found in best_vs_default(confirm))
-    return ('<h3>Confirm stage: best found vs default recipe</h3>'
-            + (f'<ul class="verdicts confirm">{headline}</ul>' if headline else "")
-            + '<p class="note">Each net\'s configurations ranked best by validation error among its full-budget '
-              'search trials (top1 = chosen), and its default recipe, retrained at full budget on fresh seeds (the '
-              'search used seed 0). Test error is looked at only here, and the one comparison on it is the one '
-              'fixed in advance: the chosen configuration − the default recipe, paired by seed (the same seed '
-              'is the same initialisation and data order). The table lists every retrained configuration in its '
-              'validation rank; it is not ranked by test error, and choosing among its rows by test error would '
-              'select on the test set.</p>'
-            + _table(confirm_table(confirm, trials, space)))
-
-
-def _parcoords_part(trials: pd.DataFrame, space: dict[str, list], net: str, div_id: str) -> str:
-    full = trials[trials["outcome"].eq("completed") & trials[TARGET].notna()]
-    if full.empty:
-        return ""
-    choices = {key: [str(v) for v in values] for key, (kind, *values) in space.items() if kind == "choice"}
-    log_scale = {key for key, (kind, *_) in space.items() if kind == "loguniform"}
-    fig = figures.search_parallel_coordinates(full, list(space), TARGET, title=f"{net}: knobs vs {TARGET}",
-                                              choices=choices, log_scale=log_scale)
-    return _figure(fig, div_id)
-
-
-def _importance_part(trials: pd.DataFrame, space: dict[str, list], net: str) -> str:
-    used = int(trials["outcome"].eq("completed").sum())
-    stopped = int(trials["outcome"].eq(STOPPED).sum())
-    other = len(trials) - used - stopped
-    others = f"; {other} failed or diverged are left out too" if other else ""
-    note = (f"Parameter importance for {_e(net)} (fANOVA) over {used} full-budget trials; {stopped} trials stopped "
-            f"early by ASHA are left out{others} — importance covers survivors only.")
-    if used < MIN_IMPORTANCE_TRIALS:
-        return (f'<p class="note importance-note">{note} Too few for an importance estimate: it needs at least '
-                f'{MIN_IMPORTANCE_TRIALS} full-budget trials per net ({MIN_IMPORTANCE_TRIALS - used} more); with '
-                f'fewer, fANOVA hands much of the noise to knobs without effect.</p>')
-    try:
-        scores = importance_for(trials, space)
-    except Exception as error:  # importance is a nicety; a degenerate search must not sink the report
-        return f'<p class="note importance-note">{note} Unavailable: {_e(error)}</p>'
-    return (f'<p class="note importance-note">{note} A rough guide: at this many trials a knob without effect can '
-            f'still get a tenth or more.</p>'
-            + _figure(figures.parameter_importance(scores, f"{TARGET}, {net}"), f"fig-importance-{_e(net)}"))
+    return varied_runs.importance(table, list(space), VALIDATION_ERROR, seed=seed, distributions=distributions)
 
 
 def _rank(candidate: str) -> int | None:
