@@ -234,7 +234,7 @@ def _close_tracking(plan: SweepPlan, experiment_id: str, parent_run_id: str, sta
 
 def print_mlflow_hint(plan: SweepPlan, experiment_id: str) -> None:
     """How to browse the runs: the `mlflow ui` command and the address of this experiment's training runs."""
-    from dashboards.report import experiment_url
+    from dashboards.mlflow_ui import experiment_url
 
     server = plan.tracking_uri if plan.tracking_uri.startswith(("http://", "https://")) else None
     base = plan.mlflow_ui_url or server or "http://127.0.0.1:5000"  # a tracking server serves the UI itself
