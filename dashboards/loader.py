@@ -42,20 +42,22 @@ class ExperimentData:
     name: str
     experiment_id: str
     tracking_uri: str
-    sweeps: pd.DataFrame  # parent runs (tag role=sweep), newest first
-    runs: pd.DataFrame  # trial runs, one row each
+    sweeps: pd.DataFrame  # parent runs (tag role=sweep): the one reported first, then the others newest first
+    runs: pd.DataFrame  # trial runs of the reported sweep, one row each
     history: pd.DataFrame  # run_id, metric, step, value
     responses: pd.DataFrame  # run_id, layer_index, layer, std, iteration
     missing_probes: list[str] = field(default_factory=list)  # run ids without the response artifact
+    other_runs: int = 0  # trial runs of the experiment's other sweeps (or of none), not reported
+
 
     @property
     def parent_run_id(self) -> str | None:
-        """The newest sweep (parent) run, where the report is logged."""
+        """The reported sweep (parent) run, where the report is logged."""
         return None if self.sweeps.empty else str(self.sweeps["run_id"].iloc[0])
 
     @property
     def sweep_tags(self) -> dict[str, str]:
-        """Tags of the newest sweep run (study, preset, dataset, recipe), or {} when there is none."""
+        """Tags of the reported sweep run (study, preset, dataset, recipe), or {} when there is none."""
         if self.sweeps.empty:
             return {}
         row = self.sweeps.iloc[0]
@@ -90,16 +92,26 @@ def find_experiment(client, name: str):
     return experiment
 
 
-def load_experiment(experiment: str, tracking_uri: str | None = None, *,
-                    metrics: Iterable[str] | None = None) -> ExperimentData:
-    """Read an experiment's runs, metric histories (all, or only ``metrics``) and layer responses."""
+def load_experiment(experiment: str, tracking_uri: str | None = None, *, metrics: Iterable[str] | None = None,
+                    sweep_run: str | None = None) -> ExperimentData:
+    """Read the trial runs of one sweep of an experiment (its newest, or the parent run ``sweep_run``), their
+    metric histories (all, or only ``metrics``) and layer responses. Trials of other sweeps are not pooled
+    with them: a sweep run again would otherwise double the seeds of every verdict. An experiment without
+    sweep runs (runs logged by hand) is read whole."""
     client = open_client(tracking_uri)
     exp = find_experiment(client, experiment)
     all_runs = search_all_runs(client, exp.experiment_id)
     table = runs_table(all_runs)
     is_sweep = table["role"].eq("sweep")
     sweeps = table[is_sweep].sort_values("start_time", ascending=False).reset_index(drop=True)
-    runs = table[~is_sweep].reset_index(drop=True)
+    sweeps = reported_first(sweeps, sweep_run, exp.name)
+    runs = table[~is_sweep]
+    if not sweeps.empty:
+        mine = runs["parent_run_id"].eq(sweeps["run_id"].iloc[0])
+        other_runs, runs = int((~mine).sum()), runs[mine]
+    else:
+        other_runs = 0
+    runs = runs.reset_index(drop=True)
 
     trial_ids = set(runs["run_id"])
     trial_runs = [r for r in all_runs if r.info.run_id in trial_ids]
@@ -109,7 +121,21 @@ def load_experiment(experiment: str, tracking_uri: str | None = None, *,
 
     last = history.groupby("run_id")["step"].max() if not history.empty else pd.Series(dtype="int64")
     runs["last_step"] = runs["run_id"].map(last).astype("Int64")
-    return ExperimentData(exp.name, exp.experiment_id, client.tracking_uri, sweeps, runs, history, responses, missing)
+    return ExperimentData(exp.name, exp.experiment_id, client.tracking_uri, sweeps, runs, history, responses, missing,
+                          other_runs)
+
+
+def reported_first(sweeps: pd.DataFrame, sweep_run: str | None, experiment: str) -> pd.DataFrame:
+    """The sweep runs with the reported one first: ``sweep_run`` if given (an error lists the valid ones),
+    else the newest."""
+    if sweep_run is None:
+        return sweeps
+    chosen = sweeps["run_id"].eq(sweep_run)
+    if not chosen.any():
+        listing = ", ".join(f"{r.run_id} ({r.name})" for r in sweeps.itertuples()) or "(none)"
+        raise ExperimentNotFoundError(f"no sweep run {sweep_run!r} in experiment {experiment!r}; its sweep runs, "
+                                      f"newest first: {listing}")
+    return pd.concat([sweeps[chosen], sweeps[~chosen]]).reset_index(drop=True)
 
 
 def search_all_runs(client, experiment_id: str) -> list:

@@ -33,14 +33,15 @@ ARTIFACT_NAME = "report.html"
 
 
 def build_report(experiment: str, tracking_uri: str | None = None, out: str | Path = "report.html",
-                 log_to_parent: bool = True, mlflow_ui_url: str | None = None) -> Path:
-    """Read the experiment, write the report to ``out`` and (by default) log it to the newest sweep run.
+                 log_to_parent: bool = True, mlflow_ui_url: str | None = None, sweep_run: str | None = None) -> Path:
+    """Read one sweep of the experiment (its newest, or the parent run ``sweep_run``), write the report to
+    ``out`` and (by default) log it to that sweep run.
 
     ``mlflow_ui_url`` (e.g. ``http://127.0.0.1:5000``, where ``mlflow ui`` serves this store) makes each run
     in the run table a link to its page there. Raises ExperimentNotFoundError (listing the experiments that
     exist) for an unknown name.
     """
-    data = load_experiment(experiment, tracking_uri, metrics=HISTORY_METRICS)
+    data = load_experiment(experiment, tracking_uri, metrics=HISTORY_METRICS, sweep_run=sweep_run)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_report(data, mlflow_ui_url=mlflow_ui_url), encoding="utf-8")
@@ -119,6 +120,10 @@ def _summary_line(data: ExperimentData, generated_at: datetime) -> str:
     counts = data.runs["outcome"].value_counts()
     outcome = ", ".join(f"{n} {escape(k.replace('_', ' '))}" for k, n in counts.items())
     parent = f" · sweep run <code>{escape(data.parent_run_id)}</code>" if data.parent_run_id else ""
+    if data.other_runs:
+        parent += (f' <span id="one-sweep">(the runs of this sweep only: {data.other_runs} trial run(s) of the '
+                   f'experiment\'s {len(data.sweeps) - 1} other sweep(s), or of none, are not pooled with them; '
+                   f'choose another with <code>--sweep-run</code>)</span>')
     return (f'<p class="meta">{described or "no sweep run found"} · {len(data.runs)} trial runs ({outcome})'
             f'{parent}<br>MLflow experiment <b>{escape(data.name)}</b> (id {escape(data.experiment_id)}) at '
             f'<code>{escape(data.tracking_uri)}</code> · generated {generated_at:%Y-%m-%d %H:%M UTC}</p>')
@@ -144,6 +149,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
     parser.add_argument("--out", default="report.html", help="where to write the HTML (default: report.html)")
     parser.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
+    parser.add_argument("--sweep-run", default=None, metavar="RUN_ID",
+                        help="report this sweep (parent) run of the experiment (default: the newest); the trial "
+                             "runs of one sweep are reported, never pooled with another's")
     parser.add_argument("--mlflow-ui-url", default=None, metavar="URL",
                         help="where `mlflow ui` serves this store (e.g. http://127.0.0.1:5000): each run in the "
                              "run table links to its page there")
@@ -155,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         build_report(args.experiment, args.tracking_uri, args.out, log_to_parent=not args.no_log,
-                     mlflow_ui_url=args.mlflow_ui_url)
+                     mlflow_ui_url=args.mlflow_ui_url, sweep_run=args.sweep_run)
     except (ExperimentNotFoundError, FileNotFoundError) as error:
         print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2

@@ -844,3 +844,31 @@ def test_a_forged_tag_cannot_inject_html_into_the_report(tmp_path):
     page = render_report(load_experiment("forged", uri))
     assert "<img" not in page and 'onerror="alert' not in page
     assert "x&quot;&gt;&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in page  # shown, as text
+
+
+def test_the_report_reads_one_sweep_never_pooling_a_second(tmp_path, capsys):
+    """Running a sweep again into the same experiment must not double the verdicts' seeds: the report reads
+    the newest sweep's trial runs (or the one named by --sweep-run) and says the others are left out."""
+    uri = sqlite_uri(tmp_path)
+    first = write_fixture_experiment(uri, "again")
+    client = MlflowClient(uri)
+    trials = client.search_runs([first.experiment_id], "tags.role = 'trial'", max_results=1000)
+    second = client.create_run(first.experiment_id, run_name="sweep again", tags={"role": "sweep", "study": "again"})
+    rerun = client.create_run(first.experiment_id, run_name="plain-20 seed 0", tags={
+        "role": "trial", "mlflow.parentRunId": second.info.run_id, "family": "plain", "depth": "20",
+        "seed": "0", "outcome": "completed"})
+    client.log_metric(rerun.info.run_id, "train/error", 1.0, step=2000)
+
+    newest = load_experiment("again", uri)
+    assert newest.parent_run_id == second.info.run_id and list(newest.runs["run_id"]) == [rerun.info.run_id]
+    assert newest.other_runs == len(trials)
+    chosen = load_experiment("again", uri, sweep_run=first.parent_run_id)
+    assert chosen.parent_run_id == first.parent_run_id and len(chosen.runs) == len(trials)
+    assert chosen.other_runs == 1
+    page = render_report(chosen)
+    assert 'id="one-sweep"' in page and "1 trial run(s) of the experiment's 1 other sweep(s)" in page
+
+    assert main(["--experiment", "again", "--tracking-uri", uri, "--out", str(tmp_path / "r.html"), "--no-log",
+                 "--sweep-run", "nope"]) == 2
+    error = capsys.readouterr().err
+    assert "no sweep run 'nope'" in error and first.parent_run_id in error and second.info.run_id in error
