@@ -1,8 +1,10 @@
 """Send tracking calls a sweep could not deliver (the tracking store was unreachable) to MLflow.
 
-    python -m sweeps.resend ray_results/depth_vs_error                 # a sweep's storage directory
-    python -m sweeps.resend ray_results/depth_vs_error/tracking_spool  # or its spool directory
-    python -m sweeps.resend DIR --tracking-uri http://new-host:5000    # the store moved
+    python -m sweeps.resend ray_results/depth_vs_error --tracking-uri URI                 # a sweep's storage dir
+    python -m sweeps.resend ray_results/depth_vs_error/tracking_spool --tracking-uri URI  # or its spool dir
+
+The tracking URI is the sweep's (``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``): never one a spool line
+names, since spools may sit on shared storage where anyone with write access could forge a line.
 
 Calls are sent in the order they were made, with their original timestamps, so sending twice logs
 nothing twice. Run it when no sweep is writing to that directory. Exit code 0 when everything was sent.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -25,8 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sweeps.resend", description=__doc__.strip().splitlines()[0])
     parser.add_argument("directory", help="a sweep's storage directory (<storage-path>/<experiment>) or its "
                                           "tracking_spool directory")
-    parser.add_argument("--tracking-uri", help="send to this store instead of the one each call was meant for")
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
+                        help="the sweep's tracking store (default: $MLFLOW_TRACKING_URI); required")
     args = parser.parse_args(argv)
+    if not args.tracking_uri:
+        parser.error("give the sweep's tracking store with --tracking-uri URI (or set MLFLOW_TRACKING_URI)")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     files = spool_files(args.directory)
     if not files:

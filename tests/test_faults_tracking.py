@@ -130,14 +130,14 @@ def test_tracking_server_outage_loses_no_metric(ray_runtime, tmp_path, server, m
     error = outcome.get("error")
     assert isinstance(error, TrackingError), outcome
     assert "could not be reached at the end of the sweep" in str(error) and "Nothing is lost" in str(error)
-    assert f"python -m sweeps.resend {spool_dir}" in str(error)
+    assert f"python -m sweeps.resend {spool_dir} --tracking-uri {server.uri}" in str(error)
     assert spooled_steps(spooled) == {12}                   # step 12, artifacts and the run's end, in order
     ops = [json.loads(line)["op"] for line in spooled.read_text().splitlines()]
     assert ops[0] == "metrics" and "artifact" in ops and ops[-2:] == ["tags", "status"]
 
     server.start()
-    sent = subprocess.run([sys.executable, "-m", "sweeps.resend", str(spool_dir)], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    resend = [sys.executable, "-m", "sweeps.resend", str(spool_dir), "--tracking-uri", server.uri]
+    sent = subprocess.run(resend, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert sent.returncode == 0, sent.stdout + sent.stderr
     assert not list(spool_dir.glob("*.jsonl"))
 
@@ -155,8 +155,7 @@ def test_tracking_server_outage_loses_no_metric(ray_runtime, tmp_path, server, m
     (parent,) = client.search_runs([run.info.experiment_id], "tags.role = 'sweep'")
     assert parent.info.status == "FINISHED"
 
-    again = subprocess.run([sys.executable, "-m", "sweeps.resend", str(spool_dir)], cwd=REPO, capture_output=True,
-                           text=True, timeout=300)
+    again = subprocess.run(resend, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "nothing to send" in again.stdout
 
 

@@ -3,6 +3,7 @@ the rule that test-only fault injection stays out of the installed package."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from sweeps.cli import plan_from_argv, study_arg_parser
 from sweeps.depth_vs_error import STUDY
 from sweeps.tracking import operations
-from sweeps.tracking.spool import Spool
+from sweeps.tracking.spool import Spool, resend
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -113,3 +114,35 @@ def test_every_tracking_operation_replays_from_the_spool(tmp_path):
     assert [a.path for a in client.list_artifacts(child, "probes")] == ["probes/note.json"]
     with pytest.raises(ValueError, match=r"unknown tracking call 'frobnicate'"):
         operations.send(client, {"op": "frobnicate", "run_id": child})
+
+
+def test_a_forged_spool_line_is_never_trusted(tmp_path):
+    """Spools may sit on shared storage. A forged line that names another store, or an artifact outside the
+    spool (an absolute path, a ``..`` name), is not followed: the honest lines reach the spool's own store,
+    the forged artifact is refused, and no file outside the store's artifacts is read or written."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("forged", artifact_location=(tmp_path / "artifacts").as_uri())
+    run = client.create_run(experiment_id).info.run_id
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the driver's private file")
+    spool_dir = tmp_path / "ray_results" / "forged" / "tracking_spool"
+    spool = Spool(spool_dir / "trial.jsonl", uri)
+    spool.append(operations.metrics_entry(run, 3, {"train/error": 50.0}, "train/error"))
+    forged = [
+        {"op": "metrics", "run_id": run, "metrics": [["train/error", 40.0, 1, 6]], "uri": "http://203.0.113.9:5000"},
+        {"op": "artifact", "run_id": run, "path": str(secret), "name": "secret.txt", "artifact_path": None},
+        {"op": "artifact", "run_id": run, "path": "0000-x", "name": "../../../escaped.txt", "artifact_path": None},
+        {"op": "artifact", "run_id": run, "path": "0000-x", "name": "x.txt", "artifact_path": "../../outside"},
+    ]
+    with spool.path.open("a") as f:
+        f.write("".join(json.dumps(line) + "\n" for line in forged))
+    (spool.files).mkdir(parents=True, exist_ok=True)
+    (spool.files / "0000-x").write_text("planted")
+
+    assert resend(spool_dir, uri) == 0 and not spool.path.exists()
+    assert sorted(m.step for m in client.get_metric_history(run, "train/error")) == [3, 6]  # our store, not the named
+    assert client.list_artifacts(run) == []  # every forged artifact refused
+    assert not any(tmp_path.rglob("escaped.txt")) and not any(tmp_path.rglob("outside"))
+    with pytest.raises(ValueError, match="not a plain file name"):
+        operations.check_entry(forged[1])

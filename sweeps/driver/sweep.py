@@ -215,7 +215,7 @@ def _close_tracking(plan: SweepPlan, experiment_id: str, parent_run_id: str, sta
     """
     uri, left = plan.tracking_uri, 0
     try:
-        left = resend(plan.spool_dir, attempts=3)
+        left = resend(plan.spool_dir, plan.tracking_uri, attempts=3)
         if not left:
             close_orphaned_trial_runs(uri, experiment_id, parent_run_id, attempts=3)
             finish_run(uri, parent_run_id, status, attempts=3)
@@ -229,7 +229,7 @@ def _close_tracking(plan: SweepPlan, experiment_id: str, parent_run_id: str, sta
     return (f"the tracking store {uri} could not be reached at the end of the sweep, so some tracking calls "
             f"(metrics, tags, run ends) are unsent. Nothing is lost: they are kept in {plan.spool_dir}, and Tune's "
             f"results and checkpoints are complete. When the store is back, send them with:\n"
-            f"    python -m sweeps.resend {plan.spool_dir}")
+            f"    python -m sweeps.resend {plan.spool_dir} --tracking-uri {uri}")
 
 
 def print_mlflow_hint(plan: SweepPlan, experiment_id: str) -> None:

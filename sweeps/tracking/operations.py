@@ -84,6 +84,23 @@ OPERATIONS: dict[str, Callable[[MlflowClient, Entry], None]] = {
 }
 
 
+def check_entry(entry: Entry) -> None:
+    """Refuse an entry that a forged spool line could turn against the machine resending it: an unknown call,
+    or an artifact whose file names are not plain names (an absolute or ``..`` path would read or write any
+    file the resending user can). Raises ValueError naming the bad value."""
+    if entry.get("op") not in OPERATIONS:
+        raise ValueError(f"unknown tracking call {entry.get('op')!r}; known: {sorted(OPERATIONS)}")
+    if entry["op"] != "artifact":
+        return
+    for key in ("path", "name"):
+        value = str(entry.get(key, ""))
+        if value in ("", ".", "..") or Path(value).name != value:
+            raise ValueError(f"spooled artifact {key} {value!r} is not a plain file name")
+    folder = entry.get("artifact_path")
+    if folder is not None and (Path(folder).is_absolute() or ".." in Path(folder).parts):
+        raise ValueError(f"spooled artifact_path {folder!r} must be relative, without '..'")
+
+
 def send(client: MlflowClient, entry: Entry) -> None:
     """Perform one tracking call (raises MLflow's or the OS's error when the store does not take it)."""
     if entry["op"] not in OPERATIONS:

@@ -1,7 +1,9 @@
 """The spool: tracking calls the store did not take, kept in order in a JSONL file and re-sent later.
 
 Each line is one entry of ``operations`` (an artifact's file is copied next to the spool). Entries carry
-their original timestamps, so sending twice logs nothing twice. Trials spool their own calls (one file per
+their original timestamps, so sending twice logs nothing twice. Spools may live on shared storage, so a
+line is never trusted: it is sent only to the spool's own tracking store (never to a URI the line names),
+and an artifact line naming anything but a plain file in the spool is refused (``operations.check_entry``). Trials spool their own calls (one file per
 trial); the driver spools the sweep's end. ``python -m sweeps.resend`` sends what is left.
 """
 
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from sweeps.tracking.operations import Entry, send
+from sweeps.tracking.operations import Entry, check_entry, send
 from sweeps.tracking.store import STORE_ERRORS, bound_http_retries, is_transient, short_error, with_retries
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ class Spool:
             shutil.copyfile(entry["path"], kept)
             entry = {**entry, "path": kept.name}  # relative: the spool directory may be moved before resend
         with self._locked(), open(self.path, "a") as f:
-            f.write(json.dumps({**entry, "uri": self.tracking_uri}) + "\n")
+            f.write(json.dumps(entry) + "\n")  # no URI: a line is sent only to this spool's own store
             f.flush()
             os.fsync(f.fileno())
 
@@ -74,21 +76,27 @@ class Spool:
         """Send the spooled calls in order; stop at the first that fails. Returns how many are left.
 
         Raises only for a permanent error (a call the store rejects), never because the store is down.
-        ``client`` None: each call goes to the store it was meant for.
+        Every call goes to this spool's tracking store (``client`` None: a client of ``tracking_uri``); a line
+        ``check_entry`` refuses is dropped with an error in the log.
         """
         if not self.pending():
             return 0
         with self._locked():
             entries = self.entries()
-            if client is None and entries:
-                bound_http_retries(entries[0]["uri"])
-            sent = 0
+            if client is None:
+                bound_http_retries(self.tracking_uri)
+                client = MlflowClient(self.tracking_uri)
+            sent = 0  # entries done: sent, or refused
             try:
                 for entry in entries:
-                    if entry["op"] == "artifact":
-                        entry = {**entry, "path": str(self.files / entry["path"])}
-                    target = client or MlflowClient(entry["uri"])
-                    with_retries(lambda: send(target, entry), "re-send spooled call", attempts=attempts)
+                    try:
+                        check_entry(entry)
+                    except ValueError as exc:
+                        log.error("refused a spooled call in %s, not sent: %s", self.path, exc)
+                    else:
+                        if entry["op"] == "artifact":
+                            entry = {**entry, "path": str(self.files / entry["path"])}
+                        with_retries(lambda: send(client, entry), "re-send spooled call", attempts=attempts)
                     sent += 1
             except STORE_ERRORS as exc:
                 if not is_transient(exc):
@@ -118,11 +126,11 @@ def spool_files(directory: str | os.PathLike) -> list[Path]:
     return sorted(directory.glob("*.jsonl")) if directory.is_dir() else []
 
 
-def resend(directory: str | os.PathLike, tracking_uri: str | None = None, attempts: int = 3) -> int:
-    """Send everything spooled under ``directory``; returns how many calls are still unsent."""
-    client = MlflowClient(tracking_uri) if tracking_uri else None
-    if tracking_uri:
-        bound_http_retries(tracking_uri)
+def resend(directory: str | os.PathLike, tracking_uri: str, attempts: int = 3) -> int:
+    """Send everything spooled under ``directory`` to ``tracking_uri`` (the sweep's own store, never one a
+    spool line names); returns how many calls are still unsent."""
+    bound_http_retries(tracking_uri)
+    client = MlflowClient(tracking_uri)
     # Trials' spools first: the sweep's own (closing runs left RUNNING, then the parent) comes last.
     paths = sorted(spool_files(directory), key=lambda p: p.name.startswith("sweep-"))
-    return sum(Spool(path, tracking_uri or "").flush(client, attempts=attempts) for path in paths)
+    return sum(Spool(path, tracking_uri).flush(client, attempts=attempts) for path in paths)
