@@ -21,7 +21,8 @@ from resnet_core.data import DatasetUnavailableError, check_dataset
 from resnet_core.flags import overrides_from_args
 from sweeps.study import GridStudy, Preset
 from sweeps.tracking.spool import SPOOL_DIRNAME
-from sweeps.tracking.store import TrackingError, absolute_tracking_uri, check_tracking_uri, sqlite_path
+from sweeps.tracking.store import (TrackingError, absolute_tracking_uri, check_tracking_uri, refuse_password,
+                                   sqlite_path)
 from sweeps.tracking.sweep_run import (ConcurrentSweepError, EarlierSweep, concurrent_sweep_message,
                                        earlier_sweep, running_sweeps)
 from sweeps.trial.identity import trial_config
@@ -113,6 +114,8 @@ def build_plan(study: GridStudy, args: argparse.Namespace, preset: Preset) -> Sw
     storage = args.storage_path or str(home / "ray_results")
     tracking_uri = absolute_tracking_uri(args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
                                          or f"sqlite:///{home / 'mlflow.db'}")
+    refuse_password(tracking_uri, "the tracking URI", "give the server's URL without it and set "
+                    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN) instead")
     return SweepPlan(
         study=study.name, preset=preset.name, recipe=recipe_of(preset, base), base=base,
         cell_overrides=cell_overrides,

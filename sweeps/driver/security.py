@@ -4,6 +4,7 @@ which protections are in force. Runs in the driver, before anything starts."""
 from __future__ import annotations
 
 import ipaddress
+import re
 import os
 import socket
 from urllib.parse import urlparse
@@ -11,6 +12,24 @@ from urllib.parse import urlparse
 from sweeps.driver.plan import SweepPlan
 
 CREDENTIAL_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+# A value after one of these words (``--x password=...``, ``TOKEN=...``) is taken for a secret.
+SECRET_WORDS = re.compile(r"(?i)((?:password|passwd|token|secret|api[_-]?key)[^=\s]*=)\S+")
+URL_PASSWORD = re.compile(r"(://[^/\s:@]*):[^/\s@]*@")
+
+
+def scrubbed(argv: list[str]) -> list[str]:
+    """``argv`` with anything secret-shaped replaced by ***: a URL's password, the value of a ``...password=``,
+    ``...token=``, ``...secret=`` or ``...key=`` setting, and the argument after a flag so named."""
+    out, hide_next = [], False
+    for arg in argv:
+        if hide_next:
+            out.append("***")
+        else:
+            out.append(SECRET_WORDS.sub(r"\1***", URL_PASSWORD.sub(r"\1:***@", arg)))
+        hide_next = arg.startswith("--") and "=" not in arg and re.search(r"(?i)password|token|secret|key", arg)
+    return out
 
 
 def has_tracking_credentials() -> bool:

@@ -25,6 +25,7 @@ from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
 from sweeps.driver.plan import SweepPlan
+from sweeps.driver.security import scrubbed
 from sweeps.tracking import operations
 from sweeps.tracking.spool import Spool, resend
 from sweeps.tracking.store import TrackingError, bound_http_retries, is_transient, sqlite_path
@@ -64,7 +65,7 @@ def tracked_sweep(plan: SweepPlan, hooks: TrialHooks | None = None) -> Iterator[
     tracking = TrialTracking(plan.tracking_uri, experiment_id, parent_run_id,
                              tags=(("preset", plan.preset), ("study", plan.study)), spool_dir=plan.spool_dir)
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, tracking=tracking, sweep_env={**git_state(), "argv": sys.argv}, hooks=hooks),
+        tune.with_parameters(train_trial, tracking=tracking, sweep_env={**git_state(), "argv": scrubbed(sys.argv)}, hooks=hooks),
         {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
     sweep = TrackedSweep(experiment_id, parent_run_id, tracking, trainable)
     try:

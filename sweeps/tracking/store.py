@@ -12,6 +12,7 @@ import sqlite3
 import time
 import urllib.error
 import urllib.request
+from urllib.parse import urlsplit
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -47,6 +48,19 @@ def absolute_tracking_uri(uri: str) -> str:
     if "://" not in uri:  # a bare path: MLflow's file store
         return str(Path(uri).resolve())
     return uri
+
+
+def refuse_password(uri: str, flag: str, instead: str) -> None:
+    """Refuse a URI that carries a password: it would be copied into the sweep's plan, Tune's pickled state,
+    every trial's records and the process list. Raises ValueError (the password masked) saying ``instead``."""
+    try:
+        password = urlsplit(uri).password
+    except ValueError:  # not parseable as a URL: it carries no recognisable password
+        return
+    if password:
+        shown = uri.replace(f":{password}@", ":***@", 1)
+        raise ValueError(f"{flag} {shown} holds a password, which would be copied into the sweep's records; "
+                         f"{instead}")
 
 
 def is_local_store(uri: str) -> bool:

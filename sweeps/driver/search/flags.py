@@ -17,7 +17,7 @@ from sweeps.driver.plan import SweepPlan, default_home
 from sweeps.driver.search.settings import SearchPlan, SearchSettings, last_lr_drop
 from sweeps.study import Knob, SearchBudget, SearchPreset, SearchStudy
 from sweeps.tracking.search_params import search_params as search_params_schema
-from sweeps.tracking.store import absolute_tracking_uri, sqlite_path, unwritable_directory
+from sweeps.tracking.store import absolute_tracking_uri, refuse_password, sqlite_path, unwritable_directory
 
 OPTUNA_DB = "optuna.db"  # beside the MLflow store's SQLite file by default
 
@@ -136,6 +136,8 @@ def optuna_storage_url(given: str | None, tracking_uri: str, home: Path) -> str:
     if "://" not in given:
         raise ValueError(f"--optuna-storage must be a database URL, e.g. sqlite:///PATH/{OPTUNA_DB} or "
                          f"postgresql://HOST/DB; got {given!r}")
+    refuse_password(given, "--optuna-storage", "give the database URL without it and put the password in "
+                    "PGPASSWORD or ~/.pgpass (mode 600), where the PostgreSQL driver reads it")
     return absolute_tracking_uri(given)  # a relative sqlite path made absolute; any other URL as given
 
 
