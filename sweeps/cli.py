@@ -27,7 +27,7 @@ from sweeps.driver.plan import SAFE_ON_RESUME, InterruptedSweepError, SweepPlan,
 from sweeps.driver.resources import check_cluster
 from sweeps.driver.search.flags import add_search_arguments, check_search_plan, search_plan
 from sweeps.driver.search.stages import run_search
-from sweeps.driver.security import check_tracking_security, security_lines
+from sweeps.driver.security import check_ray_security, check_tracking_security, security_lines
 from sweeps.study import GridStudy, Preset, SearchStudy
 from sweeps.trial.trainable import TrialHooks
 from sweeps.tracking.store import TrackingError
@@ -73,6 +73,9 @@ def study_arg_parser(study: GridStudy) -> argparse.ArgumentParser:
     tracking.add_argument("--insecure-tracking", action="store_true", help=(
         "send to a plain-http tracking server on another host without credentials (refused by default: set "
         "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD for a server with auth)"))
+    tracking.add_argument("--insecure-ray", action="store_true", help=(
+        "join a Ray cluster (RAY_ADDRESS) that does not use token authentication (refused by default: anyone who "
+        "reaches such a cluster can run code on its nodes; see cluster/README.md)"))
     tracking.add_argument("--mlflow-ui-url", help="link each run in the report to its page in this MLflow UI, "
                                                   "e.g. http://127.0.0.1:5000")
     return parser
@@ -119,6 +122,7 @@ def main(study: GridStudy, argv: list[str] | None = None, hooks: TrialHooks | No
         print(f"preset: {preset.name} ({why}): {preset.description}", flush=True)
         plan = resolve_plan(study, args, preset)
         check_tracking_security(plan, args.insecure_tracking)
+        check_ray_security(args.insecure_ray)
         driver_for(study).check(plan)
         connect_ray()
         check_cluster(plan)

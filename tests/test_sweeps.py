@@ -226,3 +226,20 @@ def test_unauthenticated_plain_http_tracking_on_the_network_is_refused(tmp_path,
     check_tracking_security(plan_from_argv(STUDY, argv), insecure=False)
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
     check_tracking_security(plan_from_argv(STUDY, argv), insecure=True)  # --insecure-tracking: the user's call
+
+
+def test_a_ray_cluster_without_token_auth_is_refused_unless_insecure_ray(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "10.255.255.1:6379")  # never contacted: refused before connecting
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    assert depth_vs_error.main(sweep_args(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "without token authentication" in err and "--insecure-ray" in err and "10.255.255.1:6379" in err
+    assert not (tmp_path / "ray_results").exists() and not (tmp_path / "mlflow.db").exists()
+    from sweeps.driver.security import check_ray_security
+
+    check_ray_security(insecure=True)  # --insecure-ray: the user's call
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    check_ray_security(insecure=False)
+    monkeypatch.delenv("RAY_ADDRESS")
+    monkeypatch.delenv("RAY_AUTH_MODE")
+    check_ray_security(insecure=False)  # the embedded local Ray

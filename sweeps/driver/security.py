@@ -55,6 +55,18 @@ def check_tracking_security(plan: SweepPlan, insecure: bool) -> None:
                      f" or pass --insecure-tracking to send to an unauthenticated server anyway")
 
 
+def check_ray_security(insecure: bool) -> None:
+    """Refuse to join a Ray cluster (RAY_ADDRESS) without token authentication (RAY_AUTH_MODE=token): a
+    cluster that admits this client unauthenticated admits anyone on its network to run code on every node.
+    ``insecure`` (--insecure-ray) joins anyway. The embedded local Ray is not affected."""
+    address = os.environ.get("RAY_ADDRESS")
+    if not address or os.environ.get("RAY_AUTH_MODE") == "token" or insecure:
+        return
+    raise ValueError(f"the Ray cluster {address} would be joined without token authentication (RAY_AUTH_MODE "
+                     f"is not 'token'): start the cluster with token auth and set RAY_AUTH_MODE=token and the "
+                     f"token (cluster/README.md), or pass --insecure-ray to join an unauthenticated cluster anyway")
+
+
 def security_lines(plan: SweepPlan, insecure: bool) -> list[str]:
     """What protects this sweep, one line each (printed at its start)."""
     address = os.environ.get("RAY_ADDRESS")
@@ -63,7 +75,7 @@ def security_lines(plan: SweepPlan, insecure: bool) -> list[str]:
     elif os.environ.get("RAY_AUTH_MODE") == "token":
         ray_line = f"cluster {address} with token authentication (RAY_AUTH_MODE=token)"
     else:
-        ray_line = f"cluster {address}; this client does not send an auth token (RAY_AUTH_MODE is not 'token')"
+        ray_line = f"cluster {address} WITHOUT token authentication -- INSECURE: --insecure-ray given"
     url = urlparse(plan.tracking_uri)
     if url.scheme not in ("http", "https"):
         tracking = f"local store {plan.tracking_uri}"
