@@ -176,6 +176,21 @@ def check_dataset(config: DataConfig) -> None:
         raise _cifar_missing(cls, title, expected, root, None)
 
 
+def download_dataset(config: DataConfig) -> None:
+    """Fetch a CIFAR data set into ``config.data_dir`` if it is not there (md5-checked); nothing for data that
+    needs no files. A sweep's driver calls it once before any trial starts, so that trials sharing the directory
+    do not all download at once. Raises DatasetUnavailableError when the download fails."""
+    if config.dataset not in ("cifar10", "cifar100"):
+        return
+    cls, title, expected = _cifar(config.dataset)
+    root = os.path.abspath(os.path.expanduser(config.data_dir))
+    _verify_cifar_files(cls, title, root, download=True)
+    try:
+        cls(root=root, train=True, download=True)
+    except (RuntimeError, OSError, pickle.UnpicklingError, EOFError) as error:
+        raise _cifar_missing(cls, title, expected, root, error) from error
+
+
 def _cifar_missing(cls: type, title: str, expected: str, root: str, download_error: Exception | None
                    ) -> DatasetUnavailableError:
     reason = f" The download failed: {download_error}." if download_error is not None else ""

@@ -243,3 +243,89 @@ def test_a_ray_cluster_without_token_auth_is_refused_unless_insecure_ray(tmp_pat
     monkeypatch.delenv("RAY_ADDRESS")
     monkeypatch.delenv("RAY_AUTH_MODE")
     check_ray_security(insecure=False)  # the embedded local Ray
+
+
+def test_too_little_disk_space_where_the_sweep_writes_is_refused_before_it_starts(tmp_path, capsys, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    real = shutil.disk_usage
+    usage = namedtuple("usage", "total used free")
+    full = str(tmp_path)
+
+    def almost_full(path):
+        return usage(10 << 30, (10 << 30) - (200 << 20), 200 << 20) if str(path).startswith(full) else real(path)
+
+    monkeypatch.setattr(shutil, "disk_usage", almost_full)
+    assert depth_vs_error.main(sweep_args(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "only 0.20 GiB free at" in err and str(tmp_path) in err and "at least 1 GiB" in err
+    assert not (tmp_path / "ray_results").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def _serve_directory(directory: Path):
+    """An HTTP server on 127.0.0.1 serving ``directory``, counting requests; returns (server, its base URL)."""
+    import functools
+    import http.server
+    import threading
+
+    class Counting(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            self.server.requests.append(self.path)
+            super().do_GET()
+
+        def copyfile(self, source, destination):
+            try:
+                super().copyfile(source, destination)
+            except BrokenPipeError:  # torchvision reads only the headers of a first request (redirects)
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Counting, directory=str(directory)))
+    server.requests = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def test_the_driver_downloads_cifar_once_before_any_trial(cifar_dir, tmp_path, monkeypatch):
+    """data.download=true: the driver fetches the archive once (not each trial), checked by md5; a failed
+    download stops the sweep with a message naming the URL, before anything starts."""
+    import hashlib
+    import tarfile
+
+    from torchvision.datasets import CIFAR10
+
+    from sweeps.driver.plan import download_data
+
+    served = tmp_path / "served"
+    served.mkdir()
+    with tarfile.open(served / "cifar-10-python.tar.gz", "w:gz") as archive:
+        archive.add(cifar_dir / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    server, base = _serve_directory(served)
+    try:
+        monkeypatch.setattr(CIFAR10, "url", f"{base}/cifar-10-python.tar.gz")
+        monkeypatch.setattr(CIFAR10, "tgz_md5", hashlib.md5((served / "cifar-10-python.tar.gz").read_bytes()).hexdigest())
+        target = tmp_path / "data"
+        flags = ["--dataset", "cifar10", "--data-dir", str(target), "--set", "data.download=true"]
+        plan = plan_for(sweep_args(tmp_path, *flags))
+        assert len(plan.configs()) == 4  # four trials, one data set
+        download_data(plan)
+        fetched = len(server.requests)  # torchvision asks twice: for redirects, then the file
+        assert fetched and set(server.requests) == {"/cifar-10-python.tar.gz"}
+        assert sorted(p.name for p in (target / "cifar-10-batches-py").iterdir()) == sorted(
+            p.name for p in (cifar_dir / "cifar-10-batches-py").iterdir())
+        download_data(plan)  # there and verified: nothing fetched again
+        assert len(server.requests) == fetched
+
+        monkeypatch.setattr(CIFAR10, "url", f"{base}/missing.tar.gz")
+        monkeypatch.setattr(CIFAR10, "filename", "missing.tar.gz")
+        elsewhere = tmp_path / "elsewhere"
+        plan = plan_for(sweep_args(tmp_path / "other", "--dataset", "cifar10", "--data-dir", str(elsewhere),
+                                   "--set", "data.download=true"))
+        with pytest.raises(ValueError, match="The download failed") as caught:
+            download_data(plan)
+        assert str(elsewhere) in str(caught.value)
+    finally:
+        server.shutdown()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pyarrow.fs
 from mlflow.exceptions import MlflowException
 
 from resnet_core.config import TrainConfig, apply_overrides
-from resnet_core.data import DatasetUnavailableError, check_dataset
+from resnet_core.data import DatasetUnavailableError, check_dataset, download_dataset
 from resnet_core.flags import overrides_from_args
 from sweeps.study import GridStudy, Preset
 from sweeps.tracking.spool import SPOOL_DIRNAME
@@ -29,6 +30,7 @@ from sweeps.trial.identity import trial_config
 
 PLAN_FILE = "sweep.json"  # in the sweep's Tune directory: what --resume compares its flags with
 SAFE_ON_RESUME = ("resume", "report", "report_path", "mlflow_ui_url")  # may differ on --resume
+MIN_FREE_BYTES = 1 << 30  # free space a sweep needs where it writes (a paper-preset checkpoint is ~10 MB)
 NOT_RECIPE = ("data.data_dir", "data.download")  # where data lives, not what the recipe is
 
 
@@ -182,9 +184,39 @@ def check_plan(plan: SweepPlan) -> None:
         check_tracking_uri(plan.tracking_uri)
     except (DatasetUnavailableError, TrackingError) as exc:
         raise ValueError(str(exc)) from None
+    check_disk_space(plan)
     check_earlier_sweep(plan)
     if plan.resume:
         check_resume_matches(plan)
+
+
+def download_data(plan: SweepPlan) -> None:
+    """Download, once and in the driver, every data set the plan asks to download (``data.download``), before
+    any trial starts: trials sharing the data directory then find it there instead of all fetching it at once.
+    Raises ValueError when a download fails."""
+    wanted = {json.dumps(asdict(c.data), sort_keys=True): c.data for c in plan.configs() if c.data.download}
+    for data in wanted.values():
+        print(f"downloading {data.dataset} into {data.data_dir} (once, before any trial starts)", flush=True)
+        try:
+            download_dataset(data)
+        except DatasetUnavailableError as exc:
+            raise ValueError(str(exc)) from None
+
+
+def check_disk_space(plan: SweepPlan) -> None:
+    """Refuse to start when a local directory the sweep writes to (Tune's storage with its checkpoints, a SQLite
+    store with its artifacts) has less than MIN_FREE_BYTES free: a full disk mid-sweep loses checkpoints and
+    tracking calls. Reads only."""
+    places = [Path(plan.storage_path)] if plan.is_local_storage else []
+    if (store := sqlite_path(plan.tracking_uri)) is not None:
+        places.append(store.parent)
+    for place in places:
+        existing = next((p for p in (place, *place.parents) if p.exists()), Path("/"))
+        free = shutil.disk_usage(existing).free
+        if free < MIN_FREE_BYTES:
+            raise ValueError(f"only {free / 2**30:.2f} GiB free at {existing} (for {place}); a sweep needs at least "
+                             f"{MIN_FREE_BYTES / 2**30:.0f} GiB there for its checkpoints, store and spool: free "
+                             f"some space or choose another --storage-path / --tracking-uri")
 
 
 def check_earlier_sweep(plan: SweepPlan) -> None:
