@@ -15,8 +15,10 @@ require_private_file() {
 require_ray_token() {
     if [ -z "${RAY_AUTH_TOKEN:-}" ]; then
         local file=${RAY_AUTH_TOKEN_PATH:-$HOME/.ray/auth_token}
-        [ -s "$file" ] || die "no Ray token in $file. Make one with \`ray get-auth-token --generate\` (or" \
-            "\`openssl rand -hex 32 > ~/.ray/auth_token\`), then copy that file, mode 600, to every node and client"
+        [ -s "$file" ] || die "no Ray token in $file. Make one, readable by you only, with" \
+            "\`(umask 077 && mkdir -p ~/.ray && ray get-auth-token --generate > /dev/null)\` (or" \
+            "\`(umask 077 && mkdir -p ~/.ray && openssl rand -hex 32 > ~/.ray/auth_token)\`), then copy that" \
+            "file, mode 600, to every node and client"
         require_private_file "$file"
     fi
     export RAY_AUTH_MODE=token

@@ -17,12 +17,13 @@
 # Secrets (Ray token, passwords, keys) are generated into mode-700 directories, must appear in no log, and
 # are deleted at the end.
 # Every namespace, the bridge and every process started here are removed at the end, also when a step fails.
-# Ends with one summary line, or exits non-zero naming the step that failed (its logs are then kept, nothing else).
+# Ends with one summary line, or exits non-zero naming the step that failed and showing the end of that step's
+# log (its logs are then kept, nothing else). The project's environment: .venv, or the one in REHEARSAL_VENV.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-bin=$repo/.venv/bin
+bin=${REHEARSAL_VENV:-$repo/.venv}/bin
 started=$(date +%s)
-step="checking this machine"
+step="checking prerequisites"
 
 head_ip=10.77.0.10 w1_ip=10.77.0.11 w2_ip=10.77.0.12 client_ip=10.77.0.20
 declare -A address=([head]=$head_ip [w1]=$w1_ip [w2]=$w2_ip [client]=$client_ip)
@@ -35,7 +36,8 @@ study=(sweeps/depth_vs_error.py --preset smoke --dataset synthetic --depths 8 --
 iterations=12 loss_iterations=90 trials=4
 
 say() { echo "[$(( $(date +%s) - started ))s] $*"; }
-fail() { echo "$*" >&2; exit 1; }
+exec 3>&2  # the terminal's stderr: fail writes there even from inside a redirected command
+fail() { echo "$*" >&3; exit 1; }
 
 cleanup() {
     local status=$1
@@ -56,6 +58,13 @@ cleanup() {
     fi
     if [ "$status" -ne 0 ]; then
         echo "rehearsal failed at step: $step" >&2
+        # A step's commands write to its log, not the terminal: show why it failed.
+        local latest
+        latest=$(ls -t "$run"/logs/* 2>/dev/null | head -n 1)
+        if [ -n "$latest" ] && [ -s "$latest" ]; then
+            echo "the end of its log, $latest:" >&2
+            tail -n 15 "$latest" | sed 's/^/    /' >&2
+        fi
     fi
     exit "$status"
 }
@@ -82,7 +91,8 @@ kill_node() {
         sleep 0.2
     done
 }
-# Wait until a command succeeds: wait_for SECONDS WHAT COMMAND...
+# Wait until a command succeeds: wait_for SECONDS WHAT COMMAND... (the command's output is dropped; a fail in it
+# still reaches the terminal)
 wait_for() {
     local seconds=$1 what=$2; shift 2
     local deadline=$(( $(date +%s) + seconds ))
@@ -92,9 +102,11 @@ wait_for() {
     done
 }
 
-[ "$(id -u)" -eq 0 ] || fail "cluster/rehearse.sh needs root: it creates network namespaces and a bridge"
 [ -x "$bin/ray" ] && [ -x "$bin/mlflow" ] || fail "no $bin/ray or $bin/mlflow: install the project into .venv" \
     "first (bash scripts/test.sh does, with the test extras)"
+"$bin/python" -c "import psycopg" 2>/dev/null || fail "no psycopg in $bin/python: the tracking server's PostgreSQL" \
+    "driver is the project's \`server\` extra: $bin/pip install -e \".[server]\" (bash scripts/test.sh installs it)"
+[ "$(id -u)" -eq 0 ] || fail "cluster/rehearse.sh needs root: it creates network namespaces and a bridge"
 command -v ip >/dev/null || fail "no 'ip' command: apt-get install -y iproute2"
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 [ -x "$pgbin/initdb" ] || fail "no PostgreSQL server: apt-get install -y postgresql"

@@ -9,18 +9,24 @@ clients without the token or the MLflow credentials are refused.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
 import shlex
 import signal
+import stat
 import subprocess
+import sys
+import tomllib
+from importlib.metadata import version
 from pathlib import Path
 
 import jsonschema
 import pytest
 import ray
 import yaml
+from packaging.requirements import Requirement
 
 from sweeps.cli import study_arg_parser
 from sweeps.depth_vs_error import STUDY
@@ -163,11 +169,247 @@ def test_kuberay_rayjob_runs_the_paper_preset_with_flags_the_study_accepts():
     assert args.preset == "paper"
     for path in (args.storage_path, getattr(args, "data.data_dir"), args.report_path):
         assert path.startswith("/mnt/shared/"), path  # on the shared volume, not in a pod's own disk
+    # every trial would download CIFAR-10 at once into the one shared directory: the data is put there first
+    assert not any(item.replace(" ", "").startswith("data.download=") for item in args.set), args.set
     submitter = job["spec"]["submitterPodTemplate"]["spec"]["containers"][0]
     env = {e["name"]: e for e in submitter["env"]}
     assert env["RAY_AUTH_MODE"]["value"] == "token"
     assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": cluster["spec"]["authOptions"]["secretName"],
                                                                   "key": "auth_token"}
+
+
+
+# --- KubeRay: hardened pods and a NetworkPolicy -------------------------------------------------------------
+
+CLIENT_LABEL = "resnet-studies/ray-client"  # the label of a pod allowed to reach the Jobs API (the submitter)
+OPERATOR_LABELS = {"app.kubernetes.io/component": "kuberay-operator"}  # the Helm chart's operator pod
+DASHBOARD = 8265
+
+
+def dockerfile_user() -> tuple[int, int]:
+    """The numeric user:group the image of cluster/Dockerfile runs as (its last USER)."""
+    users = re.findall(r"^USER\s+(\S+)\s*$", (CLUSTER / "Dockerfile").read_text(), re.M)
+    assert users, "cluster/Dockerfile sets no USER"
+    match = re.fullmatch(r"(\d+):(\d+)", users[-1])
+    assert match, f"cluster/Dockerfile's last USER {users[-1]!r} is not numeric uid:gid (runAsNonRoot cannot check a name)"
+    return int(match[1]), int(match[2])
+
+
+def all_pod_specs(manifests: dict[str, dict]) -> dict[str, dict]:
+    """Every pod spec the manifests make: the head, each worker group, the RayJob's submitter."""
+    spec = manifests["RayCluster"]["spec"]
+    pods = {"head": spec["headGroupSpec"]["template"]["spec"]}
+    pods |= {f"worker group {g['groupName']}": g["template"]["spec"] for g in spec["workerGroupSpecs"]}
+    pods["submitter"] = manifests["RayJob"]["spec"]["submitterPodTemplate"]["spec"]
+    return pods
+
+
+def pod_problems(manifests: dict[str, dict]) -> list[str]:
+    """What is missing from the hardening of each pod and container (empty: all there)."""
+    uid, gid = dockerfile_user()
+    problems = []
+    for pod_name, pod in all_pod_specs(manifests).items():
+        if pod.get("automountServiceAccountToken") is not False:
+            problems.append(f"{pod_name}: automountServiceAccountToken is not false")
+        pod_context = pod.get("securityContext") or {}
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            where = f"{pod_name} container {container['name']}"
+            context = container.get("securityContext") or {}
+            effective = {**pod_context, **context}  # a container's setting overrides the pod's
+            if effective.get("runAsNonRoot") is not True:
+                problems.append(f"{where}: runAsNonRoot is not true")
+            if effective.get("runAsUser") != uid:
+                problems.append(f"{where}: runAsUser {effective.get('runAsUser')}, not the image's {uid}")
+            if effective.get("runAsGroup") != gid:
+                problems.append(f"{where}: runAsGroup {effective.get('runAsGroup')}, not the image's {gid}")
+            if (effective.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+                problems.append(f"{where}: seccompProfile is not RuntimeDefault")
+            if context.get("allowPrivilegeEscalation") is not False:
+                problems.append(f"{where}: allowPrivilegeEscalation is not false")
+            if context.get("privileged"):
+                problems.append(f"{where}: privileged")
+            capabilities = context.get("capabilities") or {}
+            if capabilities.get("drop") != ["ALL"]:
+                problems.append(f"{where}: capabilities do not drop ALL")
+            if capabilities.get("add"):
+                problems.append(f"{where}: capabilities added: {capabilities['add']}")
+    return problems
+
+
+def network_problems(manifests: dict[str, dict]) -> list[str]:
+    """What the NetworkPolicy lets through that it should not, or blocks that the cluster needs."""
+    cluster_name = manifests["RayCluster"]["metadata"]["name"]
+    ray_pods = {"podSelector": {"matchLabels": {"ray.io/cluster": cluster_name}}}
+    policy = manifests.get("NetworkPolicy")
+    if policy is None:
+        return ["no NetworkPolicy"]
+    spec, problems = policy["spec"], []
+    if spec.get("podSelector") != ray_pods["podSelector"]:
+        problems.append(f"the policy selects {spec.get('podSelector')}, not the pods of {cluster_name}")
+    if sorted(spec.get("policyTypes", [])) != ["Egress", "Ingress"]:
+        problems.append(f"policyTypes {spec.get('policyTypes')}: both Ingress and Egress must be restricted")
+    submitter = manifests["RayJob"]["spec"]["submitterPodTemplate"].get("metadata", {}).get("labels", {})
+    if submitter.get(CLIENT_LABEL) != "true":
+        problems.append(f"the RayJob's submitter pod lacks the label {CLIENT_LABEL}=true")
+    clients = {"podSelector": {"matchLabels": {CLIENT_LABEL: "true"}}}
+    operator = {"podSelector": {"matchLabels": OPERATOR_LABELS}}
+    admitted = []
+    for rule in spec.get("ingress", []):
+        peers, ports = rule.get("from"), rule.get("ports")
+        if not peers:
+            problems.append(f"an ingress rule admits every source: {rule}")
+            continue
+        for peer in peers:
+            if peer == ray_pods:
+                admitted.append("ray")
+            elif peer in (clients, operator):
+                # the submitter, your client pods and the operator: the Jobs API only
+                if [(p.get("protocol", "TCP"), p["port"]) for p in ports or []] != [("TCP", DASHBOARD)]:
+                    problems.append(f"{peer} is admitted to ports {ports}, not the Jobs API ({DASHBOARD}) only")
+                admitted.append("client" if peer == clients else "operator")
+            else:
+                problems.append(f"an ingress rule admits {peer}")
+    for needed in ("ray", "client", "operator"):
+        if needed not in admitted:
+            problems.append(f"no ingress rule admits the {needed} pods")
+    egress_ports = set()
+    for rule in spec.get("egress", []):
+        peers = rule.get("to")
+        if not peers:
+            problems.append(f"an egress rule allows every destination: {rule}")
+            continue
+        for peer in peers:
+            if "0.0.0.0/0" in str(peer) or peer in ({"namespaceSelector": {}}, {"podSelector": {}}):
+                problems.append(f"an egress rule allows {peer}")
+        if ray_pods in peers:
+            egress_ports.add("ray")
+        egress_ports |= {(p.get("protocol", "TCP"), p["port"]) for p in rule.get("ports") or []}
+    for needed in ("ray", ("UDP", 53), ("TCP", 53), ("TCP", 5000)):
+        if needed not in egress_ports:
+            problems.append(f"no egress rule allows {needed} (the Ray pods, DNS, the tracking server)")
+    return problems
+
+
+def test_kuberay_pods_are_hardened_and_fenced_off():
+    manifests = kuberay()
+    assert pod_problems(manifests) == []
+    assert network_problems(manifests) == []
+    uid, _ = dockerfile_user()
+    assert uid != 0
+
+
+def _drop(path: str):
+    """A change to the manifests: delete the key at a dotted path (numbers index lists)."""
+    def change(manifests):
+        *parents, last = path.split(".")
+        node = manifests
+        for key in parents:
+            node = node[int(key)] if key.isdigit() else node[key]
+        del node[int(last) if last.isdigit() else last]
+    return change
+
+
+HEAD_POD = "RayCluster.spec.headGroupSpec.template.spec"
+WORKER_POD = "RayCluster.spec.workerGroupSpecs.0.template.spec"
+SUBMITTER_POD = "RayJob.spec.submitterPodTemplate.spec"
+
+
+@pytest.mark.parametrize("path", [
+    f"{HEAD_POD}.automountServiceAccountToken", f"{WORKER_POD}.automountServiceAccountToken",
+    f"{SUBMITTER_POD}.automountServiceAccountToken",
+    *(f"{pod}.securityContext.{key}" for pod in (HEAD_POD, WORKER_POD, SUBMITTER_POD)
+      for key in ("runAsNonRoot", "runAsUser", "runAsGroup", "seccompProfile")),
+    *(f"{pod}.containers.0.securityContext.{key}" for pod in (HEAD_POD, WORKER_POD, SUBMITTER_POD)
+      for key in ("allowPrivilegeEscalation", "capabilities")),
+    "NetworkPolicy.spec.policyTypes", "NetworkPolicy.spec.ingress.0", "NetworkPolicy.spec.ingress.1",
+    "NetworkPolicy.spec.egress.0", "NetworkPolicy.spec.egress.1", "NetworkPolicy.spec.egress.2",
+    "RayJob.spec.submitterPodTemplate.metadata.labels", "NetworkPolicy",
+])
+def test_the_hardening_checks_notice_a_missing_setting(path):
+    manifests = copy.deepcopy(kuberay())
+    if path == "NetworkPolicy":
+        del manifests["NetworkPolicy"]
+    else:
+        _drop(path)(manifests)
+    assert pod_problems(manifests) + network_problems(manifests), f"nothing noticed without {path}"
+
+
+def test_dockerfile_runs_as_the_user_of_the_ray_image_without_sudo():
+    text = (CLUSTER / "Dockerfile").read_text()
+    assert dockerfile_user() == (1000, 100)  # the rayproject/ray images' user `ray` and group `users`
+    assert "COPY --chown=1000:100" in text
+    assert "NOPASSWD" in text and "/etc/sudoers" in text  # its passwordless sudo is removed
+    assert "pip install --no-cache-dir -e ." in text  # the pins of pyproject.toml, nothing else
+
+
+# --- a stopped job gets time to close its sweep -------------------------------------------------------------
+
+JOB_STOP_WAIT = "120"
+
+
+def test_ray_job_stop_waits_for_the_driver_on_every_recipe(no_ray):
+    head = kuberay()["RayCluster"]["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in head["env"]}
+    assert env.get("RAY_JOB_STOP_WAIT_TIME_S") == JOB_STOP_WAIT
+    assert "RAY_JOB_STOP_SIGNAL" not in env  # SIGTERM, Ray's default
+    config = load(CLUSTER / "ray-up.yaml")[0]
+    start = next(c for c in config["head_start_ray_commands"] if "ray start" in c)
+    assert f"export RAY_JOB_STOP_WAIT_TIME_S={JOB_STOP_WAIT} " in start
+    assert "RAY_JOB_STOP_SIGNAL" not in (CLUSTER / "ray-up.yaml").read_text()
+    # on-prem: the environment `ray start --head` runs in
+    fake_ray = Path(no_ray["PATH"].split(os.pathsep)[0]) / "ray"
+    fake_ray.write_text("#!/bin/sh\necho \"RAY_JOB_STOP_WAIT_TIME_S=${RAY_JOB_STOP_WAIT_TIME_S:-unset}\"\n"
+                        "echo \"RAY_JOB_STOP_SIGNAL=${RAY_JOB_STOP_SIGNAL:-unset}\"\necho \"ARGS $*\"\n")
+    token = Path(no_ray["HOME"]) / ".ray" / "auth_token"
+    token.write_text("0" * 64)
+    token.chmod(0o600)
+    result = run_script("start-head.sh", ["10.0.0.1"], no_ray)
+    assert result.returncode == 0, result
+    assert f"RAY_JOB_STOP_WAIT_TIME_S={JOB_STOP_WAIT}\n" in result.stdout and "RAY_JOB_STOP_SIGNAL=unset" in result.stdout
+    assert "ARGS start --head" in result.stdout
+
+
+# --- MLflow: the tested release, above the advisories on its basic auth --------------------------------------
+
+def test_mlflow_is_pinned_to_the_tested_minor_above_the_basic_auth_advisories():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    pins = [Requirement(r) for r in [*project["dependencies"], *project["optional-dependencies"]["server"]]]
+    mlflow = [r for r in pins if r.name == "mlflow"]
+    assert len(mlflow) == 2 and {tuple(r.extras) for r in mlflow} == {(), ("auth",)}
+    installed = version("mlflow")
+    major, minor = installed.split(".")[:2]
+    for requirement in mlflow:
+        spec = requirement.specifier
+        assert spec.contains(installed), (requirement, installed)  # the release tested here
+        # GHSA-8c7q-86fq-vvmh (multipart uploads unchecked, fixed in 3.11.0rc1) and GHSA-3p64-6gvh-82v5
+        # (LogInputs unchecked, fixed in 3.15.0): no release before 3.15.0
+        for older in ("3.0.0", "3.10.1", "3.11.0", "3.14.9"):
+            assert not spec.contains(older), (requirement, older)
+        assert not spec.contains(f"{major}.{int(minor) + 1}.0"), requirement  # the next minor is untested
+
+
+# --- the Ray token is created private --------------------------------------------------------------------------
+
+def test_the_token_instructions_create_a_private_file(tmp_path):
+    lines = [line for path in (CLUSTER / "README.md", CLUSTER / "lib.sh")
+             for line in path.read_text().splitlines()
+             if "get-auth-token --generate" in line or re.search(r">\s*~/\.ray/auth_token", line)]
+    assert lines
+    for line in lines:
+        assert "umask 077" in line or "install -m 600" in line, line
+    # and the README's command, run: the file is mode 600 in a directory of mode 700
+    command = next(line for line in (CLUSTER / "README.md").read_text().splitlines()
+                   if "get-auth-token --generate" in line and "umask" in line).split("#")[0].strip()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env |= {"HOME": str(home), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result
+    assert result.stdout == ""  # the token is not printed to the terminal
+    token = home / ".ray" / "auth_token"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600 and len(token.read_text().strip()) >= 32
+    assert stat.S_IMODE(token.parent.stat().st_mode) == 0o700
 
 
 # --- the README's commands ----------------------------------------------------------------------------------
@@ -234,13 +476,92 @@ def test_tracking_server_refuses_weak_or_leaky_settings(no_ray):
             "MLFLOW_AUTH_DATABASE_URI": "postgresql://mlflow@db/mlflow_auth",
             "MLFLOW_ARTIFACTS_DESTINATION": "/shared/mlartifacts",
             "MLFLOW_AUTH_ADMIN_PASSWORD": "a" * 32, "MLFLOW_FLASK_SERVER_SECRET_KEY": "k" * 64}
-    for change, message in (({"MLFLOW_AUTH_ADMIN_PASSWORD": ""}, "set MLFLOW_AUTH_ADMIN_PASSWORD"),
-                            ({"MLFLOW_AUTH_ADMIN_PASSWORD": "password1234"}, "shorter than 16"),
+    for change, message in (({"MLFLOW_AUTH_ADMIN_PASSWORD": "password1234"}, "shorter than 16"),
                             ({"MLFLOW_FLASK_SERVER_SECRET_KEY": "short"}, "shorter than 32"),
                             ({"MLFLOW_BACKEND_STORE_URI": "postgresql://mlflow:hunter2@db/mlflow"}, "~/.pgpass")):
         result = run_script("tracking-server.sh", ["10.0.0.5"], {**no_ray, **good, **change})
         assert result.returncode == 2 and message in result.stderr, (change, result.stderr)
         assert "CALLED" not in result.stdout
+
+
+
+def fake_mlflow(env: dict, body: str) -> None:
+    """Replace the fake `mlflow` of the no_ray fixture."""
+    path = Path(env["PATH"].split(os.pathsep)[0]) / "mlflow"
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+
+
+def tracking_env(tmp_path: Path, **changes) -> dict:
+    return {"MLFLOW_BACKEND_STORE_URI": "postgresql://mlflow@db/mlflow",
+            "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{tmp_path}/auth.db",
+            "MLFLOW_ARTIFACTS_DESTINATION": "/shared/mlartifacts",
+            "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini"),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": "a" * 32, "MLFLOW_FLASK_SERVER_SECRET_KEY": "k" * 64, **changes}
+
+
+def test_tracking_server_admits_the_readmes_ssh_tunnel_and_nothing_else(no_ray, tmp_path):
+    fake_mlflow(no_ray, 'for arg in "$@"; do echo "ARG $arg"; done\n')
+    result = run_script("tracking-server.sh", ["10.0.0.5", "5001"], {**no_ray, **tracking_env(tmp_path)})
+    assert result.returncode == 0, result
+    args = [line[4:] for line in result.stdout.splitlines() if line.startswith("ARG ")]
+    hosts = args[args.index("--allowed-hosts") + 1].split(",")
+    # the server's own address, and the local end of `ssh -N -L 5001:10.0.0.5:5001 ...` (cluster/README.md)
+    assert sorted(hosts) == sorted(["10.0.0.5:5001", "10.0.0.5", "127.0.0.1:5001", "localhost:5001"]), hosts
+    assert not any("*" in host for host in hosts)
+
+
+@pytest.mark.slow
+def test_tracking_server_needs_the_admin_password_only_on_its_first_start(no_ray, tmp_path):
+    """MLflow's own start-up check (the one `mlflow server` runs before its workers), on a real auth database
+    and the auth config the script writes: an empty user store needs the password, a later start does not."""
+    fake_mlflow(no_ray, f'exec {sys.executable} -c "from mlflow.server import _bootstrap_basic_auth; '
+                        f'_bootstrap_basic_auth(); print(\'BOOTSTRAPPED\')"\n')
+    env = {**no_ray, **tracking_env(tmp_path)}
+    without_password = {k: v for k, v in env.items() if k != "MLFLOW_AUTH_ADMIN_PASSWORD"}
+
+    first = run_script("tracking-server.sh", ["10.0.0.5"], without_password)  # a new, empty user store
+    assert first.returncode != 0 and "BOOTSTRAPPED" not in first.stdout, first
+    assert "needs a password to create the admin user" in first.stderr, first  # MLflow's own refusal
+    first = run_script("tracking-server.sh", ["10.0.0.5"], env)
+    assert first.returncode == 0 and "BOOTSTRAPPED" in first.stdout, first
+    for later in (without_password, {**without_password, "MLFLOW_AUTH_ADMIN_PASSWORD": ""}):
+        result = run_script("tracking-server.sh", ["10.0.0.5"], later)
+        assert result.returncode == 0 and "BOOTSTRAPPED" in result.stdout, result
+    assert "a" * 32 not in (tmp_path / "auth.ini").read_text()  # the password is never written to a file
+    # a password given must still be a strong one
+    weak = run_script("tracking-server.sh", ["10.0.0.5"], {**env, "MLFLOW_AUTH_ADMIN_PASSWORD": "password1234"})
+    assert weak.returncode == 2 and "shorter than 16" in weak.stderr and "BOOTSTRAPPED" not in weak.stdout
+
+
+def test_rehearsal_says_which_prerequisite_is_missing_before_it_builds_anything(tmp_path):
+    """A Python without psycopg (the `server` extra): the rehearsal names it and how to install it, and stops
+    before it creates a namespace or a directory."""
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "psycopg.py").write_text("raise ImportError('psycopg is blocked by the test')\n")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text(f'#!/bin/sh\nPYTHONPATH={blocked} exec {sys.executable} "$@"\n')
+    (venv / "bin" / "python").chmod(0o755)
+    for name in ("ray", "mlflow"):
+        (venv / "bin" / name).symlink_to(Path(sys.executable).parent / name)
+    process = subprocess.Popen(["bash", str(CLUSTER / "rehearse.sh")], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env={**os.environ, "REHEARSAL_VENV": str(venv)},
+                               start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # it went on to build the cluster: stop it (its trap removes everything)
+        os.killpg(process.pid, signal.SIGTERM)
+        output, _ = process.communicate(timeout=120)
+        pytest.fail("the rehearsal did not stop at its missing prerequisite:\n" + output)
+    assert process.returncode == 1, output
+    assert "psycopg" in output and 'pip install -e ".[server]"' in output, output
+    assert "rehearsal failed at step: checking prerequisites" in output, output
+    assert "network:" not in output and "logs kept" not in output, output  # nothing was built
+    if os.geteuid() == 0:
+        namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        assert f"rehearsal-{process.pid}-" not in namespaces, namespaces
 
 
 # --- the rehearsal, for real ----------------------------------------------------------------------------------
