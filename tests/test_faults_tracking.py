@@ -204,3 +204,68 @@ def test_a_trial_that_starts_during_an_outage_waits_for_the_server(ray_runtime, 
     assert late.info.status == "FINISHED" and late.data.tags["attempts"] == "1"  # no retry was spent
     for run in runs:
         assert steps(client, run) == STEPS
+
+
+def test_a_spool_on_another_nodes_disk_keeps_the_sweep_open_and_says_how_to_send_it(ray_runtime, tmp_path, server,
+                                                                                     monkeypatch):
+    """The store misses a trial's last evaluation and the trial's spool is on a disk the driver cannot read (a
+    worker's own disk, when the sweep's storage is not shared: simulated by moving the file away). The driver
+    closes nothing, says on which node the calls wait and how to send them; sent from there, then the driver's
+    own spool, every step is in the run once and the runs end FINISHED."""
+    for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                        ("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")):
+        monkeypatch.setenv(name, value)
+    server.start()
+    trial = "residual-8 seed 0"
+    releases = {n: tmp_path / f"release{n}" for n in (9, 12)}
+    spec = write_faults(tmp_path, [{"trial": trial, "kind": "hold", "after": n, "release": str(path), "timeout": 300}
+                                   for n, path in releases.items()])
+    plan = plan_for([*TINY, "--experiment", "elsewhere", "--tracking-uri", server.uri, "--storage-path",
+                     str(tmp_path / "ray_results"), "--depths", "8", "--families", "residual", "--seeds", "1",
+                     "--cpus-per-trial", "1"])
+    held = {n: tmp_path / "markers" / f"{i}-hold.1" for i, n in enumerate(releases)}
+    outcome: dict = {}
+
+    def sweep() -> None:
+        try:
+            outcome["results"] = run_sweep(plan, hooks=FaultHooks.from_file(spec))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=sweep, daemon=True)
+    thread.start()
+    wait_for(held[9].exists, 300, "iteration 9")
+    server.stop()
+    releases[9].touch()
+    wait_for(held[12].exists, 300, "the last evaluation, reported with its spool")
+    spooled = Path(plan.spool_dir) / f"{json.loads(held[9].read_text())['trial_id']}.jsonl"
+    node_disk = tmp_path / "node-disk"  # the worker's own disk
+    node_disk.mkdir()
+    for path in (spooled, spooled.with_suffix(".files")):
+        path.rename(node_disk / path.name)
+    server.start()
+    releases[12].touch()
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+    error = outcome.get("error")
+    assert isinstance(error, TrackingError), outcome
+    message = str(error)
+    assert "nodes' own disks" in message and f"({trial}, " in message, message
+    assert f"python -m sweeps.resend {spooled.parent} --tracking-uri {server.uri}" in message
+    client = MlflowClient(server.uri)
+    experiment_id = client.get_experiment_by_name("elsewhere").experiment_id
+    (run,) = client.search_runs([experiment_id], "tags.role = 'trial'")
+    (parent,) = client.search_runs([experiment_id], "tags.role = 'sweep'")
+    assert run.info.status == "RUNNING" and parent.info.status == "RUNNING"  # nothing closed as KILLED
+    assert steps(client, run) == [3, 6, 9]
+
+    for path in (node_disk / spooled.name, node_disk / spooled.with_suffix(".files").name):  # on that node
+        path.rename(spooled.parent / path.name)
+    for directory in (spooled.parent, plan.spool_dir):  # the node's command, then the driver's
+        sent = subprocess.run([sys.executable, "-m", "sweeps.resend", str(directory), "--tracking-uri", server.uri],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+    run, parent = client.get_run(run.info.run_id), client.get_run(parent.info.run_id)
+    assert run.info.status == "FINISHED" and parent.info.status == "FINISHED"
+    for metric in METRICS:
+        assert steps(client, run, metric) == STEPS, metric

@@ -174,14 +174,30 @@ def autoscaler_config(ray_runtime):
 
 
 def test_an_autoscaler_that_can_add_a_fitting_node_is_not_refused(autoscaler_config, tmp_path):
-    from sweeps.driver.resources import check_cluster
+    import ray
+
+    from sweeps.driver.resources import check_trial_fits
 
     plan = plan_for(sweep_args(tmp_path, "--gpus-per-trial", "2"))
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     autoscaler_config(gpus_per_node=4)
-    check_cluster(plan)  # the autoscaler can start a node with 4 GPUs: the trials wait for it
+    check_trial_fits(plan, nodes)  # the autoscaler can start a node with 4 GPUs: the trials wait for it
     autoscaler_config(gpus_per_node=1)
     with pytest.raises(ValueError, match="no autoscaler can add one that does"):
+        check_trial_fits(plan, nodes)
+
+
+def test_a_cluster_that_autoscales_from_its_head_alone_needs_shared_storage(autoscaler_config, tmp_path):
+    """One node alive, but an autoscaler may add GPU workers: their trials could not reach a SQLite store or a
+    local checkpoint directory, so the sweep is refused before it starts, as on a cluster of several nodes."""
+    from sweeps.driver.resources import check_cluster
+
+    plan = plan_for(sweep_args(tmp_path))
+    check_cluster(plan)  # a fixed one-node cluster: local storage is fine
+    autoscaler_config(gpus_per_node=1)
+    with pytest.raises(ValueError, match="may start more nodes") as caught:
         check_cluster(plan)
+    assert "tracking store" in str(caught.value) and "--storage-path" in str(caught.value)
 
 
 def test_without_ray_private_state_api_the_cluster_is_not_refused(ray_runtime, tmp_path, monkeypatch, caplog):

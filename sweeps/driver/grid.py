@@ -33,6 +33,7 @@ def run_sweep(plan: SweepPlan, hooks: TrialHooks | None = None) -> tune.ResultGr
         tuner = (tune.Tuner.restore(plan.sweep_id, sweep.trainable, resume_unfinished=True, resume_errored=True)
                  if restoring else _new_tuner(plan, sweep))
         results = tuner.fit()
+        sweep.results.extend(results)
         sweep.status = sweep_status(results)
         print_summary(results, time.time() - started)
     end_of_sweep(plan, sweep.experiment_id)

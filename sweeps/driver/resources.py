@@ -33,8 +33,9 @@ def fits(request: dict[str, float], resources: dict[str, Any]) -> bool:
     return all(float(resources.get(name, 0)) >= amount for name, amount in request.items() if amount > 0)
 
 
-def autoscaler_node_types() -> list[dict[str, float]] | None:
-    """The resources of each node type an autoscaler may still start: [] for a fixed cluster, None when unknown.
+def autoscaler_groups() -> list[tuple[dict[str, float], int]] | None:
+    """(resources, most nodes: -1 for no limit) of each node group an autoscaler may start: [] for a fixed
+    cluster, None when unknown.
 
     An autoscaler (``ray up``, KubeRay) publishes its node groups in Ray's GCS; Ray reads them through a private
     API, fenced here: if it is gone, the answer is None and the caller must not refuse.
@@ -48,7 +49,17 @@ def autoscaler_node_types() -> list[dict[str, float]] | None:
         return None
     if config is None:
         return []
-    return [dict(group.resources) for group in config.node_group_configs if group.max_count != 0]
+    return [(dict(group.resources), group.max_count) for group in config.node_group_configs if group.max_count != 0]
+
+
+def may_have_several_nodes(alive: int) -> bool:
+    """Whether trials may run on more than one machine: several nodes now, or an autoscaler that may add some
+    (a cluster that autoscales from its head alone has one node at the start). When the autoscaler cannot be
+    read, only the nodes alive count."""
+    groups = autoscaler_groups() if alive <= 1 else None
+    if alive > 1 or not groups:
+        return alive > 1
+    return any(most < 0 for _, most in groups) or sum(most for _, most in groups) > alive
 
 
 def check_trial_fits(plan: SweepPlan, nodes: list[dict[str, Any]]) -> None:
@@ -56,7 +67,8 @@ def check_trial_fits(plan: SweepPlan, nodes: list[dict[str, Any]]) -> None:
     request = trial_request(plan)
     if any(fits(request, node) for node in nodes):
         return
-    node_types = autoscaler_node_types()
+    groups = autoscaler_groups()
+    node_types = None if groups is None else [resources for resources, _ in groups]
     if node_types is None or any(fits(request, node_type) for node_type in node_types):
         return
     asked = ", ".join(f"{amount:g} {name}" for name, amount in request.items() if amount > 0)
@@ -68,8 +80,9 @@ def check_trial_fits(plan: SweepPlan, nodes: list[dict[str, Any]]) -> None:
 
 
 def check_nodes_share_storage(plan: SweepPlan, nodes: list[dict[str, Any]]) -> None:
-    """A multi-node cluster needs a tracking server and checkpoint storage that every node can reach."""
-    if len(nodes) <= 1:
+    """A multi-node cluster needs a tracking server and checkpoint storage that every node can reach, also one
+    that has only its head now and autoscales."""
+    if not may_have_several_nodes(len(nodes)):
         return
     problems = []
     if is_local_store(plan.tracking_uri):
@@ -82,4 +95,5 @@ def check_nodes_share_storage(plan: SweepPlan, nodes: list[dict[str, Any]]) -> N
                         "s3://bucket/path, or an NFS path with RESNET_STUDIES_SHARED_STORAGE=1 set to confirm "
                         "the mount is shared")
     if problems:
-        raise ValueError(f"this Ray cluster has {len(nodes)} nodes, so: " + "; and ".join(problems))
+        size = f"has {len(nodes)} nodes" if len(nodes) > 1 else "may start more nodes (it autoscales)"
+        raise ValueError(f"this Ray cluster {size}, so: " + "; and ".join(problems))

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from sweeps.tracking.sweep_run import (HEARTBEAT_EVERY, close_orphaned_trial_run
 from sweeps.tracking.trial_run import TrialTracking
 from sweeps.trial.trainable import TrialHooks, train_trial
 from sweeps.trial.identity import META_KEY, trial_name
-from sweeps.trial.progress import COMPLETED, reported_status
+from sweeps.trial.progress import COMPLETED, SPOOL, UNSENT, reported_status
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class TrackedSweep:
     tracking: TrialTracking
     trainable: Any  # train_trial with its resources and parameters bound, for tune.Tuner
     status: str = "FAILED"  # the body of tracked_sweep sets the true one
+    results: list[tune.Result] = field(default_factory=list)  # of every Tune run so far: what trials left unsent
 
 
 @contextlib.contextmanager
@@ -74,7 +75,7 @@ def tracked_sweep(plan: SweepPlan, hooks: TrialHooks | None = None) -> Iterator[
         sweep.status = "KILLED"
         raise
     finally:
-        tracking_problem = _close_tracking(plan, experiment_id, parent_run_id, sweep.status)
+        tracking_problem = _close_tracking(plan, sweep)
     if tracking_problem:
         raise TrackingError(tracking_problem)
 
@@ -184,6 +185,18 @@ class DriverHeartbeat(tune.Callback):
             log.warning("could not renew the driver's heartbeat: %s", exc)
 
 
+def unsent_elsewhere(results: Iterable[tune.Result]) -> list[tuple[str, str, int, str]]:
+    """(trial, node, unsent calls, spool file) of each trial whose last report says its spool still holds calls
+    in a file this driver cannot see: on a node's own disk, when the sweep's storage is not a shared directory."""
+    found = []
+    for result in results:
+        metrics = result.metrics or {}
+        count, path = int(metrics.get(UNSENT, 0)), str(metrics.get(SPOOL, ""))
+        if count and not Path(path).exists():
+            found.append((trial_name(result.config), str(metrics.get("node_ip", "?")), count, path))
+    return found
+
+
 def git_state() -> dict[str, Any]:
     """The commit and dirty flag of the code the sweep runs (best effort: a job's working dir has no .git)."""
     root = Path(__file__).resolve().parents[1]
@@ -209,28 +222,38 @@ def parent_status(errored: bool, unfinished: bool) -> str:
     return "FAILED" if errored else "KILLED" if unfinished else "FINISHED"
 
 
-def _close_tracking(plan: SweepPlan, experiment_id: str, parent_run_id: str, status: str) -> str | None:
-    """Deliver what trials spooled, close runs left RUNNING, close the parent run with ``status``.
+def _close_tracking(plan: SweepPlan, sweep: TrackedSweep) -> str | None:
+    """Deliver what trials spooled, close runs left RUNNING, close the parent run with the sweep's status.
 
-    Never raises for an unreachable store: returns a message saying where the unsent calls are kept.
+    Never raises for an unreachable store, nor closes anything while a trial's spool is out of reach: returns a
+    message saying where the unsent calls are kept and how to send them.
     """
-    uri, left = plan.tracking_uri, 0
+    uri, left, experiment_id, parent_run_id = plan.tracking_uri, 0, sweep.experiment_id, sweep.parent_run_id
+    elsewhere = unsent_elsewhere(sweep.results)
     try:
         left = resend(plan.spool_dir, plan.tracking_uri, attempts=3)
-        if not left:
+        if not left and not elsewhere:
             close_orphaned_trial_runs(uri, experiment_id, parent_run_id, attempts=3)
-            finish_run(uri, parent_run_id, status, attempts=3)
+            finish_run(uri, parent_run_id, sweep.status, attempts=3)
             return None
     except (MlflowException, OSError) as exc:
         if not is_transient(exc):
             raise
     spool = Spool(Path(plan.spool_dir) / f"sweep-{parent_run_id}.jsonl", uri)
     spool.append(operations.close_orphans_entry(parent_run_id, experiment_id))
-    spool.append(operations.status_entry(parent_run_id, status))
+    spool.append(operations.status_entry(parent_run_id, sweep.status))
+    resend_here = f"python -m sweeps.resend {plan.spool_dir} --tracking-uri {uri}"
+    if elsewhere:
+        nodes = "\n".join(f"    on node {node} ({name}, {count} call(s)): python -m sweeps.resend {Path(path).parent} "
+                          f"--tracking-uri {uri}" for name, node, count, path in elsewhere)
+        return (f"{len(elsewhere)} trial(s) ended with tracking calls the store {uri} did not take, kept on their "
+                f"nodes' own disks, which this driver cannot read (the sweep's storage is not a shared directory). "
+                f"Nothing is lost, and the sweep's runs stay open until they arrive: send them from each node,\n"
+                f"{nodes}\nthen close the sweep here with:\n    {resend_here}")
     return (f"the tracking store {uri} could not be reached at the end of the sweep, so some tracking calls "
             f"(metrics, tags, run ends) are unsent. Nothing is lost: they are kept in {plan.spool_dir}, and Tune's "
             f"results and checkpoints are complete. When the store is back, send them with:\n"
-            f"    python -m sweeps.resend {plan.spool_dir} --tracking-uri {uri}")
+            f"    {resend_here}")
 
 
 def print_mlflow_hint(plan: SweepPlan, experiment_id: str) -> None:

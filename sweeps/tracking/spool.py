@@ -49,6 +49,10 @@ class Spool:
     def pending(self) -> bool:
         return self.path.exists() and self.path.stat().st_size > 0
 
+    def count(self) -> int:
+        """How many calls wait in the spool."""
+        return len(self.entries()) if self.pending() else 0
+
     def entries(self) -> list[Entry]:
         if not self.path.exists():
             return []

@@ -13,6 +13,8 @@ RUNNING = "running"  # an evaluation before the last (a trial Tune stops here wa
 COMPLETED = "completed"  # the last evaluation of the full budget
 DIVERGED = "diverged"  # the loss became non-finite; the trial ended there
 DIVERGED_KEY = "diverged"  # a boolean beside the status, for Tune's table
+UNSENT = "tracking_unsent"  # tracking calls the trial keeps in its spool, not yet in the store (0: none)
+SPOOL = "tracking_spool"  # the spool file they are kept in, on the trial's node
 
 
 def reported_status(metrics: Mapping[str, Any] | None) -> str | None:

@@ -31,7 +31,7 @@ from ray import tune
 from resnet_core import Result, TrainConfig, fit, save_checkpoint
 from resnet_core.checkpoint import CheckpointError, load_latest_checkpoint
 from sweeps.tracking.trial_run import TrialRun, TrialTracking
-from sweeps.trial.progress import DIVERGED, DIVERGED_KEY, ITERATION, STATUS
+from sweeps.trial.progress import DIVERGED, DIVERGED_KEY, ITERATION, SPOOL, STATUS, UNSENT
 from sweeps.trial.identity import trial_config, trial_meta, trial_name, trial_tags
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def _evaluation(run: TrialRun, result: Result, history: dict, name: str, hooks: 
     report = {ITERATION: result.iteration, **_shown_first(result.metrics), STATUS: result.status, DIVERGED_KEY: diverged}
     if diverged:  # no checkpoint of non-finite weights: the previous one stays the newest
         _close(run, result, history, None)
-        tune.report(report)
+        tune.report({**report, **_unsent(run)})
         return
     with tempfile.TemporaryDirectory() as directory:
         with hooks.checkpoint_write(name, result.iteration, Path(directory)) if hooks else contextlib.nullcontext():
@@ -128,9 +128,14 @@ def _evaluation(run: TrialRun, result: Result, history: dict, name: str, hooks: 
         (Path(directory) / PROBES_FILE).write_text(json.dumps(history))
         if result.done:
             _close(run, result, history, Path(directory))
-        tune.report(report, checkpoint=tune.Checkpoint.from_directory(directory))
+        tune.report({**report, **_unsent(run)}, checkpoint=tune.Checkpoint.from_directory(directory))
     if hooks:
         hooks.after_report(name, result.iteration)
+
+
+def _unsent(run: TrialRun) -> dict[str, Any]:
+    """What the trial's spool still holds, for the driver: a spool on a node's own disk is out of its reach."""
+    return {UNSENT: run.spool.count(), SPOOL: str(run.spool.path)}
 
 
 def _shown_first(metrics: dict[str, float]) -> dict[str, float]:

@@ -101,6 +101,7 @@ def _fit_stage(plan: SearchPlan, sweep: TrackedSweep, name: str, new_tuner: Call
     else:
         tuner = new_tuner()
     grid = tuner.fit()
+    sweep.results.extend(grid)
     return list(grid), grid.num_terminated + grid.num_errors == len(grid)
 
 
