@@ -146,3 +146,23 @@ def test_a_forged_spool_line_is_never_trusted(tmp_path):
     assert not any(tmp_path.rglob("escaped.txt")) and not any(tmp_path.rglob("outside"))
     with pytest.raises(ValueError, match="not a plain file name"):
         operations.check_entry(forged[1])
+
+
+def test_a_spool_that_cannot_be_written_loses_the_call_with_an_error_but_not_the_trial(tmp_path, monkeypatch, caplog):
+    """The store is unreachable and the spool's disk is full (here: its directory cannot be created): the call
+    is lost, said in the log as LOST, and the trial goes on instead of crashing mid-training."""
+    from sweeps.tracking.trial_run import TrialRun, TrialTracking
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("full")
+    parent = client.create_run(experiment_id).info.run_id
+    (tmp_path / "full-disk").write_text("")  # a file where the spool's directory should go
+    run = TrialRun(TrialTracking(uri, experiment_id, parent, spool_dir=str(tmp_path / "full-disk" / "spool")),
+                   "trial-1", "plain-8 seed 0", {}, {"model.depth": 8}, attempts=1)
+    run.client = MlflowClient("http://127.0.0.1:9")  # the store goes away (nothing listens on port 9)
+    assert run.log_metrics(3, {"train/error": 50.0}) is True  # counted as handled: training goes on
+    run.set_tags({"outcome": "completed"})
+    assert "LOST, neither sent nor kept" in caplog.text and "full-disk" in caplog.text
+    assert not run.spool.pending()

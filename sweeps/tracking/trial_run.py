@@ -103,19 +103,28 @@ class TrialRun:
         """Send one tracking call, or spool it behind what is already spooled. True if it reached the store."""
         if self.spool.pending():  # keep the order: nothing overtakes what is already spooled
             if time.monotonic() < self._retry_at or self.spool.flush(self.client, attempts=1):
-                self.spool.append(entry)
-                self._failed(what, None)
+                self._keep(what, entry, None)
                 return False
         try:
             with_retries(lambda: operations.send(self.client, entry), what, attempts=attempts or self.attempts)
         except STORE_ERRORS as exc:
             if not is_transient(exc):
                 raise
-            self.spool.append(entry)
-            self._failed(what, exc)
+            self._keep(what, entry, exc)
             return False
         self._backoff = 1.0
         return True
+
+    def _keep(self, what: str, entry: Entry, exc: BaseException | None) -> None:
+        """Spool a call the store did not take. If the spool cannot be written either (a full disk), the call is
+        lost: said in the trial's log, and training goes on (its checkpoints are Tune's, not the spool's)."""
+        try:
+            self.spool.append(entry)
+        except OSError as error:
+            log.error("MLflow %s: LOST, neither sent nor kept: the tracking store %s is unreachable and the spool "
+                      "%s cannot be written (%s)", what, self.tracking.tracking_uri, self.spool.path, error)
+            return
+        self._failed(what, exc)
 
     def _failed(self, what: str, exc: BaseException | None) -> None:
         if exc is not None or time.monotonic() >= self._retry_at:
