@@ -111,6 +111,7 @@ def test_ray_job_submit_runs_the_sweep_on_a_head_node(head_node, tmp_path):
     assert all(column in header for column in ("iteration", "test/error", "perf/images_per_sec")), header
     assert any(line.lstrip("│ ").startswith("plain-8 seed 0") and "TERMINATED" in line for line in lines), logs
     assert "train_trial_" not in logs
+    assert any(line.startswith("forecast: 2 trials ≈ ") and "CPU core-hours" in line for line in lines), logs
 
     client = MlflowClient(f"sqlite:///{store}")
     runs = client.search_runs([client.get_experiment_by_name("job").experiment_id])

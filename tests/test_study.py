@@ -166,3 +166,19 @@ def test_a_spool_that_cannot_be_written_loses_the_call_with_an_error_but_not_the
     run.set_tags({"outcome": "completed"})
     assert "LOST, neither sent nor kept" in caplog.text and "full-disk" in caplog.text
     assert not run.spool.pending()
+
+
+def test_the_forecast_adds_measured_paces_and_estimates_unstarted_trials_by_depth():
+    from sweeps.driver.forecast import TrialPace, forecast_line, remaining_seconds
+
+    running = TrialPace(iterations=1000, depth=20, first=(100, 12.0), latest=(300, 32.0))  # 0.1 s/iteration
+    waiting = TrialPace(iterations=1000, depth=56)  # 0.1 / 20 per layer x 56 = 0.28 s/iteration
+    finished = TrialPace(iterations=1000, depth=20, first=(100, 10.0), latest=(1000, 100.0), done=True)
+    spent, left = remaining_seconds([running, waiting, finished])
+    assert spent == 132.0
+    assert abs(left - (700 * 0.1 + 1000 * 0.28)) < 1e-9
+    assert remaining_seconds([waiting]) is None  # nothing measured yet: no forecast
+    line = forecast_line([running, waiting, finished], running=2, gpus_per_trial=0.5, cpus_per_trial=2, now=0.0)
+    assert f"{(132 + 350) * 0.5 / 3600:.2f} GPU-hours" in line and "3 min left at 2 trial(s)" in line
+    cpu = forecast_line([running, waiting], running=1, gpus_per_trial=0, cpus_per_trial=2, now=0.0)
+    assert "CPU core-hours" in cpu and "6 min left at 1 trial(s)" in cpu

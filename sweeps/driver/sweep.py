@@ -24,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
+from sweeps.driver.forecast import SweepForecast
 from sweeps.driver.plan import SweepPlan
 from sweeps.driver.security import scrubbed
 from sweeps.tracking import operations
@@ -136,7 +137,8 @@ def run_config(plan: SweepPlan, sweep: TrackedSweep, name: str | None = None, st
         name=name or plan.experiment, storage_path=storage_path or plan.storage_path, verbose=1,
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        callbacks=[CloseDeadTrialRuns(sweep.tracking), DriverHeartbeat(sweep.tracking), *callbacks])
+        callbacks=[CloseDeadTrialRuns(sweep.tracking), DriverHeartbeat(sweep.tracking),
+                   SweepForecast(plan.gpus_per_trial, plan.cpus_per_trial), *callbacks])
 
 
 def _trial_name(trial: tune.experiment.Trial) -> str:

@@ -1,0 +1,105 @@
+"""The sweep's expected cost and finish time, printed once after its first evaluations. Driver only.
+
+Each running trial's seconds per iteration are measured between its first and its latest evaluation (the first
+one includes start-up). A trial not started yet is assumed to cost what the measured ones cost per iteration
+and layer, times its depth: rough, and said to be.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ray import tune
+
+from sweeps.trial.identity import trial_config
+from sweeps.trial.progress import ITERATION
+
+
+@dataclass
+class TrialPace:
+    """What is known of one trial's speed: its budget, its depth, and two of its evaluations."""
+
+    iterations: int  # its whole budget
+    depth: int
+    first: tuple[int, float] | None = None  # (iteration, seconds of training) at its first evaluation
+    latest: tuple[int, float] | None = None
+    done: bool = False
+
+    @property
+    def seconds_per_iteration(self) -> float | None:
+        if self.first is None or self.latest is None or self.latest[0] <= self.first[0]:
+            return None
+        return (self.latest[1] - self.first[1]) / (self.latest[0] - self.first[0])
+
+
+def remaining_seconds(paces: list[TrialPace]) -> tuple[float, float] | None:
+    """(trial-seconds spent, trial-seconds left) over the sweep; None until some trial has a measured pace."""
+    measured = [p for p in paces if p.seconds_per_iteration is not None]
+    if not measured:
+        return None
+    per_layer = sum(p.seconds_per_iteration / p.depth for p in measured) / len(measured)
+    spent = left = 0.0
+    for pace in paces:
+        rate = pace.seconds_per_iteration or per_layer * pace.depth
+        done = pace.latest[0] if pace.latest else 0
+        spent += pace.latest[1] if pace.latest else 0.0
+        left += 0.0 if pace.done else max(pace.iterations - done, 0) * rate
+    return spent, left
+
+
+def forecast_line(paces: list[TrialPace], running: int, gpus_per_trial: float, cpus_per_trial: float,
+                  now: float) -> str | None:
+    """One sentence: total GPU-hours (or CPU core-hours without GPUs), time left at ``running`` trials at a
+    time, and the clock time it ends; None without a measured pace."""
+    seconds = remaining_seconds(paces)
+    if seconds is None:
+        return None
+    spent, left = seconds
+    devices, unit = (gpus_per_trial, "GPU-hours") if gpus_per_trial else (cpus_per_trial, "CPU core-hours")
+    wall = left / max(running, 1)
+    finish = time.strftime("%H:%M %Z", time.localtime(now + wall))
+    return (f"forecast: {len(paces)} trials ≈ {(spent + left) * devices / 3600:.2f} {unit} in all; about "
+            f"{_duration(wall)} left at {max(running, 1)} trial(s) at a time, finishing around {finish} (from "
+            f"the first evaluations; trials not started yet are estimated by depth)")
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{max(minutes, 1)} min"
+
+
+class SweepForecast(tune.Callback):
+    """Print ``forecast_line`` once, when every running trial has evaluated twice (so has a measured pace)."""
+
+    def __init__(self, gpus_per_trial: float, cpus_per_trial: float):
+        self.gpus_per_trial, self.cpus_per_trial = gpus_per_trial, cpus_per_trial
+        self.paces: dict[str, TrialPace] = {}
+        self.printed = False
+
+    def _pace(self, trial: Any) -> TrialPace:
+        if trial.trial_id not in self.paces:
+            config = trial_config(trial.config)
+            self.paces[trial.trial_id] = TrialPace(config.optim.iterations, config.model.depth)
+        return self.paces[trial.trial_id]
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        pace = self._pace(trial)
+        point = (int(result.get(ITERATION, 0)), float(result.get("time_total_s", 0.0)))
+        pace.first = pace.first or point
+        pace.latest = point
+        if self.printed:
+            return
+        for other in trials:
+            self._pace(other)
+        running = [t for t in trials if t.status == "RUNNING"]
+        if running and all(self._pace(t).seconds_per_iteration is not None for t in running):
+            line = forecast_line(list(self.paces.values()), len(running), self.gpus_per_trial, self.cpus_per_trial,
+                                 time.time())
+            if line:
+                print(line, flush=True)
+                self.printed = True
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._pace(trial).done = True
