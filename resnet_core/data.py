@@ -159,6 +159,12 @@ def _cifar(dataset: str) -> tuple[type, str, str]:
             "cifar100": (CIFAR100, "CIFAR-100", "train, test, meta")}[dataset]
 
 
+def cifar_checksums(dataset: str) -> list[list[str]]:
+    """The published (file, md5) list of a CIFAR data set, as torchvision checks it."""
+    cls = _cifar(dataset)[0]
+    return sorted([name, md5] for name, md5 in [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])])
+
+
 def check_dataset(config: DataConfig) -> None:
     """Verify, without loading it, that ``config.dataset`` is there: every CIFAR file present with its published
     md5 (digits and synthetic data need no files). Raises DatasetUnavailableError saying how to provide it.

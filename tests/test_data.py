@@ -259,3 +259,18 @@ def test_augment_is_reproducible_and_resumable() -> None:
     resumed.set_state(b.get_state())  # what a checkpoint stores
     assert torch.equal(augment_batch(images, resumed), second)
     assert not torch.equal(first, second)
+
+
+def test_the_data_identity_follows_the_files_and_the_split(cifar_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The digest MLflow records: from CIFAR's checksums (no image read) and the split; the source is the folder."""
+    from torchvision.datasets import CIFAR10
+
+    from resnet_core.data_identity import data_identity
+
+    config = DataConfig(dataset="cifar10", data_dir=str(cifar_dir))
+    identity = data_identity(config)
+    assert (identity.name, identity.source_type, identity.source) == ("cifar10", "local", str(cifar_dir))
+    assert data_identity(DataConfig(dataset="cifar10", data_dir=str(cifar_dir), val_size=10)).digest != identity.digest
+    assert data_identity(DataConfig(dataset="cifar10", data_dir="elsewhere")).digest == identity.digest
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", "0" * 32]])  # other files
+    assert data_identity(config).digest != identity.digest

@@ -101,6 +101,8 @@ def test_every_tracking_operation_replays_from_the_spool(tmp_path):
     for entry in (operations.metrics_entry(child, 5, {"train/error": 12.5, "test/error": 20.0}, "train/error"),
                   operations.tags_entry(child, {"outcome": "completed"}),
                   operations.artifact_entry(child, artifact, "probes"),
+                  operations.dataset_entry(child, "digits", "f900fd833f21cdd9", "code", "sklearn"),
+                  operations.dataset_entry(child, "digits", "f900fd833f21cdd9", "code", "sklearn"),  # twice: once
                   operations.close_orphans_entry(parent, experiment_id),
                   operations.status_entry(parent, "FINISHED")):
         spool.append(entry)
@@ -112,6 +114,9 @@ def test_every_tracking_operation_replays_from_the_spool(tmp_path):
     assert run.data.tags["outcome"] == "interrupted"  # closed as an orphan after its tags arrived
     assert run.info.status == "KILLED" and client.get_run(parent).info.status == "FINISHED"
     assert [a.path for a in client.list_artifacts(child, "probes")] == ["probes/note.json"]
+    (dataset,) = run.inputs.dataset_inputs
+    assert (dataset.dataset.name, dataset.dataset.digest) == ("digits", "f900fd833f21cdd9")
+    assert {(t.key, t.value) for t in dataset.tags} == {("mlflow.data.context", "training")}
     with pytest.raises(ValueError, match=r"unknown tracking call 'frobnicate'"):
         operations.send(client, {"op": "frobnicate", "run_id": child})
 

@@ -92,6 +92,22 @@ def test_child_runs_have_artifacts(tiny_sweep):
         assert "git_commit" in env and env["device"].startswith("cpu")
 
 
+def test_every_trial_run_records_its_data_as_an_mlflow_dataset_input(tiny_sweep):
+    """So the MLflow UI's Dataset column and dataset filters work: one input per run, the same digest for runs
+    on the same data and split."""
+    from resnet_core.config import DataConfig
+    from resnet_core.data_identity import data_identity
+
+    _, _, client, runs = tiny_sweep
+    expected = data_identity(DataConfig(dataset="synthetic"))
+    for run in children(runs):
+        (dataset,) = client.get_run(run.info.run_id).inputs.dataset_inputs
+        assert (dataset.dataset.name, dataset.dataset.digest, dataset.dataset.source_type) == (
+            "synthetic", expected.digest, "code")
+        assert [(t.key, t.value) for t in dataset.tags] == [("mlflow.data.context", "training")]
+    assert data_identity(DataConfig(dataset="synthetic", val_size=100)).digest != expected.digest
+
+
 def test_trials_reuse_the_processes_of_finished_ones(tiny_sweep):
     # 4 trials, at most 2 at a time: Tune runs them in 2 processes (no Python/torch/MLflow start per trial).
     _, _, client, runs = tiny_sweep

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, RunTag
 from mlflow.tracking import MlflowClient
 
 Entry = dict[str, Any]
@@ -39,6 +39,12 @@ def artifact_entry(run_id: str, path: str | Path, artifact_path: str | None) -> 
     """Log the file at ``path`` under its own name in ``artifact_path`` (None: the run's root)."""
     return {"op": "artifact", "run_id": run_id, "path": str(path), "name": Path(path).name,
             "artifact_path": artifact_path}
+
+
+def dataset_entry(run_id: str, name: str, digest: str, source_type: str, source: str) -> Entry:
+    """The data the run trains on, as an MLflow dataset input (context "training")."""
+    return {"op": "dataset", "run_id": run_id, "name": name, "digest": digest, "source_type": source_type,
+            "source": source}
 
 
 def status_entry(run_id: str, status: str) -> Entry:
@@ -70,6 +76,11 @@ def _send_artifact(client: MlflowClient, entry: Entry) -> None:
         client.log_artifact(entry["run_id"], str(named), entry["artifact_path"])
 
 
+def _send_dataset(client: MlflowClient, entry: Entry) -> None:
+    dataset = Dataset(entry["name"], entry["digest"], entry["source_type"], entry["source"])
+    client.log_inputs(entry["run_id"], [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+
+
 def _send_status(client: MlflowClient, entry: Entry) -> None:
     client.set_terminated(entry["run_id"], entry["status"], entry.get("end_time"))
 
@@ -79,8 +90,8 @@ def _send_close_orphans(client: MlflowClient, entry: Entry) -> None:
 
 
 OPERATIONS: dict[str, Callable[[MlflowClient, Entry], None]] = {
-    "metrics": _send_metrics, "tags": _send_tags, "artifact": _send_artifact, "status": _send_status,
-    "close_orphans": _send_close_orphans,
+    "metrics": _send_metrics, "tags": _send_tags, "artifact": _send_artifact, "dataset": _send_dataset,
+    "status": _send_status, "close_orphans": _send_close_orphans,
 }
 
 

@@ -157,6 +157,10 @@ class TrialRun:
             path.write_text(json.dumps(data, indent=2))
             self.log_file(path, folder or None)
 
+    def log_dataset(self, name: str, digest: str, source_type: str, source: str) -> None:
+        """Record the data the run trains on as its MLflow dataset input."""
+        self._call("log dataset", operations.dataset_entry(self.run_id, name, digest, source_type, source))
+
     def log_file(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         self._call("log artifact", operations.artifact_entry(self.run_id, path, artifact_path))
 

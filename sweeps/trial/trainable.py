@@ -30,6 +30,7 @@ from ray import tune
 
 from resnet_core import Result, TrainConfig, fit, save_checkpoint
 from resnet_core.checkpoint import CheckpointError, load_latest_checkpoint
+from resnet_core.data_identity import data_identity
 from sweeps.tracking.trial_run import TrialRun, TrialTracking
 from sweeps.trial.progress import DIVERGED, DIVERGED_KEY, ITERATION, SPOOL, STATUS, UNSENT
 from sweeps.trial.identity import trial_config, trial_meta, trial_name, trial_tags
@@ -97,6 +98,8 @@ def _start(run: TrialRun, config: TrainConfig, sweep_env: dict[str, Any], trial_
         run.set_tags({"checkpoint_refused": "; ".join(refused)[:4000]})
     if state is None:
         run.log_dict(config.to_dict(), "config.json")
+        identity = data_identity(config.data)
+        run.log_dataset(identity.name, identity.digest, identity.source_type, identity.source)
         run.log_dict(environment_record(sweep_env, trial_id, _device_name(config.run.device)), "environment.json")
     else:
         run.set_tags({"resumed_from_iteration": str(int(state["iteration"]))})
