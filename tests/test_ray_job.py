@@ -106,9 +106,9 @@ def test_ray_job_submit_runs_the_sweep_on_a_head_node(head_node, tmp_path):
     entry = next(i for i, line in enumerate(lines) if line.startswith("Running entrypoint"))
     assert lines[entry + 1].startswith("preset: smoke (--preset given)"), logs[:1000]
     assert any(line.startswith("security: ray: cluster") and "token authentication" in line for line in lines), logs
-    # Tune's live table names trials as their MLflow runs, with iteration, train/test error and images/s.
-    header = next(line for line in lines if "Trial name" in line and "train/error" in line)
-    assert all(column in header for column in ("iteration", "test/error", "perf/images_per_sec")), header
+    # Tune's live table names trials as their MLflow runs, with iteration, test error, images/s and minutes left.
+    header = next(line for line in lines if "Trial name" in line and "eta_min" in line)
+    assert all(column in header for column in ("iteration", "test/error", "perf/images_per_sec", "eta_min")), header
     assert any(line.lstrip("│ ").startswith("plain-8 seed 0") and "TERMINATED" in line for line in lines), logs
     assert "train_trial_" not in logs
     assert any(line.startswith("forecast: 2 trials ≈ ") and "CPU core-hours" in line for line in lines), logs

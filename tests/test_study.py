@@ -187,3 +187,16 @@ def test_the_forecast_adds_measured_paces_and_estimates_unstarted_trials_by_dept
     assert f"{(132 + 350) * 0.5 / 3600:.2f} GPU-hours" in line and "3 min left at 2 trial(s)" in line
     cpu = forecast_line([running, waiting], running=1, gpus_per_trial=0, cpus_per_trial=2, now=0.0)
     assert "CPU core-hours" in cpu and "6 min left at 1 trial(s)" in cpu
+
+
+def test_a_trials_minutes_left_come_from_its_own_pace(monkeypatch):
+    import math
+
+    import sweeps.trial.trainable as trainable
+
+    clock = iter([100.0, 130.0, 190.0])
+    monkeypatch.setattr(trainable.time, "monotonic", lambda: next(clock))
+    pace = trainable.Pace(iterations=1000)
+    assert math.isnan(pace.minutes_left(100))  # at the first evaluation: no pace yet
+    assert pace.minutes_left(200) == round(800 * 0.3 / 60, 1)  # 30 s per 100 iterations
+    assert pace.minutes_left(400) == round(600 * 0.3 / 60, 1)

@@ -13,6 +13,7 @@ RUNNING = "running"  # an evaluation before the last (a trial Tune stops here wa
 COMPLETED = "completed"  # the last evaluation of the full budget
 DIVERGED = "diverged"  # the loss became non-finite; the trial ended there
 DIVERGED_KEY = "diverged"  # a boolean beside the status, for Tune's table
+MINUTES_LEFT = "eta_min"  # the trial's own estimate of its remaining wall time, from its pace so far
 UNSENT = "tracking_unsent"  # tracking calls the trial keeps in its spool, not yet in the store (0: none)
 SPOOL = "tracking_spool"  # the spool file they are kept in, on the trial's node
 

@@ -19,6 +19,7 @@ import platform
 import posixpath
 import re
 import tempfile
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any, ContextManager, Protocol
@@ -32,7 +33,7 @@ from resnet_core import Result, TrainConfig, fit, save_checkpoint
 from resnet_core.checkpoint import CheckpointError, load_latest_checkpoint
 from resnet_core.data_identity import data_identity
 from sweeps.tracking.trial_run import TrialRun, TrialTracking
-from sweeps.trial.progress import DIVERGED, DIVERGED_KEY, ITERATION, SPOOL, STATUS, UNSENT
+from sweeps.trial.progress import DIVERGED, DIVERGED_KEY, ITERATION, MINUTES_LEFT, SPOOL, STATUS, UNSENT
 from sweeps.trial.identity import trial_config, trial_meta, trial_name, trial_tags
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ PROBES_FILE = "probes.json"
 PACKAGES = ("torch", "torchvision", "ray", "mlflow", "numpy", "resnet-depth-studies")
 # The probe histories kept across evaluations (and restores), with the key their values go under.
 PROBE_VALUE_KEYS = {"layer_response_std": "std", "grad_norms": "norm"}
-SHOWN = ("train/error", "test/error", "perf/images_per_sec")
+SHOWN = ("test/error", "perf/images_per_sec")  # Tune's live table: iteration, these, the ETA
 
 
 class TrialHooks(Protocol):
@@ -70,8 +71,10 @@ def train_trial(config: dict[str, Any], tracking: TrialTracking, sweep_env: dict
     try:
         run.set_tags({"node_ip": ray.util.get_node_ip_address()})  # where this attempt runs (a retry may move)
         state, history = _start(run, train_config, sweep_env, trial_id)
+        pace = Pace(train_config.optim.iterations)
         for result in fit(train_config, resume=state):
-            _evaluation(run, result, history, name, hooks)  # the last one closes the run before its report
+            # the last one closes the run before its report
+            _evaluation(run, result, history, name, hooks, pace.minutes_left(result.iteration))
         if run.ended is None:  # resumed from the final checkpoint: fit had nothing left to do
             run.finish("completed")
     except SystemExit:  # Tune stopped the trial at a report: a scheduler's early stop, or the sweep ending
@@ -106,7 +109,25 @@ def _start(run: TrialRun, config: TrainConfig, sweep_env: dict[str, Any], trial_
     return state, history
 
 
-def _evaluation(run: TrialRun, result: Result, history: dict, name: str, hooks: TrialHooks | None) -> None:
+class Pace:
+    """A trial's minutes left, from the wall time between its first evaluation in this process and the latest
+    (evaluations and checkpoints included); NaN until there are two."""
+
+    def __init__(self, iterations: int):
+        self.iterations = iterations
+        self.first: tuple[int, float] | None = None
+
+    def minutes_left(self, iteration: int) -> float:
+        now = time.monotonic()
+        if self.first is None or iteration <= self.first[0]:
+            self.first = self.first or (iteration, now)
+            return float("nan")
+        per_iteration = (now - self.first[1]) / (iteration - self.first[0])
+        return round(max(self.iterations - iteration, 0) * per_iteration / 60, 1)
+
+
+def _evaluation(run: TrialRun, result: Result, history: dict, name: str, hooks: TrialHooks | None,
+                minutes_left: float) -> None:
     """One evaluation: log it, keep its probes, report it to Tune with a checkpoint (none when diverged).
 
     The last one (completed or diverged) closes the run before it is reported: Tune may stop the trial at that
@@ -119,8 +140,10 @@ def _evaluation(run: TrialRun, result: Result, history: dict, name: str, hooks: 
     run.log_metrics(result.iteration, result.metrics)
     _append(history, "layer_response_std", result.iteration, result.layer_response_std)
     _append(history, "grad_norms", result.iteration, result.grad_norms)
-    # The first four numbers are what Tune's live table shows: iteration, train/test error, images/s.
-    report = {ITERATION: result.iteration, **_shown_first(result.metrics), STATUS: result.status, DIVERGED_KEY: diverged}
+    # The first four numbers are what Tune's live table shows: iteration, test error, images/s, minutes left.
+    shown, rest = _shown_first(result.metrics)
+    report = {ITERATION: result.iteration, **shown, MINUTES_LEFT: minutes_left, **rest, STATUS: result.status,
+              DIVERGED_KEY: diverged}
     if diverged:  # no checkpoint of non-finite weights: the previous one stays the newest
         _close(run, result, history, None)
         tune.report({**report, **_unsent(run)})
@@ -141,8 +164,9 @@ def _unsent(run: TrialRun) -> dict[str, Any]:
     return {UNSENT: run.spool.count(), SPOOL: str(run.spool.path)}
 
 
-def _shown_first(metrics: dict[str, float]) -> dict[str, float]:
-    return dict(sorted(metrics.items(), key=lambda kv: SHOWN.index(kv[0]) if kv[0] in SHOWN else len(SHOWN)))
+def _shown_first(metrics: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """The metrics of Tune's live table (in SHOWN's order), and the rest."""
+    return {k: metrics[k] for k in SHOWN if k in metrics}, {k: v for k, v in metrics.items() if k not in SHOWN}
 
 
 def environment_record(sweep_env: dict[str, Any], trial_id: str, device: str) -> dict[str, Any]:
