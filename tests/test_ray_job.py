@@ -60,9 +60,15 @@ def ray(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProc
 
 
 def submit(address: str, env: dict, argv: list[str]) -> str:
-    """Submit the depth study with ``argv`` as a job (no wait); returns its id."""
-    result = ray(env, "job", "submit", "--address", address, "--working-dir", str(REPO), "--no-wait", "--",
-                 "python", "sweeps/depth_vs_error.py", *argv)
+    """Submit the depth study with ``argv`` as a job (no wait); returns its id. A head that answers the Jobs API
+    before its job agent is up refuses with "No available agent" (a loaded machine): asked again for a minute."""
+    deadline = time.time() + 60
+    while True:
+        result = ray(env, "job", "submit", "--address", address, "--working-dir", str(REPO), "--no-wait", "--",
+                     "python", "sweeps/depth_vs_error.py", *argv)
+        if result.returncode == 0 or "No available agent" not in result.stderr or time.time() > deadline:
+            break
+        time.sleep(3)
     assert result.returncode == 0, result.stdout + result.stderr
     return re.search(r"raysubmit_\w+", result.stdout + result.stderr).group(0)
 
@@ -81,15 +87,10 @@ def wait_for_end(address: str, env: dict, job_id: str, timeout: float = 400) -> 
 def test_ray_job_submit_runs_the_sweep_on_a_head_node(head_node, tmp_path):
     address, env, _ = head_node
     store = tmp_path / "mlflow.db"
-    submit = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(REPO), "--no-wait", "--",
-         "python", "sweeps/depth_vs_error.py", "--preset", "smoke", "--dataset", "synthetic", "--depths", "8",
-         "--seeds", "1", "--iterations", "6", "--eval-every", "3", "--set", "optim.batch_size=32",
-         "--experiment", "job", "--tracking-uri", f"sqlite:///{store}", "--storage-path", str(tmp_path / "rr"),
-         "--no-report"],
-        env=env, capture_output=True, text=True, timeout=300)
-    assert submit.returncode == 0, submit.stdout + submit.stderr
-    job_id = re.search(r"raysubmit_\w+", submit.stdout + submit.stderr).group(0)
+    job_id = submit(address, env, ["--preset", "smoke", "--dataset", "synthetic", "--depths", "8", "--seeds", "1",
+                                   "--iterations", "6", "--eval-every", "3", "--set", "optim.batch_size=32",
+                                   "--experiment", "job", "--tracking-uri", f"sqlite:///{store}", "--storage-path",
+                                   str(tmp_path / "rr"), "--no-report"])
 
     deadline, status = time.time() + 400, ""
     while time.time() < deadline:
