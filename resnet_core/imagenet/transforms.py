@@ -1,0 +1,154 @@
+"""The two ImageNet input recipes: what a worker does to one file, and what is then done to a whole batch.
+
+A worker decodes a file and cuts its crop (the only per-image work that needs the pixels); it returns uint8
+pixels plus the random numbers of the batched steps (flip, lighting). The float conversion, flip, lighting
+and normalisation then run once per batch on the training device, where they are a few tensor ops.
+
+* ``paper`` (§3.4): the shorter side resized to a random s in [256, 480], a random 224×224 crop, a random
+  horizontal flip, AlexNet's PCA lighting (fb.resnet.torch's constants, pixels in [0, 1], α ~ N(0, 0.1)), the
+  mean subtracted. The paper subtracts the per-pixel mean; over random crops of ImageNet that mean is flat, so
+  the channel mean (torchvision's constants) stands for it, and no division by the std.
+* ``torchvision``: ``RandomResizedCrop(224)`` + flip, mean/std normalisation (pytorch/vision references).
+
+Both evaluate on the centre 224 crop of the image resized to a shorter side of 256, or on its 10 crops
+(4 corners + centre, of the image and of its flip). Every size scales with ``crop_size`` (256/224, 480/224),
+so a small crop size gives the same recipe at a reduced resolution.
+
+Speed: the image is never resized whole for training. Only the crop's region is resampled
+(``Image.resize(box=...)``: the same pixels at a fraction of the cost), after a reduced-scale JPEG decode
+(``Image.draft``, DCT scaling) wherever the resized image is at most half the file's size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms.v2 import RandomResizedCrop
+from torchvision.transforms.v2 import functional as TF
+
+from resnet_core.imagenet.decode import decode_rgb, open_image
+
+RECIPES = ("paper", "torchvision")
+MEAN = (0.485, 0.456, 0.406)  # ImageNet's channel means in [0, 1] (torchvision's)
+STD = (0.229, 0.224, 0.225)
+# AlexNet's PCA lighting, as fb.resnet.torch has it (pixels in [0, 1]); rows of EIGVEC are R, G, B.
+EIGVAL = (0.2175, 0.0188, 0.0045)
+EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
+LIGHTING_STD = 0.1
+SCALE_RANGE = (256, 480)  # the paper's shorter side, for a 224 crop
+TEST_SIZE = 256  # the shorter side at test time, for a 224 crop
+
+
+def scaled(size: int, crop_size: int) -> int:
+    """A size of the 224-pixel recipe at another crop size."""
+    return round(size * crop_size / 224)
+
+
+@dataclass(frozen=True)
+class TrainView:
+    """One training crop as a worker returns it: pixels and the random numbers of the batched steps."""
+
+    pixels: torch.Tensor  # uint8, 3×crop×crop
+    flip: bool
+    lighting: torch.Tensor  # α of the PCA lighting, 3 values (zeros for the torchvision recipe)
+
+
+def train_view(path: str, recipe: str, crop_size: int, rng: np.random.Generator) -> TrainView:
+    """The recipe's random crop of the image at ``path``, every random choice drawn from ``rng``."""
+    image = open_image(path)
+    if recipe == "paper":
+        crop = _random_scale_crop(image, crop_size, rng)
+        lighting = torch.from_numpy(rng.normal(0.0, LIGHTING_STD, 3).astype(np.float32))
+    else:
+        crop = _random_resized_crop(image, crop_size, rng)
+        lighting = torch.zeros(3)
+    return TrainView(to_tensor(crop), bool(rng.random() < 0.5), lighting)
+
+
+def _random_scale_crop(image: Image.Image, crop_size: int, rng: np.random.Generator) -> Image.Image:
+    """Shorter side to a random s in the scaled [256, 480], then a random crop: only the crop is resampled."""
+    low, high = (scaled(s, crop_size) for s in SCALE_RANGE)
+    resized = _shorter_side(image.size, int(rng.integers(low, high + 1)), crop_size)
+    x0 = int(rng.integers(0, resized[0] - crop_size + 1))
+    y0 = int(rng.integers(0, resized[1] - crop_size + 1))
+    return resample_region(image, resized, (x0, y0, x0 + crop_size, y0 + crop_size))
+
+
+def _random_resized_crop(image: Image.Image, crop_size: int, rng: np.random.Generator) -> Image.Image:
+    """torchvision's RandomResizedCrop (scale 0.08–1, ratio 3/4–4/3), its draws seeded from ``rng``."""
+    with torch.random.fork_rng(devices=()):
+        torch.manual_seed(int(rng.integers(0, 2**62)))
+        top, left, h, w = RandomResizedCrop.get_params(image, scale=[0.08, 1.0], ratio=[3 / 4, 4 / 3])
+    # The crop's region is resized to crop_size: the whole image would be resized by crop_size / min(h, w).
+    scale = crop_size / min(h, w)
+    resized = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
+    rgb = decode_rgb(image, draft_to=resized)
+    fx, fy = rgb.size[0] / image.size[0], rgb.size[1] / image.size[1]
+    box = (left * fx, top * fy, (left + w) * fx, (top + h) * fy)
+    return rgb.resize((crop_size, crop_size), Image.BILINEAR, box=box)
+
+
+def resample_region(image: Image.Image, resized: tuple[int, int], region: tuple[int, int, int, int]) -> Image.Image:
+    """``region`` (in the coordinates of the image resized to ``resized``) of an ``open_image``, decoded at the
+    smallest JPEG scale still at least ``resized`` and resampled directly: the whole image is never resized."""
+    rgb = decode_rgb(image, draft_to=resized)
+    fx, fy = rgb.size[0] / resized[0], rgb.size[1] / resized[1]
+    x0, y0, x1, y1 = region
+    return rgb.resize((x1 - x0, y1 - y0), Image.BILINEAR, box=(x0 * fx, y0 * fy, x1 * fx, y1 * fy))
+
+
+def centre_view(path: str, crop_size: int) -> torch.Tensor:
+    """The centre crop of the image resized to a shorter side of 256 (scaled): uint8 3×crop×crop."""
+    image = open_image(path)
+    resized = _shorter_side(image.size, scaled(TEST_SIZE, crop_size), crop_size)
+    x0, y0 = (resized[0] - crop_size) // 2, (resized[1] - crop_size) // 2
+    return to_tensor(resample_region(image, resized, (x0, y0, x0 + crop_size, y0 + crop_size)))
+
+
+def ten_crop_view(path: str, crop_size: int) -> torch.Tensor:
+    """The 10 crops of §3.4's testing (torchvision's ``TenCrop``): uint8 10×3×crop×crop."""
+    image = open_image(path)
+    resized = _shorter_side(image.size, scaled(TEST_SIZE, crop_size), crop_size)
+    pixels = to_tensor(resample_region(image, resized, (0, 0, *resized)))
+    return torch.stack(TF.ten_crop(pixels, [crop_size, crop_size]))
+
+
+def _shorter_side(size: tuple[int, int], side: int, crop_size: int) -> tuple[int, int]:
+    """The size of an image of ``size`` resized to a shorter side of ``side`` (never below the crop)."""
+    width, height = size
+    scale = side / min(width, height)
+    return max(crop_size, round(width * scale)), max(crop_size, round(height * scale))
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """An RGB PIL image as a uint8 3×H×W tensor."""
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+class BatchSteps:
+    """The recipe's batched steps on the training device: uint8 → float in [0, 1], flip, lighting, normalise."""
+
+    def __init__(self, recipe: str, device: torch.device):
+        shape = (1, 3, 1, 1)
+        self.mean = torch.tensor(MEAN, device=device).view(shape)
+        self.std = torch.tensor(STD if recipe == "torchvision" else (1.0, 1.0, 1.0), device=device).view(shape)
+        self.eigvec = torch.tensor(EIGVEC, device=device)
+        self.eigval = torch.tensor(EIGVAL, device=device)
+        self.device = device
+
+    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 N×3×H×W (or N×V×3×H×W) on any device → normalised float32 on the training device."""
+        x = pixels.to(self.device, non_blocking=True).float().div_(255)
+        mean, std = (self.mean, self.std) if x.dim() == 4 else (self.mean[None], self.std[None])
+        return x.sub_(mean).div_(std)
+
+    def train(self, pixels: torch.Tensor, flip: torch.Tensor, lighting: torch.Tensor) -> torch.Tensor:
+        """A training batch: flipped where ``flip``, the PCA lighting of α = ``lighting`` added, normalised."""
+        x = pixels.to(self.device, non_blocking=True).float().div_(255)
+        flip = flip.to(self.device).view(-1, 1, 1, 1)
+        x = torch.where(flip, x.flip(-1), x)
+        rgb = (lighting.to(self.device) * self.eigval) @ self.eigvec.T  # N×3: Σ_j eigvec[c, j] α_j λ_j
+        return x.add_(rgb.view(-1, 3, 1, 1)).sub_(self.mean).div_(self.std)
