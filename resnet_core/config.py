@@ -306,6 +306,9 @@ def validate(config: TrainConfig) -> None:
     check_choice("data.recipe", d.recipe, IMAGENET_RECIPES)
     check_choice("data.verify_images", d.verify_images, VERIFY_IMAGES)
     check_choice("optim.schedule", o.schedule, SCHEDULES)
+    if d.dataset == "imagenet" and d.download:
+        raise ValueError("data.download cannot fetch ImageNet: it needs a licence (register at https://image-net.org "
+                         "and download it yourself), then pass --data-dir pointing to it")
     if d.dataset == "imagenet" and m.layout != "imagenet":
         raise ValueError(f"data.dataset='imagenet' needs model.layout='imagenet'; got {m.layout!r}")
     if o.schedule == "plateau" and d.val_size == 0:

@@ -87,7 +87,7 @@ def _random_resized_crop(image: Image.Image, crop_size: int, rng: np.random.Gene
     resized = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
     rgb = decode_rgb(image, draft_to=resized)
     fx, fy = rgb.size[0] / image.size[0], rgb.size[1] / image.size[1]
-    box = (left * fx, top * fy, (left + w) * fx, (top + h) * fy)
+    box = (left * fx, top * fy, min((left + w) * fx, rgb.size[0]), min((top + h) * fy, rgb.size[1]))
     return rgb.resize((crop_size, crop_size), Image.BILINEAR, box=box)
 
 
@@ -97,7 +97,8 @@ def resample_region(image: Image.Image, resized: tuple[int, int], region: tuple[
     rgb = decode_rgb(image, draft_to=resized)
     fx, fy = rgb.size[0] / resized[0], rgb.size[1] / resized[1]
     x0, y0, x1, y1 = region
-    return rgb.resize((x1 - x0, y1 - y0), Image.BILINEAR, box=(x0 * fx, y0 * fy, x1 * fx, y1 * fy))
+    box = (x0 * fx, y0 * fy, min(x1 * fx, rgb.size[0]), min(y1 * fy, rgb.size[1]))  # no rounding past the edge
+    return rgb.resize((x1 - x0, y1 - y0), Image.BILINEAR, box=box)
 
 
 def centre_view(path: str, crop_size: int) -> torch.Tensor:

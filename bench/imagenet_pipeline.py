@@ -1,0 +1,189 @@
+"""ImageNet input pipeline: ours against the common recipe, images/s per worker count, measured in one run.
+
+Data: generated ImageNet-sized JPEGs (500×375, quality 90, a smooth random scene plus texture, ~100 KB each
+like ImageNet's average) in an ImageNet class-folder tree. Both pipelines do the paper's training
+augmentation (shorter side random in [256, 480], random 224 crop, flip, PCA lighting, mean subtracted) and
+deliver normalised float32 batches of 64 in the main process:
+
+* reference: the common recipe, torchvision ``ImageFolder`` + per-image PIL transforms (``RandomResize`` of
+  the whole image, ``RandomCrop``, ``RandomHorizontalFlip``, ``ToTensor``, lighting, ``Normalize``) through a
+  ``DataLoader`` with the same workers;
+* ours: ``resnet_core.imagenet`` as ``fit`` runs it (PIL decode, only the crop's region resampled, uint8 from
+  the workers, flip + lighting + normalisation batched).
+
+Also the 10-crop evaluation rate (ours against ``Resize(256)`` + ``TenCrop(224)`` + per-crop ``ToTensor``),
+and, single-threaded per image, the decoder/resizer candidates the pipeline was chosen from.
+
+    python bench/imagenet_pipeline.py                      # workers 1 and 2, 384 images per measurement
+    python bench/imagenet_pipeline.py --workers 1,2,4 --images 768
+
+Prints images/s of each and the ratio ours / reference (goal on CPU: >= 1.5 per core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.v2 as T
+from PIL import Image
+from torch.utils.data import DataLoader
+from torchvision.datasets import ImageFolder
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from resnet_core.imagenet.stream import EpochBatches, EvalImages, TrainImages  # noqa: E402
+from resnet_core.imagenet.transforms import EIGVAL, EIGVEC, LIGHTING_STD, MEAN, BatchSteps, train_view  # noqa: E402
+
+BATCH = 64
+CLASSES = 8
+
+
+def imagenet_like_jpeg(rng: np.random.Generator) -> bytes:
+    """A 500×375 quality-90 JPEG of a smooth random scene with texture (~100 KB, like ImageNet's average)."""
+    scene = Image.fromarray((rng.random((6, 8, 3)) * 255).astype(np.uint8)).resize((500, 375), Image.BICUBIC)
+    pixels = np.asarray(scene, dtype=np.int16) + rng.integers(-18, 19, (375, 500, 3))
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def write_tree(root: Path, images: int) -> list[tuple[str, int]]:
+    rng = np.random.default_rng(0)
+    samples = []
+    for i in range(images):
+        folder = root / f"n{i % CLASSES:08d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"img_{i}.JPEG"
+        path.write_bytes(imagenet_like_jpeg(rng))
+        samples.append((str(path), i % CLASSES))
+    return sorted(samples)
+
+
+class Lighting:
+    """AlexNet's PCA lighting on one float image in [0, 1] (fb.resnet.torch's), as the common recipe adds it."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        alpha = torch.randn(3) * LIGHTING_STD
+        rgb = torch.tensor(EIGVEC) @ (alpha * torch.tensor(EIGVAL))
+        return x + rgb.view(3, 1, 1)
+
+
+def reference_train_transform() -> T.Compose:
+    return T.Compose([T.RandomResize(256, 481), T.RandomCrop(224), T.RandomHorizontalFlip(), T.PILToTensor(),
+                      T.ToDtype(torch.float32, scale=True), Lighting(), T.Normalize(MEAN, (1.0, 1.0, 1.0))])
+
+
+def reference_ten_crop() -> T.Compose:
+    return T.Compose([T.Resize(256), T.TenCrop(224),
+                      T.Lambda(lambda crops: torch.stack([T.functional.pil_to_tensor(c) for c in crops])),
+                      T.ToDtype(torch.float32, scale=True), T.Normalize(MEAN, (1.0, 1.0, 1.0))])
+
+
+def rate(batches: Iterable, finish: Callable, images: int) -> float:
+    """images/s of a loader, its first batch (worker start-up) excluded."""
+    iterator = iter(batches)
+    finish(next(iterator))
+    tic, seen = time.perf_counter(), 0
+    for batch in iterator:
+        seen += len(finish(batch))
+        if seen >= images:
+            break
+    return seen / (time.perf_counter() - tic)
+
+
+def measure_training(root: Path, samples: list, workers: int, images: int) -> tuple[float, float]:
+    steps = BatchSteps("paper", torch.device("cpu"))
+    common = DataLoader(ImageFolder(str(root), transform=reference_train_transform()), batch_size=BATCH,
+                        shuffle=True, num_workers=workers, drop_last=True)
+    ours = DataLoader(TrainImages(samples, "paper", 224, seed=0), num_workers=workers, prefetch_factor=4,
+                      batch_sampler=EpochBatches(len(samples), BATCH, seed=0, start=0))
+    reference = rate(common, lambda b: b[0], images)
+    measured = rate(ours, lambda b: steps.train(b[0], b[2], b[3]), images)
+    return reference, measured
+
+
+def measure_ten_crop(root: Path, samples: list, workers: int, images: int) -> tuple[float, float]:
+    steps = BatchSteps("paper", torch.device("cpu"))
+    common = DataLoader(ImageFolder(str(root), transform=reference_ten_crop()), batch_size=BATCH // 8,
+                        num_workers=workers)
+    ours = DataLoader(EvalImages(samples, 224, ten_crop=True), batch_size=BATCH // 8, num_workers=workers)
+    return rate(common, lambda b: b[0], images), rate(ours, lambda b: steps.normalise(b[0]), images)
+
+
+def decoder_candidates(path: str, repeats: int = 60) -> dict[str, float]:
+    """ms per image, one thread, of each way to decode and cut the paper's crop (s = 352, a 224 crop)."""
+    import torchvision.io as tio
+
+    data = Path(path).read_bytes()
+    scale = 352 / 375
+    box = (40 / scale, 30 / scale, 264 / scale, 254 / scale)
+
+    def pil_whole() -> object:
+        image = Image.open(io.BytesIO(data)).convert("RGB")
+        return image.resize((round(500 * scale), 352), Image.BILINEAR).crop((40, 30, 264, 254))
+
+    def pil_region() -> object:
+        return Image.open(io.BytesIO(data)).convert("RGB").resize((224, 224), Image.BILINEAR, box=box)
+
+    def torchvision_io() -> object:
+        x = tio.decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        region = x[:, round(box[1]):round(box[3]), round(box[0]):round(box[2])]
+        return T.functional.resize(region, [224, 224], antialias=True)
+
+    def ours() -> object:
+        return train_view(path, "paper", 224, np.random.default_rng(0))
+
+    candidates = {"PIL decode + whole-image resize + crop (common)": pil_whole,
+                  "PIL decode + region resize (ours)": pil_region,
+                  "torchvision.io.decode_jpeg + tensor region resize": torchvision_io,
+                  "ours: train_view (decode, region resize, to uint8 tensor)": ours}
+    try:
+        import simplejpeg
+
+        candidates["simplejpeg decode + PIL region resize"] = lambda: Image.fromarray(
+            simplejpeg.decode_jpeg(data)).resize((224, 224), Image.BILINEAR, box=box)
+    except ImportError:
+        pass
+    timings = {}
+    for name, run in candidates.items():
+        run()
+        tic = time.perf_counter()
+        for _ in range(repeats):
+            run()
+        timings[name] = (time.perf_counter() - tic) / repeats * 1e3
+    return timings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    parser.add_argument("--images", type=int, default=384, help="images per measurement (after one batch)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternate reference and ours; report the best")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        samples = write_tree(root, args.images + 2 * BATCH)
+        print("decoder / resizer candidates, ms per image, one thread:")
+        for name, ms in decoder_candidates(samples[0][0]).items():
+            print(f"  {name:60s} {ms:6.2f}")
+        print(f"\n| workers | pipeline | reference images/s | ours images/s | ratio |\n|---|---|---|---|---|")
+        for workers in (int(w) for w in args.workers.split(",")):
+            for name, measure in (("training (paper aug)", measure_training), ("10-crop evaluation", measure_ten_crop)):
+                rounds = [measure(root, samples, workers, args.images) for _ in range(args.rounds)]
+                reference, ours = max(r[0] for r in rounds), max(r[1] for r in rounds)
+                print(f"| {workers} | {name} | {reference:.1f} | {ours:.1f} | **{ours / reference:.2f}×** |",
+                      flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
