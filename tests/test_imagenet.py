@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from resnet_core import TrainConfig, fit, load_checkpoint
 from resnet_core.config import IMAGENET_RECIPE_OVERRIDES, apply_overrides, imagenet_recipe
@@ -185,21 +186,35 @@ def test_paper_crops_come_from_the_scale_range_and_the_seed(tree: Path) -> None:
     again = train_view(path, "paper", 32, np.random.default_rng((0, 0, 0)))
     assert torch.equal(views[0].pixels, again.pixels) and torch.equal(views[0].lighting, again.lighting)
     assert len({v.pixels.numpy().tobytes() for v in views}) > 1  # different slots, different crops
-    assert {v.flip for v in views} == {True, False}
+    assert {v.flipped for v in views} == {True, False}
     tv = train_view(path, "torchvision", 32, np.random.default_rng(0))
     assert tv.pixels.shape == (3, 32, 32) and not tv.lighting.any()
 
 
-def test_batched_steps_flip_light_and_normalise() -> None:
+def test_flipped_views_are_mirror_images(tmp_path: Path) -> None:
+    # A horizontal gradient, dark on the left: every unflipped crop brightens to the right, every flipped one
+    # darkens.
+    path = tmp_path / "gradient.JPEG"
+    gradient = np.broadcast_to(np.linspace(0, 255, 200, dtype=np.uint8)[None, :, None], (100, 200, 3))
+    Image.fromarray(np.ascontiguousarray(gradient)).save(path, quality=95)
+    for recipe in ("paper", "torchvision"):
+        views = [train_view(str(path), recipe, 32, np.random.default_rng((0, 0, slot))) for slot in range(16)]
+        assert {v.flipped for v in views} == {True, False}
+        for v in views:
+            left, right = v.pixels[0, :, :4].float().mean(), v.pixels[0, :, -4:].float().mean()
+            assert (right < left) == v.flipped
+
+
+def test_batched_steps_light_and_normalise() -> None:
     steps = BatchSteps("paper", torch.device("cpu"))
     pixels = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
     pixels[:, :, :, 0] = 255  # the left column white
     alpha = torch.tensor([[0.0, 0.0, 0.0], [0.1, -0.2, 0.3]])
-    x = steps.train(pixels, torch.tensor([False, True]), alpha)
+    x = steps.train(pixels, alpha)
     mean = torch.tensor(MEAN).view(3, 1)
     assert torch.allclose(x[0, :, :, 0], 1 - mean) and torch.allclose(x[0, :, :, 3], -mean)
     shift = torch.tensor(EIGVEC) @ (alpha[1] * torch.tensor(EIGVAL))  # AlexNet: rgb += V (α λ)
-    assert torch.allclose(x[1, :, :, 3], 1 - mean + shift.view(3, 1), atol=1e-6)  # flipped: white on the right
+    assert torch.allclose(x[1, :, :, 0], 1 - mean + shift.view(3, 1), atol=1e-6)
     tv = BatchSteps("torchvision", torch.device("cpu")).normalise(pixels)
     assert torch.allclose(tv[0, :, 0, 0], (1 - torch.tensor(MEAN)) / torch.tensor((0.229, 0.224, 0.225)))
 

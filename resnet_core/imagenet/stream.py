@@ -39,11 +39,11 @@ class TrainImages(TorchDataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, int, bool, torch.Tensor]:
+    def __getitem__(self, key: tuple[int, int, int]) -> tuple[torch.Tensor, int, torch.Tensor]:
         index, epoch, slot = key
         path, label = self.samples[index]
         view = train_view(path, self.recipe, self.crop_size, np.random.default_rng((self.seed, epoch, slot)))
-        return view.pixels, label, view.flip, view.lighting
+        return view.pixels, label, view.lighting
 
 
 class EvalImages(TorchDataset):
@@ -124,9 +124,9 @@ class ImageNetSource:
             sampler = EpochBatches(len(self.train), o.batch_size, self.config.run.seed, start=iteration)
             images = TrainImages(self.train, d.recipe, d.crop_size, self.config.run.seed)
             self._batches = iter(self._loader(images, batch_sampler=sampler))
-        pixels, labels, flip, lighting = next(self._batches)
+        pixels, labels, lighting = next(self._batches)
         self._next_iteration = iteration + 1
-        return self.steps.train(pixels, flip, lighting), labels.to(self.device, non_blocking=True)
+        return self.steps.train(pixels, lighting), labels.to(self.device, non_blocking=True)
 
     def held_out_metrics(self, model: nn.Module, autocast: torch.autocast | None, final: bool) -> dict[str, float]:
         """Centre-crop top-1 / top-5 error and loss on the held-out and test splits; at the end of training
