@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from resnet_core.checkpoint import load_checkpoint, save_checkpoint
@@ -77,7 +76,7 @@ class LearningRate:
     def __init__(self, config: TrainConfig, warmup_active: bool):
         self.optim = config.optim
         self.warmup_active = warmup_active
-        o = config.optim
+        o = self.optim
         self.plateau = PlateauRule(o.plateau_patience, o.plateau_threshold) if o.schedule == "plateau" else None
 
     def at(self, iteration: int) -> float:

@@ -210,12 +210,14 @@ def test_batched_steps_light_and_normalise() -> None:
     pixels = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
     pixels[:, :, :, 0] = 255  # the left column white
     alpha = torch.tensor([[0.0, 0.0, 0.0], [0.1, -0.2, 0.3]])
-    x = steps.train(pixels, alpha)
+    x = steps.finish(pixels, alpha)
     mean = torch.tensor(MEAN).view(3, 1)
     assert torch.allclose(x[0, :, :, 0], 1 - mean) and torch.allclose(x[0, :, :, 3], -mean)
     shift = torch.tensor(EIGVEC) @ (alpha[1] * torch.tensor(EIGVAL))  # AlexNet: rgb += V (α λ)
     assert torch.allclose(x[1, :, :, 0], 1 - mean + shift.view(3, 1), atol=1e-6)
-    tv = BatchSteps("torchvision", torch.device("cpu")).normalise(pixels)
+    views = steps.finish(pixels[:, None].expand(2, 10, 3, 4, 4))  # 10-crop batches: N×V×C×H×W
+    assert views.shape == (2, 10, 3, 4, 4) and torch.equal(views[:, 3], steps.finish(pixels))
+    tv = BatchSteps("torchvision", torch.device("cpu")).finish(pixels)
     assert torch.allclose(tv[0, :, 0, 0], (1 - torch.tensor(MEAN)) / torch.tensor((0.229, 0.224, 0.225)))
 
 

@@ -3,7 +3,7 @@
 ``python -m resnet_core.imagenet.sample OUT`` writes ``OUT/train/digit_<d>/*.JPEG`` (1 437 images) and
 ``OUT/val/digit_<d>/*.JPEG`` (360), the same stratified split as the in-memory ``digits`` set. Each digit is
 upsampled to a random size (48–112 pixels a side, aspect ratios varied), given random ink and paper colours,
-and saved as a quality-90 JPEG: real decoding, resizing and cropping work, about 2 MB in all. Horizontal
+and saved as a quality-90 JPEG: real decoding, resizing and cropping work, about 3 MB in all. Horizontal
 flips change a digit, so a net learns it a little more slowly than with the in-memory set, but an
 ImageNet-layout ResNet-18 at a reduced resolution learns it on a 2-core CPU in a few minutes:
 

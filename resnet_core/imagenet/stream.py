@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import default_collate
 
 from resnet_core.config import TrainConfig
 from resnet_core.evaluation import Scores, evaluate_batches
@@ -59,6 +60,20 @@ class EvalImages(TorchDataset):
         path, label = self.samples[index]
         view = ten_crop_view if self.ten_crop else centre_view
         return view(path, self.crop_size), label
+
+
+class Collate:
+    """The loader's ``collate_fn`` (it runs in the workers): stacks (pixels, label[, lighting]) items and, given
+    ``steps`` (a CPU run, where the training process is busy with the model), finishes the batch there too."""
+
+    def __init__(self, steps: BatchSteps | None):
+        self.steps = steps
+
+    def __call__(self, items: list[tuple]) -> tuple[torch.Tensor, ...]:
+        pixels, labels, *lighting = default_collate(items)
+        if self.steps is None:
+            return (pixels, labels, *lighting)
+        return self.steps.finish(pixels, *lighting), labels
 
 
 class EpochBatches:
@@ -113,6 +128,7 @@ class ImageNetSource:
         self.num_classes, self.image_size = len(files.classes), d.crop_size
         self.config, self.device = config, device
         self.steps = BatchSteps(d.recipe, device)
+        self.steps_in_workers = device.type == "cpu"
         self._batches: Iterator | None = None
         self._next_iteration = -1
 
@@ -124,9 +140,9 @@ class ImageNetSource:
             sampler = EpochBatches(len(self.train), o.batch_size, self.config.run.seed, start=iteration)
             images = TrainImages(self.train, d.recipe, d.crop_size, self.config.run.seed)
             self._batches = iter(self._loader(images, batch_sampler=sampler))
-        pixels, labels, lighting = next(self._batches)
+        batch = next(self._batches)
         self._next_iteration = iteration + 1
-        return self.steps.train(pixels, lighting), labels.to(self.device, non_blocking=True)
+        return self._finish(batch)
 
     def held_out_metrics(self, model: nn.Module, autocast: torch.autocast | None, final: bool) -> dict[str, float]:
         """Centre-crop top-1 / top-5 error and loss on the held-out and test splits; at the end of training
@@ -145,18 +161,25 @@ class ImageNetSource:
         run = self.config.run
         batch_size = max(1, run.eval_batch_size // 10) if ten_crop else run.eval_batch_size
         loader = self._loader(EvalImages(samples, self.config.data.crop_size, ten_crop), batch_size=batch_size)
-        batches = ((self.steps.normalise(x), y.to(self.device)) for x, y in loader)
-        return evaluate_batches(model, batches, autocast, run.channels_last)
+        return evaluate_batches(model, map(self._finish, loader), autocast, run.channels_last)
 
     def probe_images(self, count: int) -> torch.Tensor:
         """The centre crops of the first ``count`` test images, normalised: the fixed probe batch."""
         pixels = [centre_view(path, self.config.data.crop_size) for path, _ in self.test[:count]]
-        return self.steps.normalise(torch.stack(pixels))
+        return self.steps.finish(torch.stack(pixels))
 
     def _loader(self, images: TorchDataset, **batching: object) -> DataLoader:
         workers = self.config.run.data_workers
-        return DataLoader(images, num_workers=workers, pin_memory=self.device.type == "cuda",
+        collate = Collate(self.steps if self.steps_in_workers else None)
+        return DataLoader(images, num_workers=workers, pin_memory=self.device.type == "cuda", collate_fn=collate,
                           prefetch_factor=4 if workers else None, **batching)
+
+    def _finish(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A loader's batch as the model takes it, on the device: finished here unless the workers did it."""
+        images, labels, *lighting = batch
+        if not self.steps_in_workers:
+            images = self.steps.finish(images, *lighting)
+        return images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 
 
 def _named(split: str, suffix: str, scores: Scores) -> dict[str, float]:

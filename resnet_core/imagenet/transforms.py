@@ -1,10 +1,11 @@
 """The two ImageNet input recipes: what a worker does to one file, and what is then done to a whole batch.
 
 A worker decodes a file, cuts its crop and flips it (work on a few uint8 pixels); it returns them with the
-random numbers of the lighting. The float conversion, lighting and normalisation then run once per batch on
-the training device, as one fused multiply-add: uint8 crosses the process boundary (and the PCIe bus), not
-4× as many float32 bytes. (Measured on CPU: doing the flip there too, as a ``where`` over the batch, cost
-more than the whole decode of an image.)
+random numbers of the lighting. The float conversion, lighting and normalisation then run once per batch
+(``BatchSteps``), as one multiply-add per pixel: on a GPU run on the device, so that uint8 crosses the PCIe
+bus rather than 4× as many float32 bytes; on a CPU run in the worker, after stacking the batch, since the
+training process is busy with the model there (stream.py's ``Collate``). Measured on CPU: a batched flip (a
+``where`` over the batch) cost more than decoding an image, so the worker flips the crop.
 
 * ``paper`` (§3.4): the shorter side resized to a random s in [256, 480], a random 224×224 crop, a random
   horizontal flip, AlexNet's PCA lighting (fb.resnet.torch's constants, pixels in [0, 1], α ~ N(0, 0.1)), the
@@ -134,8 +135,8 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
 
 
 class BatchSteps:
-    """The recipe's batched steps on the training device: uint8 → float, lighting, normalisation, in one
-    multiply-add per pixel: x = pixels · 1/(255 σ) + (lighting − μ) / σ."""
+    """The recipe's batched steps: uint8 → float, the lighting, the normalisation, in one multiply-add per
+    pixel: x = pixels · 1/(255 σ) + (rgb − μ) / σ, with rgb the PCA lighting's shift (zero at test time)."""
 
     def __init__(self, recipe: str, device: torch.device):
         self.mean = torch.tensor(MEAN, device=device)
@@ -145,17 +146,14 @@ class BatchSteps:
         self.eigval = torch.tensor(EIGVAL, device=device)
         self.device = device
 
-    def normalise(self, pixels: torch.Tensor) -> torch.Tensor:
-        """uint8 N×3×H×W (or N×V×3×H×W) on any device → normalised float32 on the training device."""
+    def finish(self, pixels: torch.Tensor, lighting: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 N×3×H×W (or N×V×3×H×W: views) → normalised float32 on ``device``; ``lighting`` (N×3) holds
+        each image's α: its shift is rgb_c = Σ_j V[c, j] α_j λ_j (AlexNet's, as fb.resnet.torch adds it)."""
         x = pixels.to(self.device, non_blocking=True)
-        offset = (-self.mean / self.std).view(1, 3, 1, 1)
+        rgb = torch.zeros(1, 3, device=self.device)
+        if lighting is not None:
+            rgb = (lighting.to(self.device) * self.eigval) @ self.eigvec.T
+        offset, scale = ((rgb - self.mean) / self.std).view(-1, 3, 1, 1), self.scale
         if x.dim() == 5:
-            return torch.addcmul(offset[None], x.float(), self.scale[None])
-        return torch.addcmul(offset, x.float(), self.scale)
-
-    def train(self, pixels: torch.Tensor, lighting: torch.Tensor) -> torch.Tensor:
-        """A training batch, the PCA lighting of α = ``lighting`` (N×3) added: rgb_c = Σ_j V[c, j] α_j λ_j."""
-        x = pixels.to(self.device, non_blocking=True)
-        rgb = (lighting.to(self.device) * self.eigval) @ self.eigvec.T
-        offset = ((rgb - self.mean) / self.std).view(-1, 3, 1, 1)
-        return torch.addcmul(offset, x.float(), self.scale)
+            offset, scale = offset[:, None], scale[:, None]
+        return torch.addcmul(offset, x.float(), scale)
