@@ -40,11 +40,11 @@ from torchvision.datasets import ImageFolder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from resnet_core.imagenet.stream import Collate, EpochBatches, EvalImages, TrainImages  # noqa: E402
+from resnet_core.imagenet.stream import EpochBatches, EvalImages, TrainImages  # noqa: E402
 from resnet_core.imagenet.transforms import EIGVAL, EIGVEC, LIGHTING_STD, MEAN, BatchSteps, train_view  # noqa: E402
 
 BATCH = 64
-CPU_COLLATE = Collate(BatchSteps("paper", torch.device("cpu")))  # as ImageNetSource sets it up on a CPU run
+CPU_STEPS = BatchSteps("paper", torch.device("cpu"))  # in the workers, as ImageNetSource runs them on a CPU
 CLASSES = 8
 
 
@@ -105,16 +105,16 @@ def rate(batches: Iterable, finish: Callable, images: int) -> float:
 def measure_training(root: Path, samples: list, workers: int, images: int) -> tuple[float, float]:
     common = DataLoader(ImageFolder(str(root), transform=reference_train_transform()), batch_size=BATCH,
                         shuffle=True, num_workers=workers, drop_last=True)
-    ours = DataLoader(TrainImages(samples, "paper", 224, seed=0), num_workers=workers, prefetch_factor=4,
-                      batch_sampler=EpochBatches(len(samples), BATCH, seed=0, start=0), collate_fn=CPU_COLLATE)
+    ours = DataLoader(TrainImages(samples, "paper", 224, seed=0, steps=CPU_STEPS), num_workers=workers,
+                      prefetch_factor=4, batch_sampler=EpochBatches(len(samples), BATCH, seed=0, start=0))
     return rate(common, lambda b: b[0], images), rate(ours, lambda b: b[0], images)
 
 
 def measure_ten_crop(root: Path, samples: list, workers: int, images: int) -> tuple[float, float]:
     common = DataLoader(ImageFolder(str(root), transform=reference_ten_crop()), batch_size=BATCH // 8,
                         num_workers=workers)
-    ours = DataLoader(EvalImages(samples, 224, ten_crop=True), batch_size=BATCH // 8, num_workers=workers,
-                      collate_fn=CPU_COLLATE)
+    ours = DataLoader(EvalImages(samples, 224, ten_crop=True, steps=CPU_STEPS), batch_size=BATCH // 8,
+                      num_workers=workers)
     return rate(common, lambda b: b[0], images), rate(ours, lambda b: b[0], images)
 
 

@@ -21,7 +21,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
-from torch.utils.data import default_collate
 
 from resnet_core.config import TrainConfig
 from resnet_core.evaluation import Scores, evaluate_batches
@@ -32,10 +31,16 @@ Sample = tuple[str, int]  # (path, label)
 
 
 class TrainImages(TorchDataset):
-    """Training crops, addressed by (image index, epoch, slot in the epoch): the key seeds the augmentation."""
+    """Training crops, addressed by (image index, epoch, slot in the epoch): the key seeds the augmentation.
 
-    def __init__(self, samples: list[Sample], recipe: str, crop_size: int, seed: int):
-        self.samples, self.recipe, self.crop_size, self.seed = samples, recipe, crop_size, seed
+    Items are (uint8 pixels, label, lighting α), or with ``steps`` (a CPU run) (finished float image, label,
+    α): on a CPU the training process is busy with the model, and finishing one image at a time in the worker
+    measured faster than a batch there (a batch-sized float buffer costs page faults on every batch).
+    """
+
+    def __init__(self, samples: list[Sample], recipe: str, crop_size: int, seed: int,
+                 steps: BatchSteps | None = None):
+        self.samples, self.recipe, self.crop_size, self.seed, self.steps = samples, recipe, crop_size, seed, steps
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -44,36 +49,25 @@ class TrainImages(TorchDataset):
         index, epoch, slot = key
         path, label = self.samples[index]
         view = train_view(path, self.recipe, self.crop_size, np.random.default_rng((self.seed, epoch, slot)))
-        return view.pixels, label, view.lighting
+        if self.steps is None:
+            return view.pixels, label, view.lighting
+        return self.steps.finish(view.pixels, view.lighting[None]), label, view.lighting
 
 
 class EvalImages(TorchDataset):
-    """Test-time views of images in file order: the centre crop, or the 10 crops."""
+    """Test-time views of images in file order: the centre crop, or the 10 crops; uint8, or finished with
+    ``steps`` (a CPU run, as ``TrainImages``)."""
 
-    def __init__(self, samples: list[Sample], crop_size: int, ten_crop: bool):
-        self.samples, self.crop_size, self.ten_crop = samples, crop_size, ten_crop
+    def __init__(self, samples: list[Sample], crop_size: int, ten_crop: bool, steps: BatchSteps | None = None):
+        self.samples, self.crop_size, self.ten_crop, self.steps = samples, crop_size, ten_crop, steps
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        view = ten_crop_view if self.ten_crop else centre_view
-        return view(path, self.crop_size), label
-
-
-class Collate:
-    """The loader's ``collate_fn`` (it runs in the workers): stacks (pixels, label[, lighting]) items and, given
-    ``steps`` (a CPU run, where the training process is busy with the model), finishes the batch there too."""
-
-    def __init__(self, steps: BatchSteps | None):
-        self.steps = steps
-
-    def __call__(self, items: list[tuple]) -> tuple[torch.Tensor, ...]:
-        pixels, labels, *lighting = default_collate(items)
-        if self.steps is None:
-            return (pixels, labels, *lighting)
-        return self.steps.finish(pixels, *lighting), labels
+        pixels = (ten_crop_view if self.ten_crop else centre_view)(path, self.crop_size)
+        return (pixels if self.steps is None else self.steps.finish(pixels)), label
 
 
 class EpochBatches:
@@ -128,7 +122,8 @@ class ImageNetSource:
         self.num_classes, self.image_size = len(files.classes), d.crop_size
         self.config, self.device = config, device
         self.steps = BatchSteps(d.recipe, device)
-        self.steps_in_workers = device.type == "cpu"
+        # Where the recipe's float steps run: in the workers on a CPU run, on the device otherwise.
+        self._worker_steps = self.steps if device.type == "cpu" else None
         self._batches: Iterator | None = None
         self._next_iteration = -1
 
@@ -138,7 +133,7 @@ class ImageNetSource:
         if self._batches is None or iteration != self._next_iteration:
             d, o = self.config.data, self.config.optim
             sampler = EpochBatches(len(self.train), o.batch_size, self.config.run.seed, start=iteration)
-            images = TrainImages(self.train, d.recipe, d.crop_size, self.config.run.seed)
+            images = TrainImages(self.train, d.recipe, d.crop_size, self.config.run.seed, self._worker_steps)
             self._batches = iter(self._loader(images, batch_sampler=sampler))
         batch = next(self._batches)
         self._next_iteration = iteration + 1
@@ -160,7 +155,8 @@ class ImageNetSource:
         """``model``'s scores on the centre crops (or the 10 crops) of ``samples``."""
         run = self.config.run
         batch_size = max(1, run.eval_batch_size // 10) if ten_crop else run.eval_batch_size
-        loader = self._loader(EvalImages(samples, self.config.data.crop_size, ten_crop), batch_size=batch_size)
+        images = EvalImages(samples, self.config.data.crop_size, ten_crop, self._worker_steps)
+        loader = self._loader(images, batch_size=batch_size)
         return evaluate_batches(model, map(self._finish, loader), autocast, run.channels_last)
 
     def probe_images(self, count: int) -> torch.Tensor:
@@ -170,14 +166,13 @@ class ImageNetSource:
 
     def _loader(self, images: TorchDataset, **batching: object) -> DataLoader:
         workers = self.config.run.data_workers
-        collate = Collate(self.steps if self.steps_in_workers else None)
-        return DataLoader(images, num_workers=workers, pin_memory=self.device.type == "cuda", collate_fn=collate,
+        return DataLoader(images, num_workers=workers, pin_memory=self.device.type == "cuda",
                           prefetch_factor=4 if workers else None, **batching)
 
     def _finish(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """A loader's batch as the model takes it, on the device: finished here unless the workers did it."""
         images, labels, *lighting = batch
-        if not self.steps_in_workers:
+        if self._worker_steps is None:
             images = self.steps.finish(images, *lighting)
         return images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 

@@ -2,9 +2,9 @@
 
 A worker decodes a file, cuts its crop and flips it (work on a few uint8 pixels); it returns them with the
 random numbers of the lighting. The float conversion, lighting and normalisation then run once per batch
-(``BatchSteps``), as one multiply-add per pixel: on a GPU run on the device, so that uint8 crosses the PCIe
-bus rather than 4× as many float32 bytes; on a CPU run in the worker, after stacking the batch, since the
-training process is busy with the model there (stream.py's ``Collate``). Measured on CPU: a batched flip (a
+(``BatchSteps``), as one multiply and one add per pixel, in place: on a GPU run on the device, so that uint8 crosses the PCIe
+bus rather than 4× as many float32 bytes; on a CPU run in the worker, one image at a time, since the
+training process is busy with the model there (stream.py's ``TrainImages`` says why per image). Measured on CPU: a batched flip (a
 ``where`` over the batch) cost more than decoding an image, so the worker flips the crop.
 
 * ``paper`` (§3.4): the shorter side resized to a random s in [256, 480], a random 224×224 crop, a random
@@ -135,7 +135,7 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
 
 
 class BatchSteps:
-    """The recipe's batched steps: uint8 → float, the lighting, the normalisation, in one multiply-add per
+    """The recipe's batched steps: uint8 → float, the lighting, the normalisation, as a multiply and an add per
     pixel: x = pixels · 1/(255 σ) + (rgb − μ) / σ, with rgb the PCA lighting's shift (zero at test time)."""
 
     def __init__(self, recipe: str, device: torch.device):
@@ -147,8 +147,10 @@ class BatchSteps:
         self.device = device
 
     def finish(self, pixels: torch.Tensor, lighting: torch.Tensor | None = None) -> torch.Tensor:
-        """uint8 N×3×H×W (or N×V×3×H×W: views) → normalised float32 on ``device``; ``lighting`` (N×3) holds
+        """uint8 N×3×H×W (or N×V×3×H×W: views; or 3×H×W: one image) → normalised float32 on ``device``; ``lighting`` (N×3) holds
         each image's α: its shift is rgb_c = Σ_j V[c, j] α_j λ_j (AlexNet's, as fb.resnet.torch adds it)."""
+        if pixels.dim() == 3:  # one image
+            return self.finish(pixels[None], lighting)[0]
         x = pixels.to(self.device, non_blocking=True)
         rgb = torch.zeros(1, 3, device=self.device)
         if lighting is not None:
@@ -156,4 +158,4 @@ class BatchSteps:
         offset, scale = ((rgb - self.mean) / self.std).view(-1, 3, 1, 1), self.scale
         if x.dim() == 5:
             offset, scale = offset[:, None], scale[:, None]
-        return torch.addcmul(offset, x.float(), scale)
+        return x.float().mul_(scale).add_(offset)  # in place: a second 4-byte-per-pixel buffer would cost more
