@@ -8,8 +8,8 @@ deliver normalised float32 batches of 64 in the main process:
 * reference: the common recipe, torchvision ``ImageFolder`` + per-image PIL transforms (``RandomResize`` of
   the whole image, ``RandomCrop``, ``RandomHorizontalFlip``, ``ToTensor``, lighting, ``Normalize``) through a
   ``DataLoader`` with the same workers;
-* ours: ``resnet_core.imagenet`` as ``fit`` runs it on a CPU (PIL decode, only the crop's region resampled,
-  then lighting + normalisation batched, in the workers).
+* ours: ``resnet_core.imagenet`` as ``fit`` runs it on a CPU (torchcodec decode, only the crop's region
+  resized, lighting + normalisation as one multiply and add, all in the workers).
 
 Also the 10-crop evaluation rate (ours against ``Resize(256)`` + ``TenCrop(224)`` + per-crop ``ToTensor``),
 and, single-threaded per image, the decoder/resizer candidates the pipeline was chosen from.
@@ -142,9 +142,9 @@ def decoder_candidates(path: str, repeats: int = 60) -> dict[str, float]:
         return train_view(path, "paper", 224, np.random.default_rng(0))
 
     candidates = {"PIL decode + whole-image resize + crop (common)": pil_whole,
-                  "PIL decode + region resize (ours)": pil_region,
-                  "torchvision.io.decode_jpeg + tensor region resize": torchvision_io,
-                  "ours: train_view (decode, region resize, to uint8 tensor)": ours}
+                  "PIL decode + region resize (Image.resize(box=...))": pil_region,
+                  "torchvision.io decode_jpeg + tensor region resize": torchvision_io,
+                  "ours: train_view (torchcodec decode, region resize, flip, draws)": ours}
     try:
         import simplejpeg
 

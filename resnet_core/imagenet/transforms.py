@@ -17,9 +17,9 @@ Both evaluate on the centre 224 crop of the image resized to a shorter side of 2
 (4 corners + centre, of the image and of its flip). Every size scales with ``crop_size`` (256/224, 480/224),
 so a small crop size gives the same recipe at a reduced resolution.
 
-Speed: the image is never resized whole for training. Only the crop's region is resampled
-(``Image.resize(box=...)``: the same pixels at a fraction of the cost), after a reduced-scale JPEG decode
-(``Image.draft``, DCT scaling) wherever the resized image is at most half the file's size.
+Speed: the image is never resized whole for training: only the crop's region is cut (to the nearest
+pixel of the file) and resized, with torchvision's antialiased uint8 resize (about half the cost of resizing
+the whole image first: bench/imagenet_pipeline.py).
 """
 
 from __future__ import annotations
@@ -28,11 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 from torchvision.transforms.v2 import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
-from resnet_core.imagenet.decode import decode_rgb, open_image
+from resnet_core.imagenet.decode import load_rgb
 
 RECIPES = ("paper", "torchvision")
 MEAN = (0.485, 0.456, 0.406)  # ImageNet's channel means in [0, 1] (torchvision's)
@@ -60,8 +59,8 @@ class TrainView:
 
 
 def train_view(path: str, recipe: str, crop_size: int, rng: np.random.Generator) -> TrainView:
-    """The recipe's random crop of the image at ``path``, every random choice drawn from ``rng``."""
-    image = open_image(path)
+    """The recipe's random crop of the image at ``path``, flipped or not, every random choice drawn from ``rng``."""
+    image = load_rgb(path)
     if recipe == "paper":
         crop = _random_scale_crop(image, crop_size, rng)
         lighting = torch.from_numpy(rng.normal(0.0, LIGHTING_STD, 3).astype(np.float32))
@@ -69,69 +68,57 @@ def train_view(path: str, recipe: str, crop_size: int, rng: np.random.Generator)
         crop = _random_resized_crop(image, crop_size, rng)
         lighting = torch.zeros(3)
     flipped = bool(rng.random() < 0.5)
-    crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if flipped else crop
-    return TrainView(to_tensor(crop), flipped, lighting)
+    return TrainView((crop.flip(-1) if flipped else crop).contiguous(), flipped, lighting)
 
 
-def _random_scale_crop(image: Image.Image, crop_size: int, rng: np.random.Generator) -> Image.Image:
+def _random_scale_crop(image: torch.Tensor, crop_size: int, rng: np.random.Generator) -> torch.Tensor:
     """Shorter side to a random s in the scaled [256, 480], then a random crop: only the crop is resampled."""
     low, high = (scaled(s, crop_size) for s in SCALE_RANGE)
-    resized = _shorter_side(image.size, int(rng.integers(low, high + 1)), crop_size)
-    x0 = int(rng.integers(0, resized[0] - crop_size + 1))
-    y0 = int(rng.integers(0, resized[1] - crop_size + 1))
-    return resample_region(image, resized, (x0, y0, x0 + crop_size, y0 + crop_size))
+    resized = _shorter_side(image.shape[-2:], int(rng.integers(low, high + 1)), crop_size)
+    top = int(rng.integers(0, resized[0] - crop_size + 1))
+    left = int(rng.integers(0, resized[1] - crop_size + 1))
+    return resample_region(image, resized, (top, left, crop_size, crop_size))
 
 
-def _random_resized_crop(image: Image.Image, crop_size: int, rng: np.random.Generator) -> Image.Image:
+def _random_resized_crop(image: torch.Tensor, crop_size: int, rng: np.random.Generator) -> torch.Tensor:
     """torchvision's RandomResizedCrop (scale 0.08–1, ratio 3/4–4/3), its draws seeded from ``rng``."""
     with torch.random.fork_rng(devices=()):
         torch.manual_seed(int(rng.integers(0, 2**62)))
-        top, left, h, w = RandomResizedCrop.get_params(image, scale=[0.08, 1.0], ratio=[3 / 4, 4 / 3])
-    # The crop's region is resized to crop_size: the whole image would be resized by crop_size / min(h, w).
-    width, height = image.size  # of the file: a reduced-scale decode changes image.size
-    scale = crop_size / min(h, w)
-    rgb = decode_rgb(image, draft_to=(max(1, round(width * scale)), max(1, round(height * scale))))
-    fx, fy = rgb.size[0] / width, rgb.size[1] / height
-    box = (left * fx, top * fy, min((left + w) * fx, rgb.size[0]), min((top + h) * fy, rgb.size[1]))
-    return rgb.resize((crop_size, crop_size), Image.BILINEAR, box=box)
+        top, left, height, width = RandomResizedCrop.get_params(image, scale=[0.08, 1.0], ratio=[3 / 4, 4 / 3])
+    return TF.resize(image[:, top : top + height, left : left + width], [crop_size, crop_size], antialias=True)
 
 
-def resample_region(image: Image.Image, resized: tuple[int, int], region: tuple[int, int, int, int]) -> Image.Image:
-    """``region`` (in the coordinates of the image resized to ``resized``) of an ``open_image``, decoded at the
-    smallest JPEG scale still at least ``resized`` and resampled directly: the whole image is never resized."""
-    rgb = decode_rgb(image, draft_to=resized)
-    fx, fy = rgb.size[0] / resized[0], rgb.size[1] / resized[1]
-    x0, y0, x1, y1 = region
-    box = (x0 * fx, y0 * fy, min(x1 * fx, rgb.size[0]), min(y1 * fy, rgb.size[1]))  # no rounding past the edge
-    return rgb.resize((x1 - x0, y1 - y0), Image.BILINEAR, box=box)
+def resample_region(image: torch.Tensor, resized: tuple[int, int], region: tuple[int, int, int, int]) -> torch.Tensor:
+    """``region`` = (top, left, height, width), in the coordinates of ``image`` resized to ``resized`` (H, W),
+    cut from the image at its own size (to the nearest pixel) and resized alone: the whole image never is."""
+    fy, fx = image.shape[-2] / resized[0], image.shape[-1] / resized[1]
+    top, left, height, width = region
+    y0, x0 = round(top * fy), round(left * fx)
+    y1, x1 = max(y0 + 1, round((top + height) * fy)), max(x0 + 1, round((left + width) * fx))
+    return TF.resize(image[:, y0:y1, x0:x1], [height, width], antialias=True)
 
 
 def centre_view(path: str, crop_size: int) -> torch.Tensor:
     """The centre crop of the image resized to a shorter side of 256 (scaled): uint8 3×crop×crop."""
-    image = open_image(path)
-    resized = _shorter_side(image.size, scaled(TEST_SIZE, crop_size), crop_size)
-    x0, y0 = (resized[0] - crop_size) // 2, (resized[1] - crop_size) // 2
-    return to_tensor(resample_region(image, resized, (x0, y0, x0 + crop_size, y0 + crop_size)))
+    image = load_rgb(path)
+    resized = _shorter_side(image.shape[-2:], scaled(TEST_SIZE, crop_size), crop_size)
+    top, left = (resized[0] - crop_size) // 2, (resized[1] - crop_size) // 2
+    return resample_region(image, resized, (top, left, crop_size, crop_size))
 
 
 def ten_crop_view(path: str, crop_size: int) -> torch.Tensor:
     """The 10 crops of §3.4's testing (torchvision's ``TenCrop``): uint8 10×3×crop×crop."""
-    image = open_image(path)
-    resized = _shorter_side(image.size, scaled(TEST_SIZE, crop_size), crop_size)
-    pixels = to_tensor(resample_region(image, resized, (0, 0, *resized)))
-    return torch.stack(TF.ten_crop(pixels, [crop_size, crop_size]))
+    image = load_rgb(path)
+    resized = TF.resize(image, list(_shorter_side(image.shape[-2:], scaled(TEST_SIZE, crop_size), crop_size)),
+                        antialias=True)
+    return torch.stack(TF.ten_crop(resized, [crop_size, crop_size]))
 
 
 def _shorter_side(size: tuple[int, int], side: int, crop_size: int) -> tuple[int, int]:
-    """The size of an image of ``size`` resized to a shorter side of ``side`` (never below the crop)."""
-    width, height = size
-    scale = side / min(width, height)
-    return max(crop_size, round(width * scale)), max(crop_size, round(height * scale))
-
-
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """An RGB PIL image as a uint8 3×H×W tensor."""
-    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+    """(H, W) of an image of ``size`` (H, W) resized to a shorter side of ``side`` (never below the crop)."""
+    height, width = size
+    scale = side / min(height, width)
+    return max(crop_size, round(height * scale)), max(crop_size, round(width * scale))
 
 
 class BatchSteps:
