@@ -93,7 +93,9 @@ def epoch_order(num_images: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def hold_out(samples: list[Sample], size: int, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """(training, held out): ``size`` images chosen by ``seed``, both parts kept in file order."""
+    """(training, held out): ``size`` images chosen by ``seed`` (none for 0), both parts kept in file order."""
+    if size == 0:
+        return list(samples), []
     if size >= len(samples):
         raise ValueError(f"data.val_size={size} must be smaller than the {len(samples)} training images")
     chosen = set(torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))[:size].tolist())
@@ -113,7 +115,7 @@ class ImageNetSource:
         d = config.data
         files, self.survey = preflight(d.data_dir, d.verify_images)
         self.identity = {**self.survey.identity(), "data.layout": files.layout}
-        train, self.val = hold_out(list(files.train), d.val_size, config.run.seed) if d.val_size else (list(files.train), [])
+        train, self.val = hold_out(list(files.train), d.val_size, config.run.seed)
         self.train = train[: d.train_limit] if d.train_limit else train
         self.test = list(files.val)
         if config.optim.batch_size > len(self.train):
