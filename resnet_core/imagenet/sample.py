@@ -8,9 +8,9 @@ flips change a digit, so a net learns it a little more slowly than with the in-m
 ImageNet-layout ResNet-18 at a reduced resolution learns it on a 2-core CPU in a few minutes:
 
     python -m resnet_core.imagenet.sample /tmp/digits-imagenet
-    python -m resnet_core.train --dataset imagenet --data-dir /tmp/digits-imagenet --layout imagenet \\
-        --depth 18 --width 0.25 --crop-size 32 --batch-size 64 --iterations 600 --schedule steps \\
-        --val-size 0 --eval-every 200 --eval-batch-size 200
+    python -m resnet_core.train --dataset imagenet --data-dir /tmp/digits-imagenet --depth 18 --width 0.25 \\
+        --crop-size 32 --batch-size 32 --iterations 400 --schedule steps --val-size 0 --eval-every 200 \\
+        --eval-batch-size 200
 """
 
 from __future__ import annotations
