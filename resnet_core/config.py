@@ -60,7 +60,7 @@ class DataConfig:
     """Which data set and how it is split and augmented."""
 
     dataset: str = _opt("cifar10", f"data set: {', '.join(DATASETS)} (digits ships with scikit-learn: works offline)")
-    data_dir: str = _opt("data", "directory holding (or receiving) the CIFAR files")
+    data_dir: str = _opt("data", "directory holding (or receiving) the CIFAR files, or holding ImageNet (train/, val/)")
     download: bool = _opt(False, "download CIFAR into --data-dir if it is missing (needs internet)")
     val_size: int = _opt(0, "training images held out for validation (5000 = the paper's 45k/5k split)")
     augment: bool = _opt(True, "augmentation on/off (pad-4 random crop + horizontal flip; the flip only where the "
