@@ -9,8 +9,8 @@ ImageNet-layout ResNet-18 at a reduced resolution learns it on a 2-core CPU in a
 
     python -m resnet_core.imagenet.sample /tmp/digits-imagenet
     python -m resnet_core.train --dataset imagenet --data-dir /tmp/digits-imagenet --depth 18 --width 0.25 \\
-        --crop-size 32 --batch-size 32 --iterations 400 --schedule steps --val-size 0 --eval-every 200 \\
-        --eval-batch-size 200
+        --crop-size 32 --batch-size 32 --iterations 600 --milestones 450,550 --schedule steps --val-size 0 \\
+        --eval-every 300 --eval-batch-size 200 --data-workers 1      # 5.5 min: test error 54 % (chance 90 %)
 """
 
 from __future__ import annotations
