@@ -28,10 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import DATASETS, DataConfig
-
-
-class DatasetUnavailableError(RuntimeError):
-    """CIFAR files are absent or corrupt and could not be downloaded."""
+from .errors import DatasetUnavailableError  # noqa: F401  (its public home stays data.py)
 
 
 @dataclass

@@ -32,8 +32,8 @@ from resnet_core.data import Dataset, Split, augment_batch, load_dataset
 from resnet_core.device import autocast_for, prepare_device
 from resnet_core.evaluation import evaluate_batches
 from resnet_core.models import build_model, count_parameters
-from resnet_core.plateau import PlateauRule
 from resnet_core.probes import global_norm, gradient_norms, layer_response_std
+from resnet_core.schedule import LearningRate
 
 if TYPE_CHECKING:
     from resnet_core.imagenet.stream import ImageNetSource
@@ -67,33 +67,6 @@ class Result:
 
     def save_checkpoint(self, path: str | os.PathLike) -> Path:
         return save_checkpoint(self.state(), path)
-
-
-class LearningRate:
-    """The paper's step schedule in iterations (or its ImageNet plateau rule), with the optional ResNet-110
-    warm-up rule."""
-
-    def __init__(self, config: TrainConfig, warmup_active: bool):
-        self.optim = config.optim
-        self.warmup_active = warmup_active
-        o = self.optim
-        self.plateau = PlateauRule(o.plateau_patience, o.plateau_threshold) if o.schedule == "plateau" else None
-
-    def at(self, iteration: int) -> float:
-        if self.warmup_active:
-            return self.optim.warmup_lr
-        passed = self.plateau.drops if self.plateau else sum(iteration >= m for m in self.optim.milestones)
-        return self.optim.lr * self.optim.gamma**passed
-
-    def observe_validation_error(self, error_pct: float) -> None:
-        """The plateau rule's input: one evaluation's error on the split held out of the training set."""
-        if self.plateau:
-            self.plateau.observe(error_pct)
-
-    def observe_training_error(self, error_pct: float) -> None:
-        """End warm-up once the training error is below the threshold (checked on recent batches)."""
-        if self.warmup_active and error_pct < self.optim.warmup_until_error:
-            self.warmup_active = False
 
 
 class BatchSampler:

@@ -22,7 +22,7 @@ from resnet_core.imagenet.sample import write_digits_sample
 from resnet_core.imagenet.stream import EpochBatches, ImageNetSource
 from resnet_core.imagenet.transforms import EIGVAL, EIGVEC, MEAN, BatchSteps, centre_view, ten_crop_view, train_view
 from resnet_core.models import build_model, count_parameters
-from resnet_core.plateau import PlateauRule
+from resnet_core.schedule import PlateauRule
 from resnet_core.train import main
 from tests.support.imagenet import DIRTY, LAYOUTS, WNIDS, class_image, truncate, write_imagenet
 

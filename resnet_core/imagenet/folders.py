@@ -27,7 +27,7 @@ from pathlib import Path
 
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from resnet_core.data import DatasetUnavailableError
+from resnet_core.errors import DatasetUnavailableError
 
 META_FILE = "meta.bin"  # torchvision's name (torchvision.datasets.imagenet.META_FILE)
 ILSVRC2012 = {"classes": 1000, "train": 1_281_167, "val": 50_000}
