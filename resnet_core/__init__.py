@@ -12,7 +12,7 @@ _HOMES = {
     "TrainConfig": "config", "validate": "config",
     "Dataset": "data", "DatasetUnavailableError": "data", "load_dataset": "data",
     "build_model": "models", "count_parameters": "models",
-    "Result": "trainer", "fit": "trainer",
+    "Result": "trainer", "fit": "trainer", "ImageNetSource": "imagenet.stream",
 }
 __all__ = sorted(_HOMES)
 

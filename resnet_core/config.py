@@ -16,7 +16,11 @@ from typing import Any, Literal
 
 LAYOUTS = ("cifar", "imagenet")
 SHORTCUTS = ("A", "B", "C")
-DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
+DATASETS = ("cifar10", "cifar100", "digits", "synthetic", "imagenet")
+IMAGENET_RECIPES = ("paper", "torchvision")  # resnet_core/imagenet/transforms.py describes both
+BOTTLENECK_STRIDES = ("3x3", "1x1")
+SCHEDULES = ("steps", "plateau")
+VERIFY_IMAGES = ("ends", "none")
 PRECISIONS = ("auto", "fp32", "bf16")
 IMAGENET_DEPTHS = (18, 34, 50, 101, 152)
 # The arguments ``check_architecture`` checks (by ``build_model``'s names) and the config keys holding them.
@@ -47,6 +51,8 @@ class ModelConfig:
     width: float = _opt(1.0, "multiplies the stage widths (16/32/64 on cifar, 64..512 on imagenet)")
     zero_init_residual: bool = _opt(False, "zero-init the last BN of each block")
     head_dropout: float = _opt(0.0, "dropout before the classifier (the paper uses none)")
+    bottleneck_stride: str = _opt("3x3", "which conv of a bottleneck block strides: 3x3 (torchvision's ResNet "
+                                         "v1.5) or 1x1 (the first 1×1, as the paper's released Caffe models)")
 
 
 @dataclass
@@ -54,12 +60,19 @@ class DataConfig:
     """Which data set and how it is split and augmented."""
 
     dataset: str = _opt("cifar10", f"data set: {', '.join(DATASETS)} (digits ships with scikit-learn: works offline)")
-    data_dir: str = _opt("data", "directory holding (or receiving) the CIFAR files")
+    data_dir: str = _opt("data", "directory holding (or receiving) the CIFAR files, or holding ImageNet (train/, val/)")
     download: bool = _opt(False, "download CIFAR into --data-dir if it is missing (needs internet)")
     val_size: int = _opt(0, "training images held out for validation (5000 = the paper's 45k/5k split)")
     augment: bool = _opt(True, "augmentation on/off (pad-4 random crop + horizontal flip; the flip only where the "
                                "data set allows it)")
     train_limit: int = _opt(0, "use only the first N training images (0 = all)")
+    recipe: str = _opt("paper", "imagenet only: the input recipe, paper (shorter side random in [256, 480], "
+                                "224 crop, flip, PCA lighting, mean subtracted) or torchvision (random resized "
+                                "crop, flip, mean/std); tests on the centre crop of a 256 resize, and 10 crops")
+    crop_size: int = _opt(224, "imagenet only: the crop size; every size of the recipe scales with it "
+                               "(256 and 480 for 224), so a small one is the same recipe at a lower resolution")
+    verify_images: str = _opt("ends", "imagenet only: before training, check that every file is a whole JPEG "
+                                      "or PNG by its first and last bytes (ends), or not (none)")
 
 
 @dataclass
@@ -79,6 +92,11 @@ class OptimConfig:
                                "--warmup-until-error, then the normal schedule")
     warmup_lr: float = _opt(0.01, "learning rate during warm-up")
     warmup_until_error: float = _opt(80.0, "training error (%) that ends warm-up")
+    schedule: str = _opt("steps", "lr schedule: steps (×gamma at each milestone) or plateau (×gamma when the "
+                                  "validation error, on images held out of the training set by --val-size, has "
+                                  "not improved by --plateau-threshold for --plateau-patience evaluations)")
+    plateau_patience: int = _opt(3, "plateau schedule: evaluations without improvement before the lr drops")
+    plateau_threshold: float = _opt(0.5, "plateau schedule: the improvement (error points, %) that counts")
 
 
 @dataclass
@@ -97,6 +115,41 @@ class RunConfig:
                                   "Fig. 7 are measured at each evaluation; 0 turns that probe off (gradient "
                                   "norms are always reported)")
     threads: int = _opt(0, "torch CPU threads (0 = torch's default)")
+    data_workers: int = _opt(2, "imagenet only: processes decoding images (0 = in the training process); the "
+                                "batches do not depend on it")
+
+
+# The paper's ImageNet recipe (§3.4) and torchvision's, as overrides of the defaults: ``imagenet_recipe``.
+# Iterations are counted for the full ILSVRC-2012 (1 281 167 images: 5004 iterations per epoch at batch 256).
+IMAGENET_RECIPE_OVERRIDES: dict[str, dict[str, Any]] = {
+    "paper": {
+        "data.dataset": "imagenet", "data.recipe": "paper", "model.layout": "imagenet", "model.depth": 34,
+        "model.shortcut": "B", "model.bottleneck_stride": "1x1", "optim.batch_size": 256, "optim.lr": 0.1,
+        "optim.momentum": 0.9, "optim.weight_decay": 1e-4, "optim.iterations": 600_000, "optim.milestones": [],
+        # ÷10 when the error on 10 000 training images held out has not improved by 0.5 points over 3
+        # evaluations of 5 000 iterations (about 3 epochs): the paper's "when the error plateaus", made explicit.
+        "optim.schedule": "plateau", "optim.plateau_patience": 3, "optim.plateau_threshold": 0.5,
+        "data.val_size": 10_000, "run.eval_every": 5_000, "run.eval_batch_size": 250,
+    },
+    "torchvision": {
+        "data.dataset": "imagenet", "data.recipe": "torchvision", "model.layout": "imagenet", "model.depth": 50,
+        "model.shortcut": "B", "model.bottleneck_stride": "3x3", "optim.batch_size": 256, "optim.lr": 0.1,
+        "optim.momentum": 0.9, "optim.weight_decay": 1e-4, "optim.iterations": 90 * 5004,
+        "optim.milestones": [30 * 5004, 60 * 5004], "optim.schedule": "steps", "data.val_size": 0,
+        "run.eval_every": 5004, "run.eval_batch_size": 250,
+    },
+}
+
+
+def imagenet_recipe(recipe: str) -> dict[str, Any]:
+    """The flat config of a named ImageNet recipe (``paper`` or ``torchvision``), to apply overrides to."""
+    check_choice("data.recipe", recipe, IMAGENET_RECIPES)
+    return apply_overrides(TrainConfig().to_dict(), IMAGENET_RECIPE_OVERRIDES[recipe])
+
+
+def recipe_tag(config: TrainConfig) -> str | None:
+    """The ``recipe`` tag of an ImageNet run: the named recipe (``data.recipe``); None for other data sets."""
+    return config.data.recipe if config.data.dataset == "imagenet" else None
 
 
 def scaled_milestones(iterations: int) -> tuple[int, ...]:
@@ -249,6 +302,23 @@ def validate(config: TrainConfig) -> None:
     m, d, o, r = config.model, config.data, config.optim, config.run
     check_architecture(m.layout, m.depth, m.shortcut, m.width, m.head_dropout, keys=MODEL_KEYS)
     check_choice("data.dataset", d.dataset, DATASETS)
+    check_choice("model.bottleneck_stride", m.bottleneck_stride, BOTTLENECK_STRIDES)
+    check_choice("data.recipe", d.recipe, IMAGENET_RECIPES)
+    check_choice("data.verify_images", d.verify_images, VERIFY_IMAGES)
+    check_choice("optim.schedule", o.schedule, SCHEDULES)
+    if d.dataset == "imagenet" and d.download:
+        raise ValueError("data.download cannot fetch ImageNet: it needs a licence (register at https://image-net.org "
+                         "and download it yourself), then pass --data-dir pointing to it")
+    if d.dataset == "imagenet" and m.layout != "imagenet":
+        raise ValueError(f"data.dataset='imagenet' needs model.layout='imagenet'; got {m.layout!r}")
+    if o.schedule == "plateau" and d.val_size == 0:
+        raise ValueError("optim.schedule='plateau' decides on a split held out of the training set (never on "
+                         "the test set): set data.val_size > 0")
+    _positive("data.crop_size", d.crop_size)
+    _positive("optim.plateau_patience", o.plateau_patience)
+    if o.plateau_threshold < 0 or r.data_workers < 0:
+        raise ValueError(f"optim.plateau_threshold and run.data_workers must be >= 0; got {o.plateau_threshold}, "
+                         f"{r.data_workers}")
     if d.val_size < 0 or d.train_limit < 0:
         raise ValueError(f"data.val_size and data.train_limit must be >= 0; got {d.val_size}, {d.train_limit}")
     for name in ("lr", "batch_size", "iterations", "gamma", "warmup_lr"):

@@ -11,6 +11,8 @@ Data sets:
     is ever substituted.
   - ``digits``: scikit-learn's 8×8 digits (ships with the package, no network), at their native 8×8 as RGB.
   - ``synthetic``: small generated images with learnable classes, for tests.
+
+ImageNet is not loaded here: it is streamed from its files (resnet_core/imagenet/), through the same ``fit``.
 """
 
 from __future__ import annotations
@@ -26,10 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import DATASETS, DataConfig
-
-
-class DatasetUnavailableError(RuntimeError):
-    """CIFAR files are absent or corrupt and could not be downloaded."""
+from .errors import DatasetUnavailableError  # noqa: F401  (its public home stays data.py)
 
 
 @dataclass
@@ -67,6 +66,8 @@ def load_dataset(config: DataConfig, device: torch.device | str = "cpu", seed: i
     ``seed`` only chooses which training images are held out for validation; test sets never
     depend on it, so errors are comparable across seeds.
     """
+    if config.dataset == "imagenet":
+        raise ValueError("ImageNet is streamed, not loaded whole: fit opens it (resnet_core.imagenet.stream)")
     if config.dataset not in _LOADERS:
         raise ValueError(f"data.dataset={config.dataset!r} is not valid; choose one of {list(DATASETS)}")
     raw = _LOADERS[config.dataset](config)
@@ -169,8 +170,14 @@ def check_dataset(config: DataConfig) -> None:
     """Verify, without loading it, that ``config.dataset`` is there: every CIFAR file present with its published
     md5 (digits and synthetic data need no files). Raises DatasetUnavailableError saying how to provide it.
 
-    With ``download`` set, missing files are not an error: the run fetches them.
+    With ``download`` set, missing files are not an error: the run fetches them. ImageNet gets its preflight
+    (resnet_core/imagenet/folders.py): layout, labels, counts, every file whole.
     """
+    if config.dataset == "imagenet":
+        from resnet_core.imagenet.folders import preflight
+
+        preflight(config.data_dir, config.verify_images)
+        return
     if config.dataset not in ("cifar10", "cifar100"):
         return
     cls, title, expected = _cifar(config.dataset)

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-from resnet_core.config import TrainConfig, apply_overrides
+from resnet_core.config import TrainConfig, apply_overrides, imagenet_recipe
 
 
 def flag_name(key: str) -> str:
@@ -79,7 +79,17 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
-    """The config the command line asked for: ``base`` (default: the paper's recipe) with every flag given
-    applied by ``apply_overrides`` (so --iterations without --milestones keeps the paper's proportions)."""
-    flat = apply_overrides((base or TrainConfig()).to_dict(), overrides_from_args(args))
-    return TrainConfig.from_dict(flat)
+    """The config the command line asked for: ``base`` with every flag given applied by ``apply_overrides``
+    (so --iterations without --milestones keeps the paper's proportions).
+
+    Without ``base``: the paper's CIFAR-10 recipe, or for ``--dataset imagenet`` the ImageNet recipe that
+    ``--recipe`` names (``paper`` unless given; config.IMAGENET_RECIPE_OVERRIDES).
+    """
+    overrides = overrides_from_args(args)
+    if base is not None:
+        flat = base.to_dict()
+    elif overrides.get("data.dataset") == "imagenet":
+        flat = imagenet_recipe(overrides.get("data.recipe", "paper"))
+    else:
+        flat = TrainConfig().to_dict()
+    return TrainConfig.from_dict(apply_overrides(flat, overrides))

@@ -16,8 +16,9 @@ C = a projection on every block. Plain nets have no shortcuts, so ``shortcut`` i
 
 Choices that differ from, or are not fixed by, the paper:
 
-* The bottleneck's stride sits on its 3×3 conv, as in torchvision ("ResNet v1.5"); the paper puts it on
-  the first 1×1 conv. Both have the same parameter count; v1.5 is slightly more accurate.
+* The bottleneck's stride sits on its 3×3 conv by default, as in torchvision ("ResNet v1.5");
+  ``bottleneck_stride="1x1"`` puts it on the first 1×1 conv, as the paper's released Caffe models do. Both
+  have the same parameter count; v1.5 is slightly more accurate.
 * Option A pads the new channels with zeros *after* the existing ones (the paper does not say where).
 * Init: He normal (``kaiming_normal_``, fan_out, ReLU) for every conv, BN weight 1 and bias 0, and
   PyTorch's default init for the final linear layer (as torchvision does).
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet_core.config import SHORTCUTS, check_architecture, check_choice
+from resnet_core.config import BOTTLENECK_STRIDES, SHORTCUTS, check_architecture, check_choice
 
 __all__ = [
     "BasicBlock",
@@ -172,18 +173,20 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     """1×1 reduce, 3×3, 1×1 expand (×4), each followed by BN; ReLU after the addition (Fig. 5 right).
 
-    The stride is on the 3×3 conv (torchvision "v1.5"); the paper puts it on the first 1×1 conv.
+    The stride is on the 3×3 conv (torchvision "v1.5") unless ``stride_on="1x1"``: on the first 1×1 conv,
+    as in the paper's released Caffe models.
     """
 
     expansion = 4
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1, residual: bool = True, shortcut: str = "B") -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, residual: bool = True, shortcut: str = "B",
+                 stride_on: str = "3x3") -> None:
         super().__init__()
         self.residual = residual
         out_planes = planes * self.expansion
-        self.conv1 = conv1x1(in_planes, planes)
+        self.conv1 = conv1x1(in_planes, planes, stride if stride_on == "1x1" else 1)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride)
+        self.conv2 = conv3x3(planes, planes, 1 if stride_on == "1x1" else stride)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = conv1x1(planes, out_planes)
         self.bn3 = nn.BatchNorm2d(out_planes)
@@ -231,8 +234,10 @@ class ResNet(nn.Module):
         dropout: float = 0.0,
         in_channels: int = 3,
         zero_init_residual: bool = False,
+        bottleneck_stride: str = "3x3",
     ) -> None:
         super().__init__()
+        self.bottleneck_stride = bottleneck_stride
         self.residual = residual
         self.shortcut_option = shortcut if residual else None  # plain nets have no shortcuts
         self.in_planes = stem_width
@@ -269,7 +274,8 @@ class ResNet(nn.Module):
         """One stage: ``blocks`` blocks of width ``planes``; only the first one strides / changes width."""
         stage = []
         for i in range(blocks):
-            stage.append(block(self.in_planes, planes, stride if i == 0 else 1, residual, shortcut))
+            options = {"stride_on": self.bottleneck_stride} if block is Bottleneck else {}
+            stage.append(block(self.in_planes, planes, stride if i == 0 else 1, residual, shortcut, **options))
             self.in_planes = planes * block.expansion
         return nn.Sequential(*stage)
 
@@ -315,13 +321,15 @@ def build_model(
     zero_init_residual: bool = False,
     dropout: float = 0.0,
     in_channels: int = 3,
+    bottleneck_stride: str = "3x3",
 ) -> ResNet:
     """Build a plain (``residual=False``) or residual network of the paper.
 
     ``layout`` is "cifar" (§4.2) or "imagenet" (§3.4). ``shortcut=None`` takes the paper's option for the
     layout ("A" for cifar, "B" for imagenet). Plain nets have no shortcuts, so for them a valid ``shortcut``
     is ignored: plain with "A", "B" or "C" is the same network. ``zero_init_residual`` is likewise ignored by
-    plain nets. ``width`` multiplies every layer's filter count. Raises ``ValueError`` naming the bad value
+    plain nets. ``width`` multiplies every layer's filter count. ``bottleneck_stride`` ("3x3" or "1x1") says which
+    conv of a bottleneck block strides. Raises ``ValueError`` naming the bad value
     and the valid choices (the architecture rules are ``config.check_architecture``, which configs share).
     """
     if shortcut is None:
@@ -329,6 +337,7 @@ def build_model(
     check_architecture(layout, depth, shortcut, width, dropout)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1; got {num_classes!r}")
+    check_choice("bottleneck_stride", bottleneck_stride, BOTTLENECK_STRIDES)
     if in_channels < 1:
         raise ValueError(f"in_channels must be >= 1; got {in_channels!r}")
 
@@ -352,6 +361,7 @@ def build_model(
         dropout=dropout,
         in_channels=in_channels,
         zero_init_residual=zero_init_residual,
+        bottleneck_stride=bottleneck_stride,
     )
 
 

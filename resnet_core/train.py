@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             if first_error is None and "train/error" in m:
                 first_error = m["train/error"]
             summary = "  ".join(f"{k}={v:.4g}" for k, v in m.items())
+            if last is None and result.info:  # streamed data: its identity (fingerprint, counts) and recipe
+                bar.write("data: " + "  ".join(f"{k}={v}" for k, v in result.info.items()))
             bar.write(f"[{result.iteration:>6}] {summary}")
             if args.checkpoint and result.status != "diverged":  # keep the last good checkpoint, not NaN weights
                 result.save_checkpoint(args.checkpoint)
@@ -77,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     m = last.metrics
     print(f"  training error {first_error:.2f}% (first evaluation) -> {m['train/error']:.2f}% (last)")
     print(f"  test error {m['test/error']:.2f}%   throughput {m['perf/images_per_sec']:.0f} images/s")
+    if "test/error_10crop" in m:
+        print(f"  test top-1 / top-5 error: centre crop {m['test/error']:.2f}% / {m['test/top5_error']:.2f}%, "
+              f"10-crop {m['test/error_10crop']:.2f}% / {m['test/top5_error_10crop']:.2f}%")
     return 0
 
 

@@ -21,18 +21,22 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from resnet_core.checkpoint import load_checkpoint, save_checkpoint
-from resnet_core.config import RunConfig, TrainConfig, current_keys, validate
+from resnet_core.config import RunConfig, TrainConfig, current_keys, recipe_tag, validate
 from resnet_core.data import Dataset, Split, augment_batch, load_dataset
 from resnet_core.device import autocast_for, prepare_device
+from resnet_core.evaluation import evaluate_batches
 from resnet_core.models import build_model, count_parameters
 from resnet_core.probes import global_norm, gradient_norms, layer_response_std
+from resnet_core.schedule import LearningRate
+
+if TYPE_CHECKING:
+    from resnet_core.imagenet.stream import ImageNetSource
 
 # Warm-up and divergence are checked on a window of this many iterations: often enough to react, rarely
 # enough that the device sync it needs costs nothing.
@@ -55,6 +59,7 @@ class Result:
     status: str
     state: Callable[[], dict[str, Any]] | None = field(repr=False, default=None)
     parameters: int = 0  # trainable parameters of the model (the paper's "params")
+    info: dict[str, str] = field(default_factory=dict)  # the data's identity and the recipe (streamed data)
 
     @property
     def done(self) -> bool:
@@ -62,25 +67,6 @@ class Result:
 
     def save_checkpoint(self, path: str | os.PathLike) -> Path:
         return save_checkpoint(self.state(), path)
-
-
-class LearningRate:
-    """The paper's step schedule in iterations, with the optional ResNet-110 warm-up rule."""
-
-    def __init__(self, config: TrainConfig, warmup_active: bool):
-        self.optim = config.optim
-        self.warmup_active = warmup_active
-
-    def at(self, iteration: int) -> float:
-        if self.warmup_active:
-            return self.optim.warmup_lr
-        passed = sum(iteration >= m for m in self.optim.milestones)
-        return self.optim.lr * self.optim.gamma**passed
-
-    def observe_training_error(self, error_pct: float) -> None:
-        """End warm-up once the training error is below the threshold (checked on recent batches)."""
-        if self.warmup_active and error_pct < self.optim.warmup_until_error:
-            self.warmup_active = False
 
 
 class BatchSampler:
@@ -102,23 +88,13 @@ class BatchSampler:
         return indices
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, split: Split, batch_size: int, autocast: torch.autocast | None,
              channels_last: bool) -> tuple[float, float]:
-    """(error %, mean loss) of ``model`` on a split, single view, eval mode."""
-    model.eval()
-    loss_sum = torch.zeros((), device=split.images.device)
-    wrong = torch.zeros((), device=split.images.device, dtype=torch.long)
-    for start in range(0, len(split.labels), batch_size):
-        x = _prepare(split.images[start : start + batch_size], channels_last)
-        y = split.labels[start : start + batch_size]
-        with autocast or contextlib.nullcontext():
-            logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
-        wrong += (logits.argmax(1) != y).sum()
-    model.train()
-    n = len(split.labels)
-    return 100.0 * wrong.item() / n, loss_sum.item() / n
+    """(error %, mean loss) of ``model`` on an in-memory split, single view, eval mode."""
+    batches = ((split.images[start : start + batch_size], split.labels[start : start + batch_size])
+               for start in range(0, len(split.labels), batch_size))
+    scores = evaluate_batches(model, batches, autocast, channels_last)
+    return scores.error, scores.loss
 
 
 def _prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -133,14 +109,16 @@ class TrainingState:
     uncompiled one: its state dict, evaluation and probes never depend on ``torch.compile``.
     """
 
-    def __init__(self, config: TrainConfig, data: Dataset, device: torch.device):
+    def __init__(self, config: TrainConfig, data: Dataset | ImageNetSource, device: torch.device):
         o = config.optim
         self.config, self.device = config, device
         self.model = _model_for(config, data, device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
                                          weight_decay=o.weight_decay)
         self.generator = torch.Generator(device=device).manual_seed(config.run.seed)
-        self.sampler = BatchSampler(len(data.train.labels), o.batch_size, self.generator)
+        # Streamed data derives its order from the seed and the iteration (imagenet/stream.py): no sampler.
+        in_memory = isinstance(data, Dataset)
+        self.sampler = BatchSampler(len(data.train.labels), o.batch_size, self.generator) if in_memory else None
         self.schedule = LearningRate(config, warmup_active=o.warmup)
         self.iteration = 0
 
@@ -148,10 +126,13 @@ class TrainingState:
         """The checkpoint dict. It references live tensors: save it before training goes on."""
         state = {
             "config": self.config.to_dict(), "iteration": self.iteration, "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "order": self.sampler.order,
-            "position": self.sampler.position, "generator": self.generator.get_state(),
+            "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(), "warmup_active": self.schedule.warmup_active,
         }
+        if self.sampler is not None:
+            state.update(order=self.sampler.order, position=self.sampler.position)
+        if self.schedule.plateau is not None:
+            state["plateau"] = self.schedule.plateau.state_dict()
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -163,7 +144,10 @@ class TrainingState:
         # place, which would otherwise change the caller's state dict (a second resume from it would differ).
         self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         self.iteration = int(state["iteration"])
-        self.sampler.order, self.sampler.position = state["order"].to(self.device), int(state["position"])
+        if self.sampler is not None:
+            self.sampler.order, self.sampler.position = state["order"].to(self.device), int(state["position"])
+        if self.schedule.plateau is not None:
+            self.schedule.plateau.load_state_dict(state["plateau"])
         self.generator.set_state(state["generator"].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())
         if self.device.type == "cuda" and "cuda_rng" in state:
@@ -178,12 +162,12 @@ class TrainingState:
         return lr
 
 
-def _model_for(config: TrainConfig, data: Dataset, device: torch.device) -> nn.Module:
+def _model_for(config: TrainConfig, data: Dataset | ImageNetSource, device: torch.device) -> nn.Module:
     """The config's network, shaped for the data set's images and classes, on ``device``."""
     m = config.model
     model = build_model(m.layout, m.depth, residual=m.residual, shortcut=m.shortcut, num_classes=data.num_classes,
                         width=m.width, zero_init_residual=m.zero_init_residual, dropout=m.head_dropout,
-                        in_channels=data.in_channels).to(device)
+                        in_channels=data.in_channels, bottleneck_stride=m.bottleneck_stride).to(device)
     return model.to(memory_format=torch.channels_last) if config.run.channels_last else model
 
 
@@ -209,9 +193,12 @@ class TrainStep:
         return loss.detach(), (logits.detach().argmax(1) != y).sum()
 
 
-def training_batch(state: TrainingState, data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+def training_batch(state: TrainingState, data: Dataset | ImageNetSource) -> tuple[torch.Tensor, torch.Tensor]:
     """The next training batch: cut from the on-device data by the sampler, augmented with the run's
-    generator, in the model's memory format."""
+    generator (or streamed: batch number ``state.iteration``), in the model's memory format."""
+    if not isinstance(data, Dataset):
+        x, y = data.training_batch(state.iteration)
+        return _prepare(x, state.config.run.channels_last), y
     indices = state.sampler.next_indices()
     x = data.train.images[indices]
     if state.config.data.augment:
@@ -260,9 +247,12 @@ def training_metrics(window: RunningSums, batch_size: int, lr: float, seconds: f
     }
 
 
-def held_out_metrics(model: nn.Module, data: Dataset, run: RunConfig,
-                     autocast: torch.autocast | None) -> dict[str, float]:
-    """Error and loss on the validation split (when there is one) and the test split, and their image counts."""
+def held_out_metrics(model: nn.Module, data: Dataset | ImageNetSource, run: RunConfig,
+                     autocast: torch.autocast | None, final: bool = False) -> dict[str, float]:
+    """Error and loss on the validation split (when there is one) and the test split, and their image counts;
+    for streamed data also top-5, and 10-crop scores at the end of training (``final``)."""
+    if not isinstance(data, Dataset):
+        return data.held_out_metrics(model, autocast, final)
     metrics = {}
     for name, split in (("val", data.val), ("test", data.test)):
         if split is not None:
@@ -286,24 +276,34 @@ def probe(model: nn.Module, probe_images: torch.Tensor | None,
 
 
 def fit(config: TrainConfig, resume: str | os.PathLike | dict | None = None,
-        dataset: Dataset | None = None) -> Iterator[Result]:
+        dataset: Dataset | ImageNetSource | None = None) -> Iterator[Result]:
     """Train ``config``; yield a Result after every evaluation, the last one with status != "running".
 
     Args:
         config: the run's configuration (validated here).
         resume: a checkpoint path or state dict to continue from; the run then continues exactly as an
             uninterrupted one would (same batches, same augmentation, same losses).
-        dataset: an already loaded data set (to share one across runs); loaded from ``config`` otherwise.
+        dataset: an already loaded data set (to share one across runs), or an ImageNet source; loaded (or,
+            for ImageNet, opened and checked) from ``config`` otherwise.
     """
     validate(config)
     device = prepare_device(config.run)
     saved = read_resume(resume, config, device)  # before any expensive work
     torch.manual_seed(config.run.seed)
-    data = dataset if dataset is not None else load_dataset(config.data, device, seed=config.run.seed)
+    data = dataset if dataset is not None else load_data(config, device)
     state = TrainingState(config, data, device)
     if saved is not None:
         state.restore(saved)
     yield from train(state, data)
+
+
+def load_data(config: TrainConfig, device: torch.device) -> Dataset | ImageNetSource:
+    """The config's data: ImageNet streamed from its files (checked first), any other set loaded whole."""
+    if config.data.dataset == "imagenet":
+        from resnet_core.imagenet.stream import ImageNetSource
+
+        return ImageNetSource(config, device)
+    return load_dataset(config.data, device, seed=config.run.seed)
 
 
 def read_resume(resume: str | os.PathLike | dict | None, config: TrainConfig,
@@ -316,7 +316,7 @@ def read_resume(resume: str | os.PathLike | dict | None, config: TrainConfig,
     return state
 
 
-def train(state: TrainingState, data: Dataset) -> Iterator[Result]:
+def train(state: TrainingState, data: Dataset | ImageNetSource) -> Iterator[Result]:
     """The training loop from ``state.iteration`` on: a step per iteration, a check of the recent loss (for
     divergence) and training error (for the warm-up rule) every CHECK_EVERY iterations, an evaluation every
     ``run.eval_every`` iterations and at the end."""
@@ -324,7 +324,8 @@ def train(state: TrainingState, data: Dataset) -> Iterator[Result]:
     o, r = config.optim, config.run
     autocast = autocast_for(config, device)
     step = TrainStep(config, state.model, autocast)
-    probe_images = _prepare(data.test.images[: r.probe_images], r.channels_last) if r.probe_images else None
+    probe_images = _prepare(_probe_batch(data, r.probe_images), r.channels_last) if r.probe_images else None
+    info = {**getattr(data, "identity", {}), **({"recipe": recipe} if (recipe := recipe_tag(config)) else {})}
     window, recent = RunningSums(device), RunningSums(device)  # since the last evaluation / the last check
     parameters = count_parameters(state.model)
     state.model.train()
@@ -347,13 +348,20 @@ def train(state: TrainingState, data: Dataset) -> Iterator[Result]:
 
         if at_eval:
             metrics = training_metrics(window, o.batch_size, lr, _seconds_since(tic, device))
-            metrics.update(held_out_metrics(state.model, data, r, autocast))
-            responses, grads, probe_metrics = probe(state.model, probe_images, autocast)
             status = "completed" if state.iteration == o.iterations else "running"
+            metrics.update(held_out_metrics(state.model, data, r, autocast, final=status == "completed"))
+            if "val/error" in metrics:
+                state.schedule.observe_validation_error(metrics["val/error"])
+            responses, grads, probe_metrics = probe(state.model, probe_images, autocast)
             yield Result(state.iteration, {**metrics, **probe_metrics}, responses, grads, status, state.checkpoint,
-                         parameters=parameters)
+                         parameters=parameters, info=info)
             window.restart()
             tic = time.perf_counter()
+
+
+def _probe_batch(data: Dataset | ImageNetSource, count: int) -> torch.Tensor:
+    """The first ``count`` test images, as the model sees them at evaluation."""
+    return data.test.images[:count] if isinstance(data, Dataset) else data.probe_images(count)
 
 
 def _seconds_since(tic: float, device: torch.device) -> float:

@@ -76,7 +76,7 @@ def test_unknown_key_error_lists_valid_keys() -> None:
         ("model.head_dropout", 1.0, ["model.head_dropout", "1.0"]),
         ("model.head_dropout", -0.1, ["model.head_dropout", "-0.1"]),
         ("model.width", 0, ["model.width", "0"]),
-        ("data.dataset", "imagenet", ["imagenet", "cifar10", "digits", "synthetic"]),
+        ("data.dataset", "mnist", ["mnist", "cifar10", "digits", "synthetic", "imagenet"]),
         ("data.val_size", -1, ["data.val_size", "-1"]),
         ("optim.lr", 0, ["optim.lr", "0"]),
         ("optim.lr", float("nan"), ["optim.lr", "nan"]),
@@ -267,7 +267,7 @@ def test_config_from_args_applies_the_milestone_rule() -> None:
 @pytest.mark.parametrize(("argv", "fragments"), [
     (["--shortcut", "D"], ["model.shortcut='D'", "'A'", "'B'", "'C'"]),
     (["--layout", "mnist"], ["model.layout='mnist'", "'cifar'", "'imagenet'"]),
-    (["--dataset", "imagenet"], ["data.dataset='imagenet'", "'cifar10'", "'digits'"]),
+    (["--dataset", "mnist"], ["data.dataset='mnist'", "'cifar10'", "'imagenet'"]),
     (["--milestones", "1,x"], ["optim.milestones", "'1,x'"]),
 ])
 def test_a_bad_flag_value_is_refused_naming_value_and_choices(argv: list[str], fragments: list[str]) -> None:

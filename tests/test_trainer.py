@@ -442,9 +442,9 @@ def test_cli_bad_value_fails_before_training(capsys: pytest.CaptureFixture) -> N
     assert "6n+2" in captured.err and "model.depth=21" in captured.err
     assert captured.out == ""  # nothing printed: no "training ..." line, no progress, no metrics
 
-    assert main(["--dataset", "imagenet"]) == 2
+    assert main(["--dataset", "mnist"]) == 2
     err = capsys.readouterr().err
-    assert "'imagenet'" in err and "cifar10" in err and "synthetic" in err
+    assert "'mnist'" in err and "cifar10" in err and "synthetic" in err and "imagenet" in err
 
     with pytest.raises(SystemExit) as info:  # not even an int: argparse refuses it
         main(["--depth", "abc"])
