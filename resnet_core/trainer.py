@@ -32,7 +32,7 @@ from torch import nn
 from resnet_core.checkpoint import device_neutral, load_checkpoint, save_checkpoint
 from resnet_core.config import RunConfig, TrainConfig, current_keys, validate
 from resnet_core.data import Dataset, Split, augment_batch, load_dataset
-from resnet_core.device import autocast_for, prepare_device
+from resnet_core.device import autocast_for, prepare_device, resolve_precision
 from resnet_core.models import build_model, count_parameters
 from resnet_core.probes import global_norm, gradient_norms, layer_response_std
 
@@ -148,6 +148,7 @@ class TrainingState:
                                          weight_decay=o.weight_decay, fused=True if device.type == "cuda" else None)
         self.generator = torch.Generator(device=device).manual_seed(config.run.seed)
         self.sampler = BatchSampler(len(data.train.labels), o.batch_size, self.generator)
+        self.train_images = step_images(data.train.images, config, device)
         self.schedule = LearningRate(config, warmup_active=o.warmup)
         self.iteration = 0
 
@@ -204,6 +205,15 @@ class TrainingState:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
+
+
+def step_images(images: torch.Tensor, config: TrainConfig, device: torch.device) -> torch.Tensor:
+    """The training images in the dtype the step's first convolution reads: bf16 under bf16 autocast (the very
+    values autocast would cast them to, so the arithmetic is unchanged; half the bytes to gather and no cast per
+    step), else the loaded images themselves (no copy)."""
+    if resolve_precision(config.run.precision, device) == "bf16":
+        return images.to(torch.bfloat16)
+    return images
 
 
 def saved_device_type(state: dict[str, Any]) -> str:
@@ -264,7 +274,7 @@ def training_batch(state: TrainingState, data: Dataset) -> tuple[torch.Tensor, t
     """The next training batch: cut from the on-device data by the sampler, augmented with the run's
     generator, in the model's memory format."""
     indices = state.sampler.next_indices()
-    x = data.train.images[indices]
+    x = state.train_images[indices]
     if state.config.data.augment:
         pad = max(1, data.image_size // 8)  # the paper's 4 pixels on 32x32 images, in proportion for smaller ones
         x = augment_batch(x, state.generator, pad=pad, flip=data.hflip)

@@ -21,7 +21,8 @@ from resnet_core.data import Dataset, Split, load_dataset
 from resnet_core.device import autocast_for, has_native_bf16, resolve_precision
 from resnet_core.models import build_model, response_layers
 from resnet_core.probes import global_norm, gradient_norms, layer_response_std
-from resnet_core.trainer import Checks, RunningSums
+from resnet_core.data import augment_batch
+from resnet_core.trainer import Checks, RunningSums, TrainingState, training_batch
 from resnet_core.train import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -373,6 +374,19 @@ def test_a_checkpoint_made_on_a_gpu_resumes_on_the_cpu(tmp_path: Path, recorded:
     again = list(fit(cfg, resume=next(fit(cfg)).state()))
     assert again[0].metrics["train/loss"] != resumed[0].metrics["train/loss"]
     assert torch.equal(again[0].state()["order"], resumed[0].state()["order"])
+
+
+def test_under_bf16_batches_are_cut_from_bf16_images_with_the_values_autocast_would_give() -> None:
+    cfg = config(**{"run.precision": "bf16", "data.augment": True})
+    data = load_dataset(cfg.data)
+    state = TrainingState(cfg, data, torch.device("cpu"))
+    generator = torch.Generator().set_state(state.generator.get_state())
+    indices = state.sampler.order[: cfg.optim.batch_size]
+    x, _ = training_batch(state, data)
+    assert x.dtype == torch.bfloat16 and x.is_contiguous(memory_format=torch.channels_last)
+    fp32 = augment_batch(data.train.images[indices], generator, pad=2, flip=data.hflip)
+    assert torch.equal(x, fp32.to(torch.bfloat16))
+    assert data.train.images.dtype == torch.float32  # the shared data set is left as it was
 
 
 def test_checks_act_one_window_late_except_at_an_evaluation() -> None:
