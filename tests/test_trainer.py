@@ -389,6 +389,21 @@ def test_under_bf16_batches_are_cut_from_bf16_images_with_the_values_autocast_wo
     assert data.train.images.dtype == torch.float32  # the shared data set is left as it was
 
 
+@pytest.mark.slow
+def test_compiled_runs_in_one_process_each_compile_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tune reuses a trial's process for the next trial. Without a Dynamo reset per run, the second net's graphs
+    # count towards the recompile limit of the first's forward, and past it Dynamo silently runs eagerly.
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    for depth in (8, 14):
+        counters.clear()
+        results = list(fit(config(**{"model.depth": depth, "run.compile": True, "run.compile_mode": "reduce-overhead",
+                                     "optim.iterations": 4, "run.eval_every": 4, "run.probe_images": 0})))
+        assert results[-1].status == "completed" and math.isfinite(results[-1].metrics["train/loss"])
+        assert counters["stats"]["unique_graphs"] >= 1, (depth, dict(counters["stats"]))
+
+
 def test_checks_act_one_window_late_except_at_an_evaluation() -> None:
     sums = RunningSums(torch.device("cpu"))
     checks = Checks(torch.device("cpu"), batch_size=4)
