@@ -20,7 +20,7 @@ from resnet_core import TrainConfig, device
 from resnet_core.device import (CudaUnavailableError, assigned_device, check_device_assignment, device_record,
                                 prepare_device, resolve_precision)
 from support import REPO
-from support.plans import store_args, tiny_args
+from support.plans import plan_for, store_args, tiny_args
 from support.processes import driver_env
 
 needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks what happens where torch finds no GPU")
@@ -79,6 +79,14 @@ def test_a_device_contradicting_the_assignment_is_refused(run_device: str, has_g
         with pytest.raises(ValueError) as info:
             check(run_device, has_gpu)
         assert all(fragment in str(info.value) for fragment in fragments), str(info.value)
+
+
+def test_a_sweep_whose_device_contradicts_its_gpus_is_refused_before_it_starts(tmp_path: Path) -> None:
+    # The smoke preset computes on the CPU: asking for a GPU per trial would leave it idle.
+    with pytest.raises(ValueError, match="run.device='cpu' but each trial is given a GPU"):
+        plan_for([*tiny_args("--gpus-per-trial", "1"), *store_args(tmp_path)])
+    with pytest.raises(ValueError, match="run.device='cuda' but each trial is given no GPU"):
+        plan_for([*tiny_args("--set", "run.device=cuda"), *store_args(tmp_path)])
 
 
 # --- precision and determinism ---

@@ -90,6 +90,8 @@ def test_child_runs_have_artifacts(tiny_sweep):
         env = json.loads(Path(client.download_artifacts(run.info.run_id, "environment.json")).read_text())
         assert env["trial_id"] == run.data.tags["trial_id"] and env["packages"]["torch"]
         assert "git_commit" in env and env["device"].startswith("cpu")
+        # Given no GPU, a trial computes on the CPU with the GPUs hidden; fp32 there is IEEE fp32 (TF32 off).
+        assert env["cuda_visible_devices"] == "" and env["tf32_cudnn"] is False and env["deterministic"] is False
 
 
 def test_trials_reuse_the_processes_of_finished_ones(tiny_sweep):
