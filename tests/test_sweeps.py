@@ -149,8 +149,9 @@ def test_no_preset_picks_smoke_on_a_cluster_without_gpus(ray_runtime, tmp_path, 
 
 
 def test_a_trial_no_node_can_hold_is_refused_before_anything_starts(ray_runtime, tmp_path, capsys):
-    """As a new user would try it: --gpus-per-trial 2 on a machine without GPUs would leave every trial PENDING."""
-    code = depth_vs_error.main(sweep_args(tmp_path, "--gpus-per-trial", "2"))
+    """As a new user would try it: --gpus-per-trial 2 on a machine without GPUs would leave every trial PENDING.
+    (run.device=auto: the smoke preset computes on the CPU, and a CPU trial asking for GPUs is refused earlier.)"""
+    code = depth_vs_error.main(sweep_args(tmp_path, "--gpus-per-trial", "2", "--set", "run.device=auto"))
     err = capsys.readouterr().err
     assert code == 2
     assert "each trial asks for 1 CPU, 2 GPU" in err and "0 GPU" in err and "does not autoscale" in err
@@ -178,7 +179,7 @@ def autoscaler_config(ray_runtime):
 def test_an_autoscaler_that_can_add_a_fitting_node_is_not_refused(autoscaler_config, tmp_path):
     from sweeps.driver.resources import check_cluster
 
-    plan = plan_for(sweep_args(tmp_path, "--gpus-per-trial", "2"))
+    plan = plan_for(sweep_args(tmp_path, "--gpus-per-trial", "2", "--set", "run.device=auto"))
     autoscaler_config(gpus_per_node=4)
     check_cluster(plan)  # the autoscaler can start a node with 4 GPUs: the trials wait for it
     autoscaler_config(gpus_per_node=1)
@@ -191,7 +192,7 @@ def test_without_ray_private_state_api_the_cluster_is_not_refused(ray_runtime, t
     import ray._private.state
     from sweeps.driver.resources import check_cluster
 
-    plan = plan_for(sweep_args(tmp_path, "--gpus-per-trial", "2"))
+    plan = plan_for(sweep_args(tmp_path, "--gpus-per-trial", "2", "--set", "run.device=auto"))
     monkeypatch.delattr(ray._private.state.GlobalState, "get_cluster_config")
     check_cluster(plan)
     assert "cannot tell whether this Ray cluster autoscales" in caplog.text
