@@ -258,8 +258,8 @@ def packing(device: torch.device, sizes: Sizes, deadline: Deadline, with_mps: bo
 
 
 def throughput(device: torch.device, sizes: Sizes, cells: list[tuple[int, str]], compile_mode: str | None,
-               deadline: Deadline, dataset: Any, table: list[dict]) -> None:
-    """One measurement per (depth, precision) cell, appended to ``table`` as it ends."""
+               deadline: Deadline, dataset: Any, table: list[dict]) -> dict[str, int]:
+    """One measurement per (depth, precision) cell, appended to ``table`` as it ends; returns the counts."""
     mode = compile_mode or "eager"
     for depth, precision in cells:
         row = {"depth": depth, "precision": precision, "mode": mode}
@@ -276,6 +276,8 @@ def throughput(device: torch.device, sizes: Sizes, cells: list[tuple[int, str]],
             row["error"] = f"{type(exc).__name__}: {exc}"[:500]
         table.append(row)
         print(format_row(row), flush=True)
+    rows = table[-len(cells):] if cells else []
+    return {"measured": sum("images_per_s" in r for r in rows), "not_measured": sum("images_per_s" not in r for r in rows)}
 
 
 def round_trip(device: torch.device, sizes: Sizes, dataset: Any) -> dict[str, Any]:
