@@ -208,12 +208,14 @@ class TrainingState:
 
 
 def step_images(images: torch.Tensor, config: TrainConfig, device: torch.device) -> torch.Tensor:
-    """The training images in the dtype the step's first convolution reads: bf16 under bf16 autocast (the very
-    values autocast would cast them to, so the arithmetic is unchanged; half the bytes to gather and no cast per
-    step), else the loaded images themselves (no copy)."""
-    if resolve_precision(config.run.precision, device) == "bf16":
-        return images.to(torch.bfloat16)
-    return images
+    """The training images in the dtype the step's first convolution reads, and on a GPU in its layout, so a batch
+    needs no cast (and no copy: augmentation keeps channels-last): bf16 under bf16 autocast (the very values
+    autocast would cast them to, so the arithmetic is unchanged; a gather moves half the bytes), channels-last on
+    CUDA for a channels-last model. Not on a CPU, where the channels-last gather measured slower (6.1 ms against
+    4.1 ms per batch of 128 at 32x32 on one thread) than gathering NCHW and copying."""
+    dtype = torch.bfloat16 if resolve_precision(config.run.precision, device) == "bf16" else images.dtype
+    on_gpu_layout = config.run.channels_last and device.type == "cuda"
+    return images.to(dtype=dtype, memory_format=torch.channels_last if on_gpu_layout else torch.preserve_format)
 
 
 def saved_device_type(state: dict[str, Any]) -> str:

@@ -259,3 +259,14 @@ def test_augment_is_reproducible_and_resumable() -> None:
     resumed.set_state(b.get_state())  # what a checkpoint stores
     assert torch.equal(augment_batch(images, resumed), second)
     assert not torch.equal(first, second)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_channels_last_images_augment_to_the_same_values_and_stay_channels_last(flip: bool) -> None:
+    # The trainer stores images channels-last for a channels-last model, so a batch needs no layout copy.
+    images = torch.randn(6, 3, 16, 16)
+    expected = augment_batch(images, torch.Generator().manual_seed(3), pad=4, flip=flip)
+    out = augment_batch(images.contiguous(memory_format=torch.channels_last), torch.Generator().manual_seed(3),
+                        pad=4, flip=flip)
+    assert torch.equal(out, expected)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()

@@ -376,7 +376,7 @@ def test_a_checkpoint_made_on_a_gpu_resumes_on_the_cpu(tmp_path: Path, recorded:
     assert torch.equal(again[0].state()["order"], resumed[0].state()["order"])
 
 
-def test_under_bf16_batches_are_cut_from_bf16_images_with_the_values_autocast_would_give() -> None:
+def test_batches_come_channels_last_in_bf16_with_the_values_autocast_would_give() -> None:
     cfg = config(**{"run.precision": "bf16", "data.augment": True})
     data = load_dataset(cfg.data)
     state = TrainingState(cfg, data, torch.device("cpu"))
