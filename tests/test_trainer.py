@@ -390,16 +390,17 @@ def test_batches_come_channels_last_in_bf16_with_the_values_autocast_would_give(
 
 
 @pytest.mark.slow
-def test_compiled_runs_in_one_process_each_compile_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compiled_runs_in_one_process_each_compile_afresh() -> None:
     # Tune reuses a trial's process for the next trial. Without a Dynamo reset per run, the second net's graphs
     # count towards the recompile limit of the first's forward, and past it Dynamo silently runs eagerly.
     from torch._dynamo.utils import counters
 
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
     for depth in (8, 14):
         counters.clear()
-        results = list(fit(config(**{"model.depth": depth, "run.compile": True, "run.compile_mode": "reduce-overhead",
-                                     "optim.iterations": 4, "run.eval_every": 4, "run.probe_images": 0})))
+        with torch._dynamo.config.patch(recompile_limit=1):
+            results = list(fit(config(**{"model.depth": depth, "run.compile": True, "run.probe_images": 0,
+                                         "run.compile_mode": "reduce-overhead", "optim.iterations": 4,
+                                         "run.eval_every": 4})))
         assert results[-1].status == "completed" and math.isfinite(results[-1].metrics["train/loss"])
         assert counters["stats"]["unique_graphs"] >= 1, (depth, dict(counters["stats"]))
 
