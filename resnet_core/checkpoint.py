@@ -54,6 +54,14 @@ def device_neutral(state: Any) -> Any:
     return state
 
 
+def saved_device_type(state: dict[str, Any]) -> str:
+    """The type of device a checkpoint was made on; checkpoints from before it was recorded tell by their
+    generator state (CUDA's Philox state is 16 bytes, the CPU's Mersenne Twister state 5056)."""
+    if "device" in state:
+        return str(state["device"])
+    return "cuda" if state["generator"].numel() == 16 else "cpu"
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``; raise CheckpointError for anything unreadable."""
     path = Path(path)

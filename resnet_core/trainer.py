@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet_core.checkpoint import device_neutral, load_checkpoint, save_checkpoint
+from resnet_core.checkpoint import device_neutral, load_checkpoint, save_checkpoint, saved_device_type
+from resnet_core.checks import Checks
 from resnet_core.config import RunConfig, TrainConfig, current_keys, validate
 from resnet_core.data import Dataset, Split, augment_batch, load_dataset
 from resnet_core.device import autocast_for, prepare_device, resolve_precision
@@ -218,14 +219,6 @@ def step_images(images: torch.Tensor, config: TrainConfig, device: torch.device)
     return images.to(dtype=dtype, memory_format=torch.channels_last if on_gpu_layout else torch.preserve_format)
 
 
-def saved_device_type(state: dict[str, Any]) -> str:
-    """The type of device a checkpoint was made on; checkpoints from before it was recorded tell by their
-    generator state (CUDA's Philox state is 16 bytes, the CPU's Mersenne Twister state 5056)."""
-    if "device" in state:
-        return str(state["device"])
-    return "cuda" if state["generator"].numel() == 16 else "cpu"
-
-
 def _model_for(config: TrainConfig, data: Dataset, device: torch.device) -> nn.Module:
     """The config's network, shaped for the data set's images and classes, on ``device``."""
     m = config.model
@@ -310,40 +303,6 @@ class RunningSums:
         self.loss.zero_()
         self.wrong.zero_()
         self.steps = 0
-
-
-class Checks:
-    """The warm-up and divergence checks of each window, read one window late so the device never waits.
-
-    ``submit`` snapshots a window's sums and starts copying them to the host without a sync; ``due`` yields
-    (mean loss, training error %) of the windows whose copies are surely done: all but the newest, or every one
-    when ``everything`` (at an evaluation, where the loop waits for the device anyway). On a CPU the copy is
-    immediate, and only the lag remains.
-    """
-
-    def __init__(self, device: torch.device, batch_size: int):
-        self.device, self.batch_size = device, batch_size
-        self.pending: list[tuple[torch.Tensor, torch.cuda.Event | None, int]] = []
-
-    def submit(self, window: RunningSums) -> None:
-        sums = torch.stack([window.loss, window.wrong.to(window.loss.dtype)])  # a snapshot, in stream order
-        event = None
-        if self.device.type == "cuda":
-            host = torch.empty(2, pin_memory=True).copy_(sums, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-        else:
-            host = sums
-        self.pending.append((host, event, window.steps))
-
-    def due(self, everything: bool) -> Iterator[tuple[float, float]]:
-        ready = self.pending if everything else self.pending[:-1]
-        self.pending = [] if everything else self.pending[-1:]
-        for host, event, steps in ready:
-            if event is not None:
-                event.synchronize()
-            loss, wrong = host.tolist()
-            yield loss / steps, 100.0 * wrong / (steps * self.batch_size)
 
 
 def training_metrics(window: RunningSums, batch_size: int, lr: float, seconds: float) -> dict[str, float]:
@@ -436,7 +395,7 @@ def train(state: TrainingState, data: Dataset) -> Iterator[Result]:
 
         at_eval = state.iteration % r.eval_every == 0 or state.iteration == o.iterations
         if recent.steps >= CHECK_EVERY or at_eval:
-            checks.submit(recent)
+            checks.submit(recent.loss, recent.wrong, recent.steps)
             recent.restart()
             for mean_loss, error_pct in checks.due(everything=at_eval):
                 if not math.isfinite(mean_loss):

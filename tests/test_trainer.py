@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from resnet_core import TrainConfig, device, fit, load_checkpoint, save_checkpoint
+from resnet_core.checks import Checks
 from resnet_core.config import DataConfig
-from resnet_core.data import Dataset, Split, load_dataset
+from resnet_core.data import Dataset, Split, augment_batch, load_dataset
 from resnet_core.device import autocast_for, has_native_bf16, resolve_precision
 from resnet_core.models import build_model, response_layers
 from resnet_core.probes import global_norm, gradient_norms, layer_response_std
-from resnet_core.data import augment_batch
-from resnet_core.trainer import Checks, RunningSums, TrainingState, training_batch
+from resnet_core.trainer import RunningSums, TrainingState, training_batch
 from resnet_core.train import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -410,7 +410,7 @@ def test_checks_act_one_window_late_except_at_an_evaluation() -> None:
     checks = Checks(torch.device("cpu"), batch_size=4)
     for loss, wrong in ((2.0, 3), (1.0, 1)):
         sums.add(torch.tensor(loss), torch.tensor(wrong))
-        checks.submit(sums)
+        checks.submit(sums.loss, sums.wrong, sums.steps)
         sums.restart()
         if loss == 2.0:
             assert list(checks.due(everything=False)) == []  # its copy may still be on its way
