@@ -42,6 +42,26 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
+def device_neutral(state: Any) -> Any:
+    """``state`` with every tensor in it on the CPU (nested dicts, lists and tuples), so that a checkpoint made
+    on a GPU loads on any machine. CPU tensors are returned as they are, not copied."""
+    if isinstance(state, torch.Tensor):
+        return state.cpu()
+    if isinstance(state, dict):
+        return {key: device_neutral(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(device_neutral(value) for value in state)
+    return state
+
+
+def saved_device_type(state: dict[str, Any]) -> str:
+    """The type of device a checkpoint was made on; checkpoints from before it was recorded tell by their
+    generator state (CUDA's Philox state is 16 bytes, the CPU's Mersenne Twister state 5056)."""
+    if "device" in state:
+        return str(state["device"])
+    return "cuda" if state["generator"].numel() == 16 else "cpu"
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``; raise CheckpointError for anything unreadable."""
     path = Path(path)

@@ -21,7 +21,9 @@ IMAGENET_RECIPES = ("paper", "torchvision")  # resnet_core/imagenet/transforms.p
 BOTTLENECK_STRIDES = ("3x3", "1x1")
 SCHEDULES = ("steps", "plateau")
 VERIFY_IMAGES = ("ends", "none")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
+# torch.compile modes (run.compile_mode); the last two also capture CUDA graphs on a GPU.
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
 IMAGENET_DEPTHS = (18, 34, 50, 101, 152)
 # The arguments ``check_architecture`` checks (by ``build_model``'s names) and the config keys holding them.
 MODEL_KEYS = {"layout": "model.layout", "depth": "model.depth", "shortcut": "model.shortcut",
@@ -106,9 +108,14 @@ class RunConfig:
     seed: int = _opt(0, "random seed (weights, data order, augmentation, validation split)")
     device: str = _opt("auto", "auto (cuda when present, else cpu), cpu, cuda, cuda:N or mps")
     precision: str = _opt("auto", "auto (bf16 autocast where the hardware computes bf16: Ampere or newer "
-                                  "GPUs, CPUs with AVX512-BF16 or AMX; fp32 elsewhere), fp32 or bf16")
+                                  "GPUs, CPUs with AVX512-BF16 or AMX; fp32 elsewhere), fp32 (IEEE: TF32 off), "
+                                  "tf32 (TF32 matmuls and convolutions on CUDA; fp32 elsewhere) or bf16")
+    deterministic: bool = _opt(False, "deterministic GPU kernels and no cuDNN autotuning, for runs that must repeat "
+                                      "bit for bit on a GPU (slower; CPU runs repeat either way)")
     channels_last: bool = _opt(True, "channels-last memory format for the model and batches")
     compile: bool = _opt(False, "torch.compile the model")
+    compile_mode: str = _opt("default", "torch.compile mode with --compile: " + ", ".join(COMPILE_MODES)
+                                        + " (reduce-overhead and max-autotune capture CUDA graphs on a GPU)")
     eval_every: int = _opt(2000, "iterations between evaluations (the last iteration is always evaluated)")
     eval_batch_size: int = _opt(1000, "batch size for evaluation")
     probe_images: int = _opt(256, "the first N test images, one fixed batch, on which the layer responses of "
@@ -332,6 +339,9 @@ def validate(config: TrainConfig) -> None:
     if not 0.0 < o.warmup_until_error <= 100.0:
         raise ValueError(f"optim.warmup_until_error is a percentage in (0, 100]; got {o.warmup_until_error}")
     check_choice("run.precision", r.precision, PRECISIONS)
+    check_choice("run.compile_mode", r.compile_mode, COMPILE_MODES)
+    if r.compile_mode != "default" and not r.compile:
+        raise ValueError(f"run.compile_mode={r.compile_mode!r} needs run.compile=true (--compile)")
     if r.device != "auto" and r.device.split(":")[0] not in ("cpu", "cuda", "mps"):
         raise ValueError(f"run.device must be 'auto', 'cpu', 'cuda[:N]' or 'mps'; got {r.device!r}")
     for name in ("eval_every", "eval_batch_size"):

@@ -118,6 +118,8 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator, pad: int = 4
 
     The crop and the flip are one ``gather``: each output pixel reads one index of the flattened padded
     image. That measured fastest among advanced indexing, two gathers, unfold and a loop over offsets.
+    Channels-last images (as the trainer stores them for a channels-last model) are gathered as whole pixels
+    and come out channels-last, with the same values: no layout copy per batch.
     """
     n, c, h, w = images.shape
     device = images.device
@@ -130,9 +132,13 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator, pad: int = 4
         cols = torch.where(flipped, cols.flip(1), cols)
     cols = dx + cols  # n×w columns of the padded image
 
+    pixels = (rows[:, :, None] * (w + 2 * pad) + cols[:, None, :]).view(n, h * w)  # into the padded image
+    if images.is_contiguous(memory_format=torch.channels_last) and not images.is_contiguous():
+        padded = F.pad(images.permute(0, 2, 3, 1), (0, 0, pad, pad, pad, pad))  # N×H×W×C, a view of the storage
+        index = pixels[:, :, None].expand(n, h * w, c)
+        return padded.flatten(1, 2).gather(1, index).view(n, h, w, c).permute(0, 3, 1, 2)
     padded = F.pad(images, (pad, pad, pad, pad))
-    padded_width = w + 2 * pad
-    index = (rows[:, :, None] * padded_width + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+    index = pixels[:, None, :].expand(n, c, h * w)
     return padded.flatten(2).gather(2, index).view(n, c, h, w)
 
 

@@ -1,6 +1,6 @@
 """Which data a run trains on, as a name, a digest and a source: what MLflow records as a run's dataset input
-(its UI's Dataset column and filters). Read from the files' published checksums or the generator's settings,
-never by loading the images, so it costs nothing at a run's start.
+(its UI's Dataset column and filters). Read from the files' published checksums, ImageNet's file list or the
+generator's settings, never by loading the images, so it costs nothing at a run's start.
 
 The digest covers the split too (``val_size``, ``train_limit``): two runs with the same digest trained and were
 tested on the same images.
@@ -32,6 +32,11 @@ def data_identity(config: DataConfig) -> DataIdentity:
 
         content, source_type = cifar_checksums(config.dataset), "local"
         source = os.path.abspath(os.path.expanduser(config.data_dir))
+    elif config.dataset == "imagenet":
+        from resnet_core.imagenet.folders import find_imagenet, survey  # the file list, no image opened
+
+        source = os.path.abspath(os.path.expanduser(config.data_dir))
+        content, source_type = survey(find_imagenet(source)).fingerprint, "local"
     elif config.dataset == "digits":
         data = resources.files("sklearn.datasets.data") / "digits.csv.gz"
         content, source_type = hashlib.sha256(data.read_bytes()).hexdigest(), "code"

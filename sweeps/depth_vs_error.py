@@ -13,7 +13,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sweeps.presets import PAPER, PAPER_DESCRIPTION, PAPER_SEEDS, SMOKE, SMOKE_DESCRIPTION
+from sweeps.presets import (PAPER, PAPER_DESCRIPTION, PAPER_GPUS_PER_TRIAL, PAPER_SEEDS, SMOKE,
+                            SMOKE_DESCRIPTION)
 from sweeps.study import DEPTH, FAMILY, GridStudy, Preset
 
 STUDY = GridStudy(
@@ -27,7 +28,7 @@ STUDY = GridStudy(
         "paper": Preset("paper", PAPER_DESCRIPTION, PAPER,
                         grid=({"family": ("plain",), "depth": (20, 32, 44, 56)},
                               {"family": ("residual",), "depth": (20, 32, 44, 56, 110)}),
-                        seeds=PAPER_SEEDS, cpus_per_trial=1, gpus_per_trial=0.2,  # small nets share a GPU
+                        seeds=PAPER_SEEDS, cpus_per_trial=1, gpus_per_trial=PAPER_GPUS_PER_TRIAL,
                         special_cells=(({"family": "residual", "depth": 110}, {"optim.warmup": True}),),
                         recipe="paper"),
     },

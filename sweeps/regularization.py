@@ -45,7 +45,7 @@ STUDY = SearchStudy(
         "paper": SearchPreset(
             "paper", PAPER_DESCRIPTION + ", depth 56, on the paper's 45k/5k train/validation split",
             {**PAPER, "model.depth": 56, "data.val_size": 5000}, grid=BOTH, seeds=1, cpus_per_trial=1,
-            gpus_per_trial=0.25,
+            gpus_per_trial=0.25,  # 4 ResNet-56 trials per GPU: a stated choice (see PAPER_GPUS_PER_TRIAL)
             budget=SearchBudget(num_samples=32, grace_period=56_000, reduction_factor=2, top_k=3,
                                 confirm_seeds=PAPER_SEEDS)),
     },

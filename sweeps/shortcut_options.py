@@ -16,7 +16,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sweeps.presets import PAPER, PAPER_DESCRIPTION, PAPER_SEEDS, SMOKE, SMOKE_DESCRIPTION, schedule
+from sweeps.presets import (PAPER, PAPER_DESCRIPTION, PAPER_GPUS_PER_TRIAL, PAPER_SEEDS, SMOKE, SMOKE_DESCRIPTION,
+                            schedule)
 from sweeps.study import CONFIG_FLAGS, DEPTH, FAMILY, SHORTCUT, GridStudy, Preset
 
 
@@ -36,7 +37,7 @@ STUDY = GridStudy(
                         {**SMOKE, **schedule(1000, 125)}, grid=grid((20, 32)),
                         seeds=2, cpus_per_trial=1, gpus_per_trial=0),
         "paper": Preset("paper", PAPER_DESCRIPTION, PAPER, grid=grid((20, 56, 110)),
-                        seeds=PAPER_SEEDS, cpus_per_trial=1, gpus_per_trial=0.2,
+                        seeds=PAPER_SEEDS, cpus_per_trial=1, gpus_per_trial=PAPER_GPUS_PER_TRIAL,
                         special_cells=(({"family": "residual", "depth": 110}, {"optim.warmup": True}),),
                         recipe="paper"),
     },

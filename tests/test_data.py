@@ -274,3 +274,14 @@ def test_the_data_identity_follows_the_files_and_the_split(cifar_dir: Path, monk
     assert data_identity(DataConfig(dataset="cifar10", data_dir="elsewhere")).digest == identity.digest
     monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", "0" * 32]])  # other files
     assert data_identity(config).digest != identity.digest
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_channels_last_images_augment_to_the_same_values_and_stay_channels_last(flip: bool) -> None:
+    # The trainer stores images channels-last for a channels-last model, so a batch needs no layout copy.
+    images = torch.randn(6, 3, 16, 16)
+    expected = augment_batch(images, torch.Generator().manual_seed(3), pad=4, flip=flip)
+    out = augment_batch(images.contiguous(memory_format=torch.channels_last), torch.Generator().manual_seed(3),
+                        pad=4, flip=flip)
+    assert torch.equal(out, expected)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()

@@ -90,6 +90,8 @@ def test_child_runs_have_artifacts(tiny_sweep):
         env = json.loads(Path(client.download_artifacts(run.info.run_id, "environment.json")).read_text())
         assert env["trial_id"] == run.data.tags["trial_id"] and env["packages"]["torch"]
         assert "git_commit" in env and env["device"].startswith("cpu")
+        # Given no GPU, a trial computes on the CPU with the GPUs hidden; fp32 there is IEEE fp32 (TF32 off).
+        assert env["cuda_visible_devices"] == "" and env["tf32_cudnn"] is False and env["deterministic"] is False
 
 
 def test_every_trial_run_records_its_data_as_an_mlflow_dataset_input(tiny_sweep):
@@ -163,8 +165,9 @@ def test_no_preset_picks_smoke_on_a_cluster_without_gpus(ray_runtime, tmp_path, 
 
 
 def test_a_trial_no_node_can_hold_is_refused_before_anything_starts(ray_runtime, tmp_path, capsys):
-    """As a new user would try it: --gpus-per-trial 2 on a machine without GPUs would leave every trial PENDING."""
-    code = depth_vs_error.main(sweep_args(tmp_path, "--gpus-per-trial", "2"))
+    """As a new user would try it: --gpus-per-trial 2 on a machine without GPUs would leave every trial PENDING.
+    (run.device=auto: the smoke preset computes on the CPU, and a CPU trial asking for GPUs is refused earlier.)"""
+    code = depth_vs_error.main(sweep_args(tmp_path, "--gpus-per-trial", "2", "--set", "run.device=auto"))
     err = capsys.readouterr().err
     assert code == 2
     assert "each trial asks for 1 CPU, 2 GPU" in err and "0 GPU" in err and "does not autoscale" in err
@@ -194,7 +197,7 @@ def test_an_autoscaler_that_can_add_a_fitting_node_is_not_refused(autoscaler_con
 
     from sweeps.driver.resources import check_trial_fits
 
-    plan = plan_for(sweep_args(tmp_path, "--gpus-per-trial", "2"))
+    plan = plan_for(sweep_args(tmp_path, "--gpus-per-trial", "2", "--set", "run.device=auto"))
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     autoscaler_config(gpus_per_node=4)
     check_trial_fits(plan, nodes)  # the autoscaler can start a node with 4 GPUs: the trials wait for it
@@ -221,7 +224,7 @@ def test_without_ray_private_state_api_the_cluster_is_not_refused(ray_runtime, t
     import ray._private.state
     from sweeps.driver.resources import check_cluster
 
-    plan = plan_for(sweep_args(tmp_path, "--gpus-per-trial", "2"))
+    plan = plan_for(sweep_args(tmp_path, "--gpus-per-trial", "2", "--set", "run.device=auto"))
     monkeypatch.delattr(ray._private.state.GlobalState, "get_cluster_config")
     check_cluster(plan)
     assert "cannot tell whether this Ray cluster autoscales" in caplog.text

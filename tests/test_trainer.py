@@ -16,11 +16,13 @@ import torch
 from torch import nn
 
 from resnet_core import TrainConfig, device, fit, load_checkpoint, save_checkpoint
+from resnet_core.checks import Checks
 from resnet_core.config import DataConfig
-from resnet_core.data import Dataset, Split, load_dataset
+from resnet_core.data import Dataset, Split, augment_batch, load_dataset
 from resnet_core.device import autocast_for, has_native_bf16, resolve_precision
 from resnet_core.models import build_model, response_layers
 from resnet_core.probes import global_norm, gradient_norms, layer_response_std
+from resnet_core.trainer import RunningSums, TrainingState, training_batch
 from resnet_core.train import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -333,6 +335,97 @@ def test_resume_reads_a_checkpoint_saved_with_the_legacy_family_key(tmp_path: Pa
     state["config"].update({"model.family": "imagenet", "model.depth": 18})
     with pytest.raises(ValueError, match="model.layout: checkpoint 'imagenet' vs now 'cifar'"):
         next(fit(cfg, resume=state))
+
+
+def test_checkpoints_are_device_neutral_and_say_where_they_were_made(tmp_path: Path) -> None:
+    state = next(fit(config(**{"optim.iterations": 10}))).state()
+    assert state["device"] == "cpu"
+    save_checkpoint(state, tmp_path / "ckpt.pt")
+    loaded = torch.load(tmp_path / "ckpt.pt", weights_only=True)  # no map_location: what a CPU machine does
+    tensors = [t for t in _tensors(loaded)]
+    assert tensors and {t.device.type for t in tensors} == {"cpu"}
+
+
+def _tensors(obj: object) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, dict):
+        return [t for value in obj.values() for t in _tensors(value)]
+    if isinstance(obj, (list, tuple)):
+        return [t for value in obj for t in _tensors(value)]
+    return []
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["device recorded", "older checkpoint"])
+def test_a_checkpoint_made_on_a_gpu_resumes_on_the_cpu(tmp_path: Path, recorded: bool) -> None:
+    # What a CUDA run saves (device-neutral tensors; its data generator's state is CUDA's 16-byte Philox state,
+    # which a CPU generator cannot take): weights, momentum, batch order and schedule carry over, the generator
+    # is re-seeded.
+    cfg = config(**{"optim.iterations": 15, "data.augment": True})  # 16 batches an epoch: the order carries over
+    state = next(fit(cfg)).state()
+    state.update(generator=torch.zeros(16, dtype=torch.uint8), cuda_rng=torch.zeros(16, dtype=torch.uint8))
+    state["device"] = "cuda"
+    if not recorded:  # saved before checkpoints recorded their device: told by the generator state
+        del state["device"]
+    resumed = list(fit(cfg, resume=state))
+    assert [(r.iteration, r.status) for r in resumed] == [(15, "completed")]
+    assert math.isfinite(resumed[0].metrics["train/loss"])
+    # The same run from the CPU checkpoint itself differs only in the re-seeded draws, not in what carried over.
+    again = list(fit(cfg, resume=next(fit(cfg)).state()))
+    assert again[0].metrics["train/loss"] != resumed[0].metrics["train/loss"]
+    assert torch.equal(again[0].state()["order"], resumed[0].state()["order"])
+
+
+def test_batches_come_channels_last_in_bf16_with_the_values_autocast_would_give() -> None:
+    cfg = config(**{"run.precision": "bf16", "data.augment": True})
+    data = load_dataset(cfg.data)
+    state = TrainingState(cfg, data, torch.device("cpu"))
+    generator = torch.Generator().set_state(state.generator.get_state())
+    indices = state.sampler.order[: cfg.optim.batch_size]
+    x, _ = training_batch(state, data)
+    assert x.dtype == torch.bfloat16 and x.is_contiguous(memory_format=torch.channels_last)
+    fp32 = augment_batch(data.train.images[indices], generator, pad=2, flip=data.hflip)
+    assert torch.equal(x, fp32.to(torch.bfloat16))
+    assert data.train.images.dtype == torch.float32  # the shared data set is left as it was
+
+
+@pytest.mark.slow
+def test_compiled_runs_in_one_process_each_compile_afresh() -> None:
+    # Tune reuses a trial's process for the next trial. Without a Dynamo reset per run, the second net's graphs
+    # count towards the recompile limit of the first's forward, and past it Dynamo silently runs eagerly.
+    from torch._dynamo.utils import counters
+
+    for depth in (8, 14):
+        counters.clear()
+        with torch._dynamo.config.patch(recompile_limit=1):
+            results = list(fit(config(**{"model.depth": depth, "run.compile": True, "run.probe_images": 0,
+                                         "run.compile_mode": "reduce-overhead", "optim.iterations": 4,
+                                         "run.eval_every": 4})))
+        assert results[-1].status == "completed" and math.isfinite(results[-1].metrics["train/loss"])
+        assert counters["stats"]["unique_graphs"] >= 1, (depth, dict(counters["stats"]))
+
+
+def test_checks_act_one_window_late_except_at_an_evaluation() -> None:
+    sums = RunningSums(torch.device("cpu"))
+    checks = Checks(torch.device("cpu"), batch_size=4)
+    for loss, wrong in ((2.0, 3), (1.0, 1)):
+        sums.add(torch.tensor(loss), torch.tensor(wrong))
+        checks.submit(sums.loss, sums.wrong, sums.steps)
+        sums.restart()
+        if loss == 2.0:
+            assert list(checks.due(everything=False)) == []  # its copy may still be on its way
+    assert list(checks.due(everything=False)) == [(2.0, 75.0)]
+    assert list(checks.due(everything=True)) == [(1.0, 25.0)]
+    assert list(checks.due(everything=True)) == []
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+def test_the_whole_loop_runs_under_deterministic_algorithms(precision: str) -> None:
+    # Every op of a step, evaluation and probe has a deterministic kernel (else torch raises here).
+
+    cfg = config(**{"run.deterministic": True, "run.precision": precision, "data.augment": True})
+    first, second = ([_reproducible(r) for r in fit(cfg)] for _ in range(2))
+    assert first == second
 
 
 # --- probes ----------------------------------------------------------------------------------------------

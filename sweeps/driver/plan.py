@@ -19,6 +19,7 @@ from mlflow.exceptions import MlflowException
 
 from resnet_core.config import TrainConfig, apply_overrides
 from resnet_core.data import DatasetUnavailableError, check_dataset, download_dataset
+from resnet_core.device import check_device_assignment
 from resnet_core.flags import overrides_from_args
 from sweeps.study import GridStudy, Preset
 from sweeps.tracking.spool import SPOOL_DIRNAME
@@ -176,6 +177,8 @@ def check_plan(plan: SweepPlan) -> None:
     if plan.cpus_per_trial <= 0 or plan.gpus_per_trial < 0:
         raise ValueError(f"--cpus-per-trial must be > 0 and --gpus-per-trial >= 0; got "
                          f"{plan.cpus_per_trial}, {plan.gpus_per_trial}")
+    for device in sorted({c.run.device for c in configs}):
+        check_device_assignment(device, plan.gpus_per_trial > 0)
     if plan.max_concurrent is not None and plan.max_concurrent < 1:
         raise ValueError(f"--max-concurrent must be >= 1; got {plan.max_concurrent}")
     try:

@@ -32,6 +32,7 @@ from ray import tune
 from resnet_core import Result, TrainConfig, fit, save_checkpoint
 from resnet_core.checkpoint import CheckpointError, load_latest_checkpoint
 from resnet_core.data_identity import data_identity
+from resnet_core.device import assigned_device, device_record, prepare_device
 from sweeps.tracking.trial_run import TrialRun, TrialTracking
 from sweeps.trial.progress import DIVERGED, DIVERGED_KEY, ITERATION, MINUTES_LEFT, SPOOL, STATUS, UNSENT
 from sweeps.trial.identity import trial_config, trial_meta, trial_name, trial_tags
@@ -62,6 +63,9 @@ def train_trial(config: dict[str, Any], tracking: TrialTracking, sweep_env: dict
     # Ray logs "Checkpoint successfully created" at every evaluation of every trial: in the driver's output
     # that drowns Tune's progress table. Warnings and errors still come through.
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    # First, before anything initialises CUDA: a trial given a GPU needs CUDA (or fails now, saying why), one
+    # given none hides the GPUs. The logged config keeps the device as asked; only the run uses the resolved one.
+    device = assigned_device(config.get("run.device", "auto"), has_gpu=bool(ray.get_gpu_ids()))
     train_config = trial_config(config)
     trial_id = tune.get_context().get_trial_id()
     name = trial_name(config)
@@ -70,9 +74,10 @@ def train_trial(config: dict[str, Any], tracking: TrialTracking, sweep_env: dict
                    adopts=meta.adopts if meta else None)
     try:
         run.set_tags({"node_ip": ray.util.get_node_ip_address()})  # where this attempt runs (a retry may move)
-        state, history = _start(run, train_config, sweep_env, trial_id)
+        run_config = train_config.replace(**{"run.device": device})
+        state, history = _start(run, train_config, sweep_env, trial_id, prepare_device(run_config.run))
         pace = Pace(train_config.optim.iterations)
-        for result in fit(train_config, resume=state):
+        for result in fit(run_config, resume=state):
             # the last one closes the run before its report
             _evaluation(run, result, history, name, hooks, pace.minutes_left(result.iteration))
         if run.ended is None:  # resumed from the final checkpoint: fit had nothing left to do
@@ -94,8 +99,10 @@ def _finish(run: TrialRun, outcome: str, trial_id: str) -> None:
         log.exception("could not mark the MLflow run of trial %s as %s", trial_id, outcome)
 
 
-def _start(run: TrialRun, config: TrainConfig, sweep_env: dict[str, Any], trial_id: str) -> tuple[dict | None, dict]:
-    """Restore from Tune's checkpoint (tagging what was refused), or log the config of a fresh start."""
+def _start(run: TrialRun, config: TrainConfig, sweep_env: dict[str, Any], trial_id: str,
+           device: torch.device) -> tuple[dict | None, dict]:
+    """Restore from Tune's checkpoint (tagging what was refused), or log the config and environment of a fresh
+    start (``device`` as ``prepare_device`` set it up for the run)."""
     state, history, refused = _restore()
     if refused:
         run.set_tags({"checkpoint_refused": "; ".join(refused)[:4000]})
@@ -103,7 +110,7 @@ def _start(run: TrialRun, config: TrainConfig, sweep_env: dict[str, Any], trial_
         run.log_dict(config.to_dict(), "config.json")
         identity = data_identity(config.data)
         run.log_dataset(identity.name, identity.digest, identity.source_type, identity.source)
-        run.log_dict(environment_record(sweep_env, trial_id, _device_name(config.run.device)), "environment.json")
+        run.log_dict(environment_record(sweep_env, trial_id, device), "environment.json")
     else:
         run.set_tags({"resumed_from_iteration": str(int(state["iteration"]))})
     return state, history
@@ -169,8 +176,9 @@ def _shown_first(metrics: dict[str, float]) -> tuple[dict[str, float], dict[str,
     return {k: metrics[k] for k in SHOWN if k in metrics}, {k: v for k, v in metrics.items() if k not in SHOWN}
 
 
-def environment_record(sweep_env: dict[str, Any], trial_id: str, device: str) -> dict[str, Any]:
-    """Where and with what a trial ran: git state (from the driver), packages, host and process, device, Tune trial id."""
+def environment_record(sweep_env: dict[str, Any], trial_id: str, device: torch.device) -> dict[str, Any]:
+    """Where and with what a trial ran: git state (from the driver), packages, host and process, the device and its
+    settings (``device_record``: driver, CUDA, cuDNN, GPU, TF32), Tune trial id."""
     versions = {}
     for name in PACKAGES:
         try:
@@ -178,13 +186,8 @@ def environment_record(sweep_env: dict[str, Any], trial_id: str, device: str) ->
         except metadata.PackageNotFoundError:
             versions[name] = None
     return {**sweep_env, "packages": versions, "python": platform.python_version(), "host": platform.node(),
-            "node_ip": ray.util.get_node_ip_address(), "pid": os.getpid(), "device": device, "trial_id": trial_id}
-
-
-def _device_name(device: str) -> str:
-    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
-        return torch.cuda.get_device_name()
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+            "node_ip": ray.util.get_node_ip_address(), "pid": os.getpid(), **device_record(device),
+            "trial_id": trial_id}
 
 
 def _older_checkpoints(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
