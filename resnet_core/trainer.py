@@ -6,7 +6,7 @@ ops (no DataLoader in the hot loop). All randomness comes from state that goes i
 resumed run continues exactly as an uninterrupted one would.
 
 Reading order: ``fit`` builds a ``TrainingState`` (or restores one) and hands it to ``train``, the loop.
-Each iteration is ``training_batch`` then a ``TrainStep``; the loss and error sums stay on the device in
+Each iteration is ``training_batch`` then a ``TrainStep`` (step.py); the loss and error sums stay on the device in
 ``RunningSums``; every CHECK_EVERY iterations ``Checks`` copies them to the host without waiting and acts on
 them one window later (divergence, warm-up). An evaluation reports
 ``training_metrics``, ``held_out_metrics`` and ``probe`` in one ``Result``.
@@ -14,7 +14,6 @@ them one window later (divergence, warm-up). An evaluation reports
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
@@ -37,6 +36,7 @@ from resnet_core.evaluation import evaluate_batches
 from resnet_core.models import build_model, count_parameters
 from resnet_core.probes import global_norm, gradient_norms, layer_response_std
 from resnet_core.schedule import LearningRate
+from resnet_core.step import RunningSums, TrainStep, training_metrics
 
 if TYPE_CHECKING:
     from resnet_core.imagenet.stream import ImageNetSource
@@ -44,8 +44,6 @@ if TYPE_CHECKING:
 # Warm-up and divergence are checked on a window of this many iterations, read one window late (``Checks``):
 # often enough to react, and the device never waits for the host.
 CHECK_EVERY = 10
-# torch.compile modes that capture CUDA graphs (on a GPU), which need each step's start marked.
-CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 log = logging.getLogger(__name__)
 
@@ -212,43 +210,6 @@ def _model_for(config: TrainConfig, data: Dataset | ImageNetSource, device: torc
     return model.to(memory_format=torch.channels_last) if config.run.channels_last else model
 
 
-class TrainStep:
-    """One SGD step on one batch, with what stays fixed for a run: the forward (compiled if asked, in
-    ``run.compile_mode``), the autocast context and the loss."""
-
-    def __init__(self, config: TrainConfig, model: nn.Module, autocast: torch.autocast | None):
-        self.forward = compiled(model, config.run)
-        self.marks_steps = config.run.compile and config.run.compile_mode in CUDA_GRAPH_MODES
-        self.autocast = autocast
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.optim.label_smoothing)
-
-    def __call__(self, state: TrainingState, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward, backward, update; returns the batch's loss and its number of wrong predictions, both
-        left on the device (reading them would sync it)."""
-        if self.marks_steps:  # a new iteration: CUDA graph outputs of the last one may be overwritten
-            torch.compiler.cudagraph_mark_step_begin()
-        with self.autocast or contextlib.nullcontext():
-            logits = self.forward(x)
-        loss = self.loss_fn(logits.float(), y)
-        state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        state.optimizer.step()
-        state.iteration += 1
-        return loss.detach(), (logits.detach().argmax(1) != y).sum()
-
-
-def compiled(model: nn.Module, run: RunConfig) -> nn.Module:
-    """``model`` compiled in ``run.compile_mode`` when ``run.compile``, else ``model`` itself.
-
-    Dynamo is reset first: in a process that trains one run after another (Tune's reused actors), the graphs of
-    earlier runs would count towards its recompile limit, past which it silently falls back to eager.
-    """
-    if not run.compile:
-        return model
-    torch.compiler.reset()
-    return torch.compile(model, mode=run.compile_mode)
-
-
 def training_batch(state: TrainingState, data: Dataset | ImageNetSource) -> tuple[torch.Tensor, torch.Tensor]:
     """The next training batch: cut from the on-device data by the sampler, augmented with the run's
     generator (or streamed: batch number ``state.iteration``), in the model's memory format."""
@@ -261,46 +222,6 @@ def training_batch(state: TrainingState, data: Dataset | ImageNetSource) -> tupl
         pad = max(1, data.image_size // 8)  # the paper's 4 pixels on 32x32 images, in proportion for smaller ones
         x = augment_batch(x, state.generator, pad=pad, flip=data.hflip)
     return _prepare(x, state.config.run.channels_last), data.train.labels[indices]
-
-
-class RunningSums:
-    """Training loss and wrong predictions summed over the steps since the last ``restart``.
-
-    The sums stay on the device, so adding to them costs no sync; reading them costs one, which is why the
-    loop reads them only at evaluations (the checks between them go through ``Checks``, which does not wait).
-    """
-
-    def __init__(self, device: torch.device):
-        self.loss = torch.zeros((), device=device)
-        self.wrong = torch.zeros((), device=device, dtype=torch.long)
-        self.steps = 0
-
-    def add(self, loss: torch.Tensor, wrong: torch.Tensor) -> None:
-        self.loss += loss
-        self.wrong += wrong
-        self.steps += 1
-
-    def mean_loss(self) -> float:
-        return self.loss.item() / self.steps
-
-    def error_pct(self, batch_size: int) -> float:
-        return 100.0 * self.wrong.item() / (self.steps * batch_size)
-
-    def restart(self) -> None:
-        self.loss.zero_()
-        self.wrong.zero_()
-        self.steps = 0
-
-
-def training_metrics(window: RunningSums, batch_size: int, lr: float, seconds: float) -> dict[str, float]:
-    """Training error, loss and speed over the steps since the last evaluation, and the last step's lr."""
-    return {
-        "train/error": window.error_pct(batch_size),
-        "train/loss": window.mean_loss(),
-        "train/images": float(window.steps * batch_size),  # what the error is a fraction of: its granularity
-        "opt/lr": lr,
-        "perf/images_per_sec": window.steps * batch_size / max(seconds, 1e-9),
-    }
 
 
 def held_out_metrics(model: nn.Module, data: Dataset | ImageNetSource, run: RunConfig,
@@ -390,7 +311,8 @@ def train(state: TrainingState, data: Dataset | ImageNetSource) -> Iterator[Resu
 
     while state.iteration < o.iterations:
         lr = state.set_learning_rate()
-        loss, wrong = step(state, *training_batch(state, data))
+        loss, wrong = step(state.optimizer, *training_batch(state, data))
+        state.iteration += 1
         recent.add(loss, wrong)
         window.add(loss, wrong)
 

@@ -22,7 +22,8 @@ from resnet_core.data import Dataset, Split, augment_batch, load_dataset
 from resnet_core.device import autocast_for, has_native_bf16, resolve_precision
 from resnet_core.models import build_model, response_layers
 from resnet_core.probes import global_norm, gradient_norms, layer_response_std
-from resnet_core.trainer import RunningSums, TrainingState, training_batch
+from resnet_core.step import RunningSums
+from resnet_core.trainer import TrainingState, training_batch
 from resnet_core.train import main
 
 ROOT = Path(__file__).resolve().parents[1]
