@@ -51,7 +51,7 @@ def check_data_on_nodes(plan: SweepPlan) -> None:
             scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(data)
             for node in hosts], timeout=PREFLIGHT_TIMEOUT)
         for node, (digest, error) in zip(hosts, answers):
-            where = f"node {node['NodeManagerAddress']}"
+            where = f"node {node['NodeManagerAddress']} ({node['NodeID'][:8]})"
             if error is not None:
                 problems.append(f"{where}: {error}")
             elif digest != expected:
