@@ -25,6 +25,7 @@ from resnet_core.flags import add_config_arguments
 from sweeps.driver.grid import run_sweep, sweep_status
 from sweeps.driver.plan import (SAFE_ON_RESUME, InterruptedSweepError, SweepPlan, build_plan, check_plan,
                                 download_data)
+from sweeps.driver.node_data import check_data_on_nodes
 from sweeps.driver.resources import check_cluster
 from sweeps.driver.search.flags import add_search_arguments, check_search_plan, search_plan
 from sweeps.driver.search.stages import run_search
@@ -128,6 +129,7 @@ def main(study: GridStudy, argv: list[str] | None = None, hooks: TrialHooks | No
         connect_ray()
         check_cluster(plan)
         download_data(plan)
+        check_data_on_nodes(plan)
         print("\n".join(security_lines(plan, args.insecure_tracking)), flush=True)
     except InterruptedSweepError as exc:
         closed = close_interrupted_sweep(plan.tracking_uri, exc.earlier)
