@@ -137,7 +137,7 @@ def test_concurrent_trials_lose_and_duplicate_no_metric(tiny_sweep):
     (["--iterations", "0"], "optim.iterations must be > 0"),
     (["--iterations", "-5"], "optim.iterations must be > 0"),
     (["--seeds", "0"], "--seeds must be >= 1"),
-    (["--dataset", "imagenet"], "data.dataset='imagenet' is not valid"),
+    (["--dataset", "mnist"], "data.dataset='mnist' is not valid"),
     (["--set", "optim.lr=-1"], "optim.lr must be > 0"),
     (["--shortcut", "D"], "model.shortcut='D' is not valid"),
 ])
