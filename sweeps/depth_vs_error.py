@@ -13,8 +13,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sweeps.presets import (PAPER, PAPER_DESCRIPTION, PAPER_GPUS_PER_TRIAL, PAPER_SEEDS, SMOKE,
-                            SMOKE_DESCRIPTION)
+from sweeps.presets import (IMAGENET, IMAGENET_DESCRIPTION, IMAGENET_SEEDS, IMAGENET_SMOKE,
+                            IMAGENET_SMOKE_DESCRIPTION, PAPER, PAPER_DESCRIPTION, PAPER_GPUS_PER_TRIAL, PAPER_SEEDS,
+                            SMOKE, SMOKE_DESCRIPTION)
 from sweeps.study import DEPTH, FAMILY, GridStudy, Preset
 
 STUDY = GridStudy(
@@ -31,6 +32,14 @@ STUDY = GridStudy(
                         seeds=PAPER_SEEDS, cpus_per_trial=1, gpus_per_trial=PAPER_GPUS_PER_TRIAL,
                         special_cells=(({"family": "residual", "depth": 110}, {"optim.warmup": True}),),
                         recipe="paper"),
+        # Table 2 / Fig. 4: plain-18/34 and ResNet-18/34, option A (zero-padding shortcuts: no extra parameter).
+        "imagenet": Preset("imagenet", IMAGENET_DESCRIPTION, {**IMAGENET, "model.shortcut": "A"},
+                           grid=({"family": ("plain", "residual"), "depth": (18, 34)},),
+                           seeds=IMAGENET_SEEDS, cpus_per_trial=8, gpus_per_trial=1, recipe="paper"),
+        "imagenet-smoke": Preset("imagenet-smoke", IMAGENET_SMOKE_DESCRIPTION + ": the Table 2 grid in minutes",
+                                 {**IMAGENET_SMOKE, "model.shortcut": "A"},
+                                 grid=({"family": ("plain", "residual"), "depth": (18, 34)},),
+                                 seeds=1, cpus_per_trial=1, gpus_per_trial=0),
     },
     report_sections=("verdict", "curves", "depth", "paper", "responses"),
 )

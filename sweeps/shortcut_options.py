@@ -16,8 +16,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sweeps.presets import (PAPER, PAPER_DESCRIPTION, PAPER_GPUS_PER_TRIAL, PAPER_SEEDS, SMOKE, SMOKE_DESCRIPTION,
-                            schedule)
+from sweeps.presets import (IMAGENET, IMAGENET_DESCRIPTION, IMAGENET_SEEDS, PAPER, PAPER_DESCRIPTION,
+                            PAPER_GPUS_PER_TRIAL, PAPER_SEEDS, SMOKE, SMOKE_DESCRIPTION, schedule)
 from sweeps.study import CONFIG_FLAGS, DEPTH, FAMILY, SHORTCUT, GridStudy, Preset
 
 
@@ -40,6 +40,12 @@ STUDY = GridStudy(
                         seeds=PAPER_SEEDS, cpus_per_trial=1, gpus_per_trial=PAPER_GPUS_PER_TRIAL,
                         special_cells=(({"family": "residual", "depth": 110}, {"optim.warmup": True}),),
                         recipe="paper"),
+        # Table 3: plain-34, ResNet-34 A/B/C, and the bottleneck ResNet-50/101/152 with option B.
+        "imagenet": Preset("imagenet", IMAGENET_DESCRIPTION, IMAGENET,
+                           grid=({"family": ("plain",), "depth": (34,)},
+                                 {"family": ("residual",), "shortcut": ("A", "B", "C"), "depth": (34,)},
+                                 {"family": ("residual",), "shortcut": ("B",), "depth": (50, 101, 152)}),
+                           seeds=IMAGENET_SEEDS, cpus_per_trial=8, gpus_per_trial=1, recipe="paper"),
     },
     report_sections=("shortcuts", "curves", "responses"),
     config_flags=tuple(flag for flag in CONFIG_FLAGS if flag != "model.shortcut"),  # --options varies it

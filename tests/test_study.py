@@ -200,3 +200,49 @@ def test_a_trials_minutes_left_come_from_its_own_pace(monkeypatch):
     assert math.isnan(pace.minutes_left(100))  # at the first evaluation: no pace yet
     assert pace.minutes_left(200) == round(800 * 0.3 / 60, 1)  # 30 s per 100 iterations
     assert pace.minutes_left(400) == round(600 * 0.3 / 60, 1)
+
+
+def test_the_imagenet_presets_are_the_papers_tables_2_and_3():
+    from sweeps.shortcut_options import STUDY as SHORTCUTS
+
+    def nets(study, preset):
+        plan = plan_from_argv(study, ["--preset", preset])
+        return sorted((("residual" if c.model.residual else "plain"), c.model.depth, c.model.shortcut)
+                      for c in plan.configs()), plan.configs()[0]
+
+    table2, config = nets(STUDY, "imagenet")
+    assert table2 == [("plain", 18, "A"), ("plain", 34, "A"), ("residual", 18, "A"), ("residual", 34, "A")]
+    assert (config.data.dataset, config.data.recipe, config.optim.batch_size, config.optim.iterations,
+            config.optim.schedule) == ("imagenet", "paper", 256, 600_000, "plateau")
+    table3, config = nets(SHORTCUTS, "imagenet")
+    residual = [net for net in table3 if net[0] == "residual"]
+    assert ("plain", 34, "B") in table3 and len(table3) == 7
+    assert residual == [("residual", 34, "A"), ("residual", 34, "B"), ("residual", 34, "C"),
+                        ("residual", 50, "B"), ("residual", 101, "B"), ("residual", 152, "B")]
+    assert config.model.bottleneck_stride == "1x1"  # the paper's (Caffe's) bottleneck
+
+
+def test_the_imagenet_smoke_preset_runs_end_to_end(ray_runtime, tmp_path, capsys):
+    """On the generated ImageNet-layout set, shortened: every trial completes and logs top-5 and 10-crop."""
+    import subprocess
+    import sys
+
+    from sweeps import depth_vs_error
+
+    data = tmp_path / "digits-imagenet"
+    subprocess.run([sys.executable, "-m", "resnet_core.imagenet.sample", str(data)], check=True, cwd=REPO,
+                   capture_output=True, timeout=300)
+    code = depth_vs_error.main(["--preset", "imagenet-smoke", "--data-dir", str(data), "--depths", "18",
+                                "--iterations", "4", "--eval-every", "2", "--set", "run.data_workers=0",
+                                "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--storage-path",
+                                str(tmp_path / "ray_results"), "--no-report"])
+    assert code == 0, capsys.readouterr()
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("depth_vs_error")
+    runs = client.search_runs([experiment.experiment_id], "tags.role = 'trial'")
+    assert sorted(r.info.run_name for r in runs) == ["plain-18 seed 0", "residual-18 seed 0"]
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        assert {"test/error", "test/top5_error", "test/error_10crop", "test/top5_error_10crop"} <= set(run.data.metrics)
+        (dataset,) = run.inputs.dataset_inputs
+        assert dataset.dataset.name == "imagenet" and dataset.dataset.source == str(data)
