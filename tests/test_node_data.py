@@ -1,10 +1,11 @@
-"""The data on every node that may run a trial (sweeps/driver/node_data.py), on a real two-node Ray cluster: a
-head without CPUs and a worker node in its own mount namespace, where the data directory is another tree (or
-missing). Root only (a mount namespace), like the cluster rehearsal."""
+"""The data on every node that may run a trial (sweeps/driver/node_data.py), on a real three-node Ray cluster: a
+head without CPUs and two worker nodes, each in its own mount namespace, where the data directory is another
+tree or empty. Root only (a mount namespace), like the cluster rehearsal."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,14 +31,11 @@ def ray_node(command: list[str], env: dict, log: Path, mount: tuple[Path, Path] 
     return subprocess.Popen(command, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
-@pytest.mark.parametrize("worker_sees", ["other files", "nothing"])
-def test_a_node_with_other_data_is_refused_naming_it(tmp_path, worker_sees):
+def test_nodes_with_other_data_or_none_are_refused_naming_each(tmp_path):
+    """Two worker nodes: one sees another tree at the data directory, one an empty directory."""
     data = write_imagenet(tmp_path / "imagenet")
-    other = tmp_path / "other"
-    if worker_sees == "other files":
-        write_imagenet(other, train_per_class=5)
-    else:
-        other.mkdir()
+    other, empty = write_imagenet(tmp_path / "other", train_per_class=5), tmp_path / "empty"
+    empty.mkdir()
     temp_dir = tempfile.mkdtemp(prefix="nd", dir="/tmp")  # short: Ray's socket paths have a length limit
     port = free_port()
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0",
@@ -47,27 +45,23 @@ def test_a_node_with_other_data_is_refused_naming_it(tmp_path, worker_sees):
     nodes = [ray_node([str(BIN / "ray"), "start", "--head", "--port", str(port), "--num-cpus", "0",
                        "--include-dashboard", "false", *common], env, tmp_path / "head.log")]
     try:
-        time.sleep(5)
-        nodes.append(ray_node([str(BIN / "ray"), "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "1",
-                               *common], env, tmp_path / "worker.log", mount=(other, data)))
+        time.sleep(3)
+        for name, seen in (("other", other), ("empty", empty)):
+            nodes.append(ray_node([str(BIN / "ray"), "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "1",
+                                   *common], env, tmp_path / f"{name}.log", mount=(seen, data)))
         flags = ["--preset", "smoke", "--dataset", "imagenet", "--data-dir", str(data), "--depths", "18", "--seeds",
                  "1", "--set", "model.layout=imagenet", "--set", "model.depth=18"]
-        deadline, result = time.time() + 120, None
-        while time.time() < deadline:  # until the worker node has joined (the check needs it)
-            result = subprocess.run([sys.executable, str(REPO / "tests/support/node_data_driver.py"), *flags],
-                                    env={**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}, capture_output=True, text=True,
-                                    timeout=300)
-            if "OK" not in result.stdout.splitlines():
-                break
-            time.sleep(3)
+        result = subprocess.run([sys.executable, str(REPO / "tests/support/node_data_driver.py"), *flags],
+                                env={**env, "RAY_ADDRESS": f"127.0.0.1:{port}", "NODES": "3"}, capture_output=True,
+                                text=True, timeout=300)
         output = result.stdout + result.stderr
-        assert "REFUSED: the data is not the same on every node that may run a trial (1 such node(s))" in output, (
-            output + (tmp_path / "worker.log").read_text())
-        problem = output.split("trial (1 such node(s))", 1)[1]
-        assert problem.count("\n  node ") == 1, output  # the worker, not the head (no CPU: it runs no trial)
-        expected = "has digest" if worker_sees == "other files" else str(data)
-        assert expected in problem, output
+        heading = "REFUSED: the data is not the same on every node that may run a trial (2 such node(s))"
+        assert heading in output, output + (tmp_path / "other.log").read_text()
+        problems = output.split(heading, 1)[1].split("\n  node ")[1:]
+        assert len(problems) == 2, output  # the two workers, not the head (no CPU: it runs no trial)
+        assert sum("has digest" in p for p in problems) == 1, output  # the other tree
+        assert sum(str(data) in p and "has digest" not in p for p in problems) == 1, output  # nothing there
     finally:
         for node in reversed(nodes):
-            stop_group(node, timeout=60)
+            stop_group(node, signal.SIGKILL, timeout=30)
         subprocess.run(["rm", "-rf", temp_dir], check=False)

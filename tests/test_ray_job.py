@@ -51,7 +51,7 @@ def head_node():
             pytest.fail("the Ray head node's job server did not come up:\n" + (Path(temp_dir) / "head.log").read_text())
         yield address, env, Path(temp_dir)
     finally:
-        stop_group(process, timeout=60)
+        stop_group(process, timeout=10)  # then SIGKILL: a blocking `ray start` takes ~30 s to stop by itself
         log.close()
 
 
