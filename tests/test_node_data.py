@@ -31,6 +31,14 @@ def ray_node(command: list[str], env: dict, log: Path, mount: tuple[Path, Path] 
     return subprocess.Popen(command, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def started(node: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    """Wait until a blocking `ray start` says its node is up."""
+    deadline = time.time() + timeout
+    while "block forever" not in log.read_text():
+        assert node.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+
+
 def test_nodes_with_other_data_or_none_are_refused_naming_each(tmp_path):
     """Two worker nodes: one sees another tree at the data directory, one an empty directory."""
     data = write_imagenet(tmp_path / "imagenet")
@@ -45,10 +53,11 @@ def test_nodes_with_other_data_or_none_are_refused_naming_each(tmp_path):
     nodes = [ray_node([str(BIN / "ray"), "start", "--head", "--port", str(port), "--num-cpus", "0",
                        "--include-dashboard", "false", *common], env, tmp_path / "head.log")]
     try:
-        time.sleep(3)
-        for name, seen in (("other", other), ("empty", empty)):
+        started(nodes[0], tmp_path / "head.log")  # the head's GCS must be up before a node can join it
+        for name, seen in (("other", other), ("empty", empty)):  # one at a time: a loaded machine times out two
             nodes.append(ray_node([str(BIN / "ray"), "start", "--address", f"127.0.0.1:{port}", "--num-cpus", "1",
                                    *common], env, tmp_path / f"{name}.log", mount=(seen, data)))
+            started(nodes[-1], tmp_path / f"{name}.log")
         flags = ["--preset", "smoke", "--dataset", "imagenet", "--data-dir", str(data), "--depths", "18", "--seeds",
                  "1", "--set", "model.layout=imagenet", "--set", "model.depth=18"]
         result = subprocess.run([sys.executable, str(REPO / "tests/support/node_data_driver.py"), *flags],

@@ -16,7 +16,7 @@ from sweeps.driver.node_data import check_data_on_nodes
 
 if __name__ == "__main__":
     ray.init(logging_level="WARNING", log_to_driver=False)
-    deadline = time.time() + 120
+    deadline = time.time() + 240
     while sum(node["Alive"] for node in ray.nodes()) < int(os.environ["NODES"]) and time.time() < deadline:
         time.sleep(1)
     try:
