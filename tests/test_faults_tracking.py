@@ -70,6 +70,21 @@ def spooled_steps(spool: Path) -> set[int]:
     return {step for e in entries if e["op"] == "metrics" for *_, step in e["metrics"]}
 
 
+def sweep_in_background(plan, spec: Path) -> tuple[threading.Thread, dict]:
+    """``run_sweep`` with the faults of ``spec`` in a thread; its results or error land in the returned dict."""
+    outcome: dict = {}
+
+    def sweep() -> None:
+        try:
+            outcome["results"] = run_sweep(plan, hooks=FaultHooks.from_file(spec))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=sweep, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
 @pytest.fixture
 def server(tmp_path):
     server = MlflowServer(tmp_path)
@@ -96,16 +111,7 @@ def test_tracking_server_outage_loses_no_metric(ray_runtime, tmp_path, server, m
                      "--cpus-per-trial", "1"])
     spool_dir = Path(plan.spool_dir)
     held = {n: tmp_path / "markers" / f"{i}-hold.1" for i, n in enumerate(releases)}
-    outcome: dict = {}
-
-    def sweep() -> None:
-        try:
-            outcome["results"] = run_sweep(plan, hooks=FaultHooks.from_file(spec))
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=sweep, daemon=True)
-    thread.start()
+    thread, outcome = sweep_in_background(plan, spec)
     client = MlflowClient(server.uri)
 
     wait_for(held[3].exists, 300, "iteration 3")
@@ -177,16 +183,7 @@ def test_a_trial_that_starts_during_an_outage_waits_for_the_server(ray_runtime, 
                      str(tmp_path / "ray_results"), "--depths", "8", "--families", "plain,residual", "--seeds", "1",
                      "--cpus-per-trial", "1", "--max-concurrent", "1", "--max-failures", "0"])
     first_held, second_held = (tmp_path / "markers" / f"{i}-hold.1" for i in range(2))
-    outcome: dict = {}
-
-    def sweep() -> None:
-        try:
-            outcome["results"] = run_sweep(plan, hooks=FaultHooks.from_file(spec))
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=sweep, daemon=True)
-    thread.start()
+    thread, outcome = sweep_in_background(plan, spec)
     wait_for(first_held.exists, 300, "the first trial's last evaluation")
     server.stop()
     release.touch()  # the first trial ends (its end is spooled); the second one starts and needs its run
@@ -224,16 +221,7 @@ def test_a_spool_on_another_nodes_disk_keeps_the_sweep_open_and_says_how_to_send
                      str(tmp_path / "ray_results"), "--depths", "8", "--families", "residual", "--seeds", "1",
                      "--cpus-per-trial", "1"])
     held = {n: tmp_path / "markers" / f"{i}-hold.1" for i, n in enumerate(releases)}
-    outcome: dict = {}
-
-    def sweep() -> None:
-        try:
-            outcome["results"] = run_sweep(plan, hooks=FaultHooks.from_file(spec))
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=sweep, daemon=True)
-    thread.start()
+    thread, outcome = sweep_in_background(plan, spec)
     wait_for(held[9].exists, 300, "iteration 9")
     server.stop()
     releases[9].touch()

@@ -7,8 +7,7 @@ lacks the data, or holds other files there, would fail (or silently train on oth
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -40,12 +39,11 @@ def check_data_on_nodes(plan: SweepPlan) -> None:
     than the driver's. Nothing to do on one node (the driver's own check covers it) or for generated data."""
     alive = [node for node in ray.nodes() if node.get("Alive")]
     hosts = [node for node in alive if fits(trial_request(plan), node["Resources"])]
-    wanted = {json.dumps(asdict(c.data), sort_keys=True): replace(c.data, download=False)
-              for c in plan.configs() if c.data.dataset in NEEDS_FILES}
+    wanted = [replace(data, download=False) for data in plan.data_configs() if data.dataset in NEEDS_FILES]
     if len(alive) <= 1 or not hosts or not wanted:
         return
     problems = []
-    for data in wanted.values():
+    for data in wanted:
         expected = data_identity(data).digest
         answers = ray.get([_remote_preflight.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(data)

@@ -18,6 +18,7 @@ import pyarrow.fs
 from mlflow.exceptions import MlflowException
 
 from resnet_core.config import TrainConfig, apply_overrides
+from resnet_core.config import DataConfig
 from resnet_core.data import DatasetUnavailableError, check_dataset, download_dataset
 from resnet_core.device import check_device_assignment
 from resnet_core.flags import overrides_from_args
@@ -62,6 +63,10 @@ class SweepPlan:
     def configs(self) -> list[TrainConfig]:
         """The TrainConfig of every trial (validates each one)."""
         return [trial_config({**self.base, **cell, "run.seed": seed}) for cell in self.cell_overrides for seed in self.seeds]
+
+    def data_configs(self) -> list[DataConfig]:
+        """Each distinct data set the trials read (most sweeps: one)."""
+        return list({json.dumps(asdict(c.data), sort_keys=True): c.data for c in self.configs()}.values())
 
     @property
     def sweep_id(self) -> str:
@@ -182,7 +187,7 @@ def check_plan(plan: SweepPlan) -> None:
     if plan.max_concurrent is not None and plan.max_concurrent < 1:
         raise ValueError(f"--max-concurrent must be >= 1; got {plan.max_concurrent}")
     try:
-        for data in {json.dumps(asdict(c.data), sort_keys=True): c.data for c in configs}.values():
+        for data in plan.data_configs():
             check_dataset(data)
         check_tracking_uri(plan.tracking_uri)
     except (DatasetUnavailableError, TrackingError) as exc:
@@ -197,8 +202,7 @@ def download_data(plan: SweepPlan) -> None:
     """Download, once and in the driver, every data set the plan asks to download (``data.download``), before
     any trial starts: trials sharing the data directory then find it there instead of all fetching it at once.
     Raises ValueError when a download fails."""
-    wanted = {json.dumps(asdict(c.data), sort_keys=True): c.data for c in plan.configs() if c.data.download}
-    for data in wanted.values():
+    for data in (d for d in plan.data_configs() if d.download):
         print(f"downloading {data.dataset} into {data.data_dir} (once, before any trial starts)", flush=True)
         try:
             download_dataset(data)
