@@ -7,6 +7,7 @@ tell what a line is without parsing its legend text. Seed spread is shown as the
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -46,8 +47,34 @@ def add_key(fig: go.Figure, name: str, explains: str, **style) -> None:
 ERROR_BAR_KEY = dict(mode="markers", marker=dict(symbol="line-ns-open", size=14, color="#444", line=dict(width=1.5)))
 
 
-def degradation_curves(history: pd.DataFrame, runs: pd.DataFrame) -> go.Figure:
-    """Fig. 6: error (%) vs iteration, plain nets left, residual nets right; dashed train, solid test.
+@dataclass(frozen=True)
+class CurveStyle:
+    """How an error-curve figure draws its two curves per net: line style and legend key of each, its title."""
+
+    train: dict  # line style (dash, width) of the training error
+    held_out: dict  # line style of the held-out error
+    train_key: str
+    held_out_key: str
+    title: str
+
+
+FIG6 = CurveStyle(dict(dash=SPLIT_DASH["train"], width=1.5), dict(dash=SPLIT_DASH["test"], width=2),
+                  "training error (dashed)", "test error (solid)",
+                  "Training (dashed) and test (solid) error; band = min–max over seeds")
+
+
+def fig4_style(held_out_name: str) -> CurveStyle:
+    """Fig. 4's convention: thin training error, bold centre-crop error on ``held_out_name``."""
+    return CurveStyle(dict(dash="solid", width=1), dict(dash="solid", width=3.5), "training error (thin)",
+                      f"{held_out_name} error, centre crop (bold)",
+                      f"Training (thin) and {held_out_name} (bold, centre crop) error; band = min–max over seeds")
+
+
+def degradation_curves(history: pd.DataFrame, runs: pd.DataFrame, held_out: str = "test",
+                       style: CurveStyle = FIG6) -> go.Figure:
+    """Error (%) vs iteration, plain nets left, residual nets right: training error and the ``held_out``
+    split's (``test`` or ``val``) error, drawn as ``style`` says — Fig. 6 (dashed train, solid test) by default,
+    Fig. 4 with ``fig4_style``.
 
     One legend group per net (family × depth): the seed mean as a line and the min–max range over seeds as a
     shaded band. Diverged runs are drawn individually in grey (their training error), outside the means.
@@ -58,14 +85,14 @@ def degradation_curves(history: pd.DataFrame, runs: pd.DataFrame) -> go.Figure:
     fig = make_subplots(rows=1, cols=len(families), shared_yaxes=True, horizontal_spacing=0.05,
                         subplot_titles=[f"{f} nets" for f in families])
     top = 0.0
-    for split in ("train", "test"):
+    for split, line in (("train", style.train), (held_out, style.held_out)):
         bands = curve_bands(history, members, f"{split}/error")
         if not bands.empty:  # like the paper, frame the curves after the first tenth of training
             top = max(top, float(bands.loc[bands["step"] >= 0.1 * bands["step"].max(), "max"].max()))
         for (family, depth), band in bands.groupby(["family", "depth"]):
             if family not in families:
                 continue
-            col = families.index(family) + 1
+            col, shown = families.index(family) + 1, split != "train"
             color, group = colors[int(depth)], f"{family}-{int(depth)}"
             meta = {"family": family, "depth": int(depth), "metric": f"{split}/error"}
             name = f"{net_name(family, depth)} {split} (n={int(band['n'].max())})"
@@ -73,19 +100,17 @@ def degradation_curves(history: pd.DataFrame, runs: pd.DataFrame) -> go.Figure:
             if band["n"].max() > 1:
                 x = list(band["step"]) + list(band["step"])[::-1]
                 y = list(band["max"]) + list(band["min"])[::-1]
-                fill = _rgba(color, 0.12 if split == "test" else 0.08)
+                fill = _rgba(color, 0.12 if shown else 0.08)
                 fig.add_trace(go.Scatter(x=x, y=y, fill="toself", fillcolor=fill, line=dict(width=0), hoverinfo="skip", showlegend=False, legendgroup=group,
                                          name=f"{name} range", meta={**meta, "kind": "band"}), row=1, col=col)
             fig.add_trace(go.Scatter(x=band["step"], y=band["mean"], mode="lines", legendgroup=group,
-                                     name=legend if split == "test" else name, showlegend=split == "test",
-                                     line=dict(color=color, dash=SPLIT_DASH[split],
-                                               width=2 if split == "test" else 1.5),
-                                     meta={**meta, "kind": "mean"},
+                                     name=legend if shown else name, showlegend=shown,
+                                     line=dict(color=color, **line), meta={**meta, "kind": "mean"},
                                      hovertemplate="iteration %{x:,}<br>%{y:.2f} %<extra>" + name + "</extra>"),
                           row=1, col=col)
     _add_diverged(fig, history, runs, families)
-    add_key(fig, "training error (dashed)", "train/error", mode="lines", line=dict(color="#555", dash="dash"))
-    add_key(fig, "test error (solid)", "test/error", mode="lines", line=dict(color="#555", width=2))
+    add_key(fig, style.train_key, "train/error", mode="lines", line=dict(color="#555", **style.train))
+    add_key(fig, style.held_out_key, f"{held_out}/error", mode="lines", line=dict(color="#555", **style.held_out))
     if any(t.meta and t.meta.get("kind") == "band" for t in fig.data):
         add_key(fig, "min–max over seeds (shaded)", "band", mode="markers",
                 marker=dict(symbol="square", size=14, color="rgba(80, 80, 80, 0.18)"))
@@ -93,8 +118,7 @@ def degradation_curves(history: pd.DataFrame, runs: pd.DataFrame) -> go.Figure:
     fig.update_yaxes(title_text="error (%)", row=1, col=1)
     if top > 0:
         fig.update_yaxes(range=[0, min(100.0, 1.1 * top)])
-    fig.update_layout(title="Training (dashed) and test (solid) error; band = min–max over seeds", height=460,
-                      **_LAYOUT)
+    fig.update_layout(title=style.title, height=460, **_LAYOUT)
     return fig
 
 

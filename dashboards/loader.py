@@ -92,12 +92,14 @@ def find_experiment(client, name: str):
     return experiment
 
 
-def load_experiment(experiment: str, tracking_uri: str | None = None, *, metrics: Iterable[str] | None = None,
+def load_experiment(experiment: str, tracking_uri: str | None = None, *,
+                    metrics: Iterable[str] | Callable[[pd.DataFrame], Iterable[str]] | None = None,
                     sweep_run: str | None = None) -> ExperimentData:
     """Read the trial runs of one sweep of an experiment (its newest, or the parent run ``sweep_run``), their
-    metric histories (all, or only ``metrics``) and layer responses. Trials of other sweeps are not pooled
-    with them: a sweep run again would otherwise double the seeds of every verdict. An experiment without
-    sweep runs (runs logged by hand) is read whole."""
+    metric histories (all, or only ``metrics``: names, or a function of the runs table that names them, so
+    that a history is fetched only for experiments that need it) and layer responses. Trials of other sweeps
+    are not pooled with them: a sweep run again would otherwise double the seeds of every verdict. An
+    experiment without sweep runs (runs logged by hand) is read whole."""
     client = open_client(tracking_uri)
     exp = find_experiment(client, experiment)
     all_runs = search_all_runs(client, exp.experiment_id)
@@ -115,6 +117,8 @@ def load_experiment(experiment: str, tracking_uri: str | None = None, *, metrics
 
     trial_ids = set(runs["run_id"])
     trial_runs = [r for r in all_runs if r.info.run_id in trial_ids]
+    if callable(metrics):
+        metrics = metrics(runs)
     keys = sorted({k for r in trial_runs for k in r.data.metrics}) if metrics is None else list(metrics)
     history = fetch_histories(client, runs["run_id"].tolist(), keys)
     responses, missing = fetch_layer_responses(client, trial_runs)
