@@ -25,7 +25,7 @@ def render(data: ExperimentData) -> str:
         "net": comparison["net"],
         "paper (%)": [_paper_value(row) for row in comparison.itertuples(index=False)],
         "source": comparison["source"],
-        "this experiment (%)": [_ours(row) for row in comparison.itertuples(index=False)],
+        "this experiment (%)": [ours_text(row) for row in comparison.itertuples(index=False)],
     })
     if result.comparable:
         shown["difference, ours − paper (pp)"] = [_difference(row) for row in comparison.itertuples(index=False)]
@@ -52,7 +52,10 @@ def _paper_value(row) -> str:
     return f"{row.paper:.2f}"
 
 
-def _ours(row) -> str:
+def ours_text(row) -> str:
+    """Our value of a comparison row: mean ± std (n, min–max) over seeds; one seed says it has no std."""
+    if row.n == 0:
+        return "—"
     if row.n < 2:
         return f"{row.ours_mean:.2f} (one seed: no std)"
     return (f"{row.ours_mean:.2f} ± {row.ours_std:.2f} (mean ± std, n={row.n}; "
