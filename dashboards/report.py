@@ -21,14 +21,14 @@ from pathlib import Path
 
 from plotly.offline import get_plotlyjs
 
-from dashboards import paper
+from dashboards import imagenet, paper
 from dashboards.html import CSS, escape
 from dashboards.loader import ExperimentData, ExperimentNotFoundError, load_experiment, open_client
 from dashboards.sections import SECTIONS, runs
 
 log = logging.getLogger("dashboards.report")
 
-HISTORY_METRICS = ("train/error", "test/error")  # the only histories the report draws; finals come with the runs
+HISTORY_METRICS = ("train/error", "test/error")  # the histories every report draws (ImageNet adds: history_metrics)
 ARTIFACT_NAME = "report.html"
 
 
@@ -41,7 +41,7 @@ def build_report(experiment: str, tracking_uri: str | None = None, out: str | Pa
     in the run table a link to its page there. Raises ExperimentNotFoundError (listing the experiments that
     exist) for an unknown name.
     """
-    data = load_experiment(experiment, tracking_uri, metrics=HISTORY_METRICS, sweep_run=sweep_run)
+    data = load_experiment(experiment, tracking_uri, metrics=history_metrics, sweep_run=sweep_run)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_report(data, mlflow_ui_url=mlflow_ui_url), encoding="utf-8")
@@ -49,6 +49,12 @@ def build_report(experiment: str, tracking_uri: str | None = None, out: str | Pa
     if log_to_parent:
         log_report(data, out)
     return out
+
+
+def history_metrics(runs) -> tuple[str, ...]:
+    """The histories the report draws for these runs: HISTORY_METRICS, and Fig. 4's validation error when some
+    run has the ImageNet layout (decided from the runs table, before any history is fetched)."""
+    return imagenet.history_metrics(runs, HISTORY_METRICS)
 
 
 def log_report(data: ExperimentData, path: Path) -> str | None:
@@ -75,7 +81,9 @@ def render_report(data: ExperimentData, generated_at: datetime | None = None,
                   mlflow_ui_url: str | None = None) -> str:
     """The whole HTML document for one experiment; runs link to ``mlflow_ui_url`` when it is given."""
     generated_at = generated_at or datetime.now(timezone.utc)
-    caveats = paper.reproduction_caveats(data.sweep_tags, data.runs)
+    on_imagenet = imagenet.only_imagenet_runs(data.runs)
+    caveats = (imagenet.paper_setting_caveats(data.sweep_tags, data.runs) if on_imagenet
+               else paper.reproduction_caveats(data.sweep_tags, data.runs))
     wanted = report_sections(data)
     sections = [build(data) for name, build in SECTIONS.items() if name in wanted]
     body = "\n".join(s for s in [*sections, runs.render(data, mlflow_ui_url)] if s)
@@ -94,7 +102,7 @@ def render_report(data: ExperimentData, generated_at: datetime | None = None,
 <h1>{escape(title)}</h1>
 {_summary_line(data, generated_at)}
 </header>
-{_banner(caveats)}
+{_banner(caveats, on_imagenet)}
 <main>
 {body}
 </main>
@@ -109,9 +117,14 @@ def study_name(data: ExperimentData) -> str:
 
 
 def report_sections(data: ExperimentData) -> set[str]:
-    """The sections the study asked for (the sweep's tag ``report_sections``), else every section."""
+    """The sections the study asked for (the sweep's tag ``report_sections``), else every section; ``imagenet``
+    exactly when some run has the ImageNet layout, and then, when every run has it, in place of ``curves``
+    (its Fig. 4 draws the same runs' curves)."""
     named = data.sweep_tags.get("report_sections", "")
-    return {name for name in named.split(",") if name} or set(SECTIONS)
+    wanted = {name for name in named.split(",") if name} or set(SECTIONS)
+    if not imagenet.has_imagenet_runs(data.runs):
+        return wanted - {"imagenet"}
+    return (wanted | {"imagenet"}) - ({"curves"} if imagenet.only_imagenet_runs(data.runs) else set())
 
 
 def _summary_line(data: ExperimentData, generated_at: datetime) -> str:
@@ -129,14 +142,17 @@ def _summary_line(data: ExperimentData, generated_at: datetime) -> str:
             f'<code>{escape(data.tracking_uri)}</code> · generated {generated_at:%Y-%m-%d %H:%M UTC}</p>')
 
 
-def _banner(caveats: list[str]) -> str:
+def _banner(caveats: list[str], on_imagenet: bool = False) -> str:
+    """The page's top line: the paper's setting (CIFAR-10 for Table 6, or ImageNet for Tables 2/3), or why not."""
     if not caveats:
-        return ('<div class="recipe-ok" id="recipe">Paper recipe: CIFAR-10, full training schedule '
-                f'({paper.PAPER_ITERATIONS:,} iterations). Numbers below are comparable with the paper.</div>')
+        setting = (f"ILSVRC-2012, full training schedule ({paper.IMAGENET_PAPER_ITERATIONS:,} iterations), 10-crop "
+                   f"test" if on_imagenet else f"CIFAR-10, full training schedule ({paper.PAPER_ITERATIONS:,} iterations)")
+        return f'<div class="recipe-ok" id="recipe">Paper recipe: {setting}. Numbers below are comparable with the paper.</div>'
+    recipe, tables = ("ImageNet recipe on full ILSVRC-2012", "Tables 2/3") if on_imagenet else ("CIFAR-10 recipe", "Table 6")
     items = "".join(f"<li>{escape(c)}</li>" for c in caveats)
     return (f'<div class="banner" id="not-paper-recipe" role="alert"><strong>Not a reproduction of the paper.</strong> '
-            f'This experiment does not follow the paper\'s CIFAR-10 recipe, so its numbers are not comparable with '
-            f'Table 6:<ul>{items}</ul></div>')
+            f'This experiment does not follow the paper\'s {recipe}, so its numbers are not comparable with '
+            f'{tables}:<ul>{items}</ul></div>')
 
 
 # ------------------------------------------------------------------------------------------------- the CLI

@@ -24,7 +24,8 @@ def render(data: ExperimentData) -> str:
     reference = (f'<p class="note" id="table3-reference">{escape(table3_elsewhere_note())}</p>'
                  if TABLE3_COLUMN not in options else
                  '<p class="note" id="table3-reference">Table 3 is set beside the ImageNet-layout ResNet-34 trained '
-                 'on ImageNet only, as a reference, not as a difference: the paper tests 10 crops, we one view.</p>')
+                 'on ImageNet only, as a reference, not as a difference: the paper tests 10 crops, this table one view. '
+                 'Our 10-crop errors stand beside Table 3 under <a href="#imagenet-tables">ImageNet</a>.</p>')
     return section("shortcuts", "Shortcut options A / B / C",
                     '<p class="note">A: zero-padding identity; B: projections where the shape changes; '
                     'C: projections everywhere (§3.3). Final iterate; error bars = min–max over seeds.</p>', tests,

@@ -96,6 +96,8 @@ def write_fixture_experiment(
     artifact_root: str | Path | None = None,
     start_time_ms: int | None = None,
     random_seed: int = 0,
+    config: dict | None = None,
+    ten_crop_images: int | None = None,
 ) -> FixtureExperiment:
     """Write one parent run (role=sweep) and its child runs (role=trial) into a new experiment.
 
@@ -118,6 +120,10 @@ def write_fixture_experiment(
         artifacts: write the trial runs' artifacts (config, environment, probes); False is faster when only
             metrics matter (every run then lacks probes).
         artifact_root: where artifacts go; by default ``mlartifacts/`` beside a SQLite store.
+        config: flat config overrides of every trial (``data.data_dir``, ``model.width``, ...).
+        ten_crop_images: log as an ImageNet trial does (resnet_core/imagenet/stream.py): ``test/top5_error`` and
+            ``test/images`` (this many) at every evaluation, and at the last one the 10-crop metrics
+            ``test/error_10crop`` (1 pp under the centre crop), ``test/top5_error_10crop``, ``test/images_10crop``.
     """
     rng = random.Random(random_seed)
     depths, families = tuple(depths), tuple(families)
@@ -166,7 +172,8 @@ def write_fixture_experiment(
         run_id, run_end = _write_trial(client, experiment_id, parent_id, trial, index, now + 1000 * index, rng,
                                        iterations=iterations, points=points, dataset=dataset, preset=preset,
                                        val_size=val_size, probe_history=probe_history, layout=layout,
-                                       layout_tag=layout_tag, artifacts=artifacts)
+                                       layout_tag=layout_tag, artifacts=artifacts, config_overrides=config or {},
+                                       ten_crop_images=ten_crop_images)
         end = max(end, run_end)
         fixture.runs[run_id] = trial.name
         if trial.outcome == "failed":
@@ -272,7 +279,8 @@ def _layer_stds(trial: _Trial, layers: int, rng: random.Random) -> list[float]:
 def _write_trial(client: MlflowClient, experiment_id: str, parent_id: str, trial: _Trial, index: int,
                  start_ms: int, rng: random.Random, *, iterations: int, points: int, dataset: str, preset: str,
                  val_size: int, probe_history: bool, layout: str = "cifar",
-                 layout_tag: str = "model_family", artifacts: bool = True) -> tuple[str, int]:
+                 layout_tag: str = "model_family", artifacts: bool = True, config_overrides: dict | None = None,
+                 ten_crop_images: int | None = None) -> tuple[str, int]:
     """Write one child run; returns its run id and end time in ms."""
     eval_every = max(1, iterations // points)
     steps = sorted({min(iterations, eval_every * k) for k in range(1, points + 1)} | {iterations})
@@ -285,7 +293,7 @@ def _write_trial(client: MlflowClient, experiment_id: str, parent_id: str, trial
         "data.dataset": dataset, "data.val_size": val_size, "optim.iterations": iterations,
         "optim.milestones": [iterations // 2, iterations * 3 // 4], "run.seed": trial.seed,
         "run.eval_every": eval_every, _LAYOUT_KEY: layout,
-        **trial.overrides,
+        **(config_overrides or {}), **trial.overrides,
     }
     config = TrainConfig().replace(**overrides).to_dict()
     seconds_per_iter = 0.004 * trial.depth / 20
@@ -325,6 +333,11 @@ def _write_trial(client: MlflowClient, experiment_id: str, parent_id: str, trial
         if val_size:
             val = test + rng.gauss(0, 0.3)
             values.update({"val/error": val, "val/loss": _loss(val)})
+        if ten_crop_images:
+            values.update({"test/top5_error": test / 3, "test/images": float(ten_crop_images)})
+            if k == len(steps) - 1 and diverge_at is None:
+                values.update({"test/error_10crop": test - 1.0, "test/top5_error_10crop": (test - 1.0) / 3,
+                               "test/images_10crop": float(ten_crop_images)})
         if diverge_at is not None and k >= diverge_at:
             values.update({"train/loss": math.nan, "test/loss": math.nan, "probe/grad_norm": math.inf})
         ramp = 0.6 + 0.4 * u  # responses grow a little during training
