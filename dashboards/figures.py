@@ -101,7 +101,8 @@ def degradation_curves(history: pd.DataFrame, runs: pd.DataFrame, held_out: str 
                 x = list(band["step"]) + list(band["step"])[::-1]
                 y = list(band["max"]) + list(band["min"])[::-1]
                 fill = _rgba(color, 0.12 if shown else 0.08)
-                fig.add_trace(go.Scatter(x=x, y=y, fill="toself", fillcolor=fill, line=dict(width=0), hoverinfo="skip", showlegend=False, legendgroup=group,
+                fig.add_trace(go.Scatter(x=x, y=y, mode="lines", fill="toself", fillcolor=fill, line=dict(width=0),
+                                         hoverinfo="skip", showlegend=False, legendgroup=group,
                                          name=f"{name} range", meta={**meta, "kind": "band"}), row=1, col=col)
             fig.add_trace(go.Scatter(x=band["step"], y=band["mean"], mode="lines", legendgroup=group,
                                      name=legend if shown else name, showlegend=shown,

@@ -148,6 +148,8 @@ def test_fig4_draws_thin_training_and_bold_validation_error_per_net(store, pages
             assert train[0].line.dash == val[0].line.dash == "solid" and train[0].xaxis == val[0].xaxis == axis
             assert list(val[0].x) == sorted(data.history.loc[data.history["metric"].eq("val/error"), "step"].unique())
     assert not [t for t in fig.data if t.meta.get("metric") == "test/error"]  # the test split is for the tables
+    bands = [t for t in fig.data if t.meta.get("kind") == "band"]
+    assert len(bands) == 8 and {t.mode for t in bands} == {"lines"}  # shaded ranges, no marker at each evaluation
     keys = [t.name for t in fig.data if t.meta.get("kind") == "key"]
     assert keys[:2] == ["training error (thin)", "validation error, centre crop (bold)"]
     section = _section(pages["paper"])
