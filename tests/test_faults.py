@@ -276,8 +276,17 @@ def test_killed_driver_is_resumed_with_resume(tmp_path, ray_tmp):
             return {}
         return {name: runs[0].info.status for name, runs in trial_runs(client, "killed").items()}
 
-    def state_saved_after(moment: float) -> bool:
-        return any(p.stat().st_mtime > moment for p in experiment_dir.glob("experiment_state*.json"))
+    def saved_as_terminated(trial: str) -> bool:
+        """Whether Tune's saved experiment state records ``trial`` as TERMINATED: the MLflow run ends before Tune
+        processes the trial's last result, and a state saved in between would make --resume run it again."""
+        for path in experiment_dir.glob("experiment_state*.json"):
+            try:
+                saved = [json.loads(entry[0]) for entry in json.loads(path.read_text())["trial_data"]]
+            except (OSError, ValueError, KeyError):  # being rewritten
+                continue
+            if any(t.get("custom_trial_name") == trial and t.get("status") == "TERMINATED" for t in saved):
+                return True
+        return False
 
     log = tmp_path / "first.log"
     with open(log, "w") as out:
@@ -287,8 +296,8 @@ def test_killed_driver_is_resumed_with_resume(tmp_path, ray_tmp):
         wait_for(hang.exists, 300, "the residual trial to hang after iteration 6", first, log)
         wait_for(lambda: trial_status().get("plain-8 seed 0") == "FINISHED", 120, "the plain trial to finish",
                  first, log)
-        moment = time.time()
-        wait_for(lambda: state_saved_after(moment), 60, "Tune to save its experiment state", first, log)
+        wait_for(lambda: saved_as_terminated("plain-8 seed 0"), 60, "Tune to save the plain trial as finished",
+                 first, log)
     finally:
         kill_driver(first, ray_tmp)
 
