@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from resnet_core.config import RunConfig, TrainConfig
+from resnet_core.parallel import Shard
 
 # torch.compile modes that capture CUDA graphs (on a GPU), which need each step's start marked.
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -72,6 +73,13 @@ class RunningSums:
 
     def error_pct(self, batch_size: int) -> float:
         return 100.0 * self.wrong.item() / (self.steps * batch_size)
+
+    def combine(self, shard: Shard) -> None:
+        """Make the sums those of the whole batches of a data-parallel run: wrong predictions summed over the
+        processes, the loss (each process's batch mean) averaged over them. Nothing in a single process."""
+        if shard.is_parallel:
+            shard.sum(self.loss).div_(shard.world)
+            shard.sum(self.wrong)
 
     def restart(self) -> None:
         self.loss.zero_()

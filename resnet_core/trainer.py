@@ -34,6 +34,7 @@ from resnet_core.data import Dataset, Split, augment_batch, load_dataset
 from resnet_core.device import autocast_for, prepare_device, resolve_precision
 from resnet_core.evaluation import evaluate_batches
 from resnet_core.models import build_model, count_parameters
+from resnet_core.parallel import Shard
 from resnet_core.probes import global_norm, gradient_norms, layer_response_std
 from resnet_core.schedule import LearningRate
 from resnet_core.step import RunningSums, TrainStep, training_metrics
@@ -94,11 +95,13 @@ class BatchSampler:
 
 
 def evaluate(model: nn.Module, split: Split, batch_size: int, autocast: torch.autocast | None,
-             channels_last: bool) -> tuple[float, float]:
-    """(error %, mean loss) of ``model`` on an in-memory split, single view, eval mode."""
-    batches = ((split.images[start : start + batch_size], split.labels[start : start + batch_size])
-               for start in range(0, len(split.labels), batch_size))
-    scores = evaluate_batches(model, batches, autocast, channels_last)
+             channels_last: bool, shard: Shard = Shard()) -> tuple[float, float]:
+    """(error %, mean loss) of ``model`` on an in-memory split, single view, eval mode (in a data-parallel run each
+    process scores every world-th image, and the scores are summed over the processes)."""
+    images, labels = split.images[shard.rank :: shard.world], split.labels[shard.rank :: shard.world]
+    batches = ((images[start : start + batch_size], labels[start : start + batch_size])
+               for start in range(0, len(labels), batch_size))
+    scores = evaluate_batches(model, batches, autocast, channels_last, shard)
     return scores.error, scores.loss
 
 
@@ -108,7 +111,8 @@ def _prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 class TrainingState:
     """Everything a run needs to go on exactly where it stopped: model, optimizer (momentum), batch order,
-    the generator behind batch order and augmentation, the lr schedule's warm-up flag, the iteration.
+    the generator behind batch order and augmentation, the lr schedule's warm-up flag, the iteration; and
+    ``shard``, this process's part of a data-parallel run (every process holds the same state but its RNG's).
 
     ``checkpoint()`` is the dict a checkpoint file holds; ``restore(state)`` puts one back. The model is the
     uncompiled one: its state dict, evaluation and probes never depend on ``torch.compile``.
@@ -116,7 +120,7 @@ class TrainingState:
 
     def __init__(self, config: TrainConfig, data: Dataset | ImageNetSource, device: torch.device):
         o = config.optim
-        self.config, self.device = config, device
+        self.config, self.device, self.shard = config, device, Shard.current()
         self.model = _model_for(config, data, device)
         # Fused on CUDA: one kernel for the whole update instead of a few per parameter group of tensors.
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=o.lr, momentum=o.momentum,
@@ -211,30 +215,33 @@ def _model_for(config: TrainConfig, data: Dataset | ImageNetSource, device: torc
 
 
 def training_batch(state: TrainingState, data: Dataset | ImageNetSource) -> tuple[torch.Tensor, torch.Tensor]:
-    """The next training batch: cut from the on-device data by the sampler, augmented with the run's
-    generator (or streamed: batch number ``state.iteration``), in the model's memory format."""
+    """This process's part of the next training batch (all of it outside a data-parallel run): cut from the
+    on-device data by the sampler, augmented with the run's generator (or streamed: batch number
+    ``state.iteration``), in the model's memory format."""
     if not isinstance(data, Dataset):
         x, y = data.training_batch(state.iteration)
         return _prepare(x, state.config.run.channels_last), y
     indices = state.sampler.next_indices()
     x = state.train_images[indices]
-    if state.config.data.augment:
+    if state.config.data.augment:  # the whole batch, so that every process's generator stays in step
         pad = max(1, data.image_size // 8)  # the paper's 4 pixels on 32x32 images, in proportion for smaller ones
         x = augment_batch(x, state.generator, pad=pad, flip=data.hflip)
-    return _prepare(x, state.config.run.channels_last), data.train.labels[indices]
+    part = state.shard.part(len(indices))
+    return _prepare(x[part], state.config.run.channels_last), data.train.labels[indices[part]]
 
 
 def held_out_metrics(model: nn.Module, data: Dataset | ImageNetSource, run: RunConfig,
-                     autocast: torch.autocast | None, final: bool = False) -> dict[str, float]:
+                     autocast: torch.autocast | None, final: bool = False, shard: Shard = Shard()) -> dict[str, float]:
     """Error and loss on the validation split (when there is one) and the test split, and their image counts;
-    for streamed data also top-5, and 10-crop scores at the end of training (``final``)."""
+    for streamed data also top-5, and 10-crop scores at the end of training (``final``). In a data-parallel run
+    the processes share the work and all get the scores of the whole split."""
     if not isinstance(data, Dataset):
         return data.held_out_metrics(model, autocast, final)
     metrics = {}
     for name, split in (("val", data.val), ("test", data.test)):
         if split is not None:
             metrics[f"{name}/error"], metrics[f"{name}/loss"] = evaluate(model, split, run.eval_batch_size,
-                                                                        autocast, run.channels_last)
+                                                                        autocast, run.channels_last, shard)
             metrics[f"{name}/images"] = float(len(split.labels))
     return metrics
 
@@ -262,8 +269,11 @@ def fit(config: TrainConfig, resume: str | os.PathLike | dict | None = None,
             uninterrupted one would (same batches, same augmentation, same losses).
         dataset: an already loaded data set (to share one across runs), or an ImageNet source; loaded (or,
             for ImageNet, opened and checked) from ``config`` otherwise.
+
+    Inside a torch.distributed process group, each process trains on its slice of every batch (parallel.py).
     """
     validate(config)
+    Shard.current().local_batch(config.optim.batch_size)  # refuses a batch the processes cannot split evenly
     device = prepare_device(config.run)
     saved = read_resume(resume, config, device)  # before any expensive work
     torch.manual_seed(config.run.seed)
@@ -300,7 +310,8 @@ def train(state: TrainingState, data: Dataset | ImageNetSource) -> Iterator[Resu
     config, device = state.config, state.device
     o, r = config.optim, config.run
     autocast = autocast_for(config, device)
-    step = TrainStep(config, state.model, autocast)
+    shard = state.shard
+    step = TrainStep(config, shard.wrap(state.model, device), autocast)
     probe_images = _prepare(_probe_batch(data, r.probe_images), r.channels_last) if r.probe_images else None
     info = {**getattr(data, "identity", {}), **({"recipe": recipe} if (recipe := recipe_tag(config)) else {})}
     window, recent = RunningSums(device), RunningSums(device)  # since the last evaluation / the last check
@@ -318,6 +329,7 @@ def train(state: TrainingState, data: Dataset | ImageNetSource) -> Iterator[Resu
 
         at_eval = state.iteration % r.eval_every == 0 or state.iteration == o.iterations
         if recent.steps >= CHECK_EVERY or at_eval:
+            recent.combine(shard)  # every process decides on the whole batches' sums, so all decide alike
             checks.submit(recent.loss, recent.wrong, recent.steps)
             recent.restart()
             for mean_loss, error_pct in checks.due(everything=at_eval):
@@ -327,9 +339,11 @@ def train(state: TrainingState, data: Dataset | ImageNetSource) -> Iterator[Resu
                 state.schedule.observe_training_error(error_pct)
 
         if at_eval:
+            window.combine(shard)
             metrics = training_metrics(window, o.batch_size, lr, _seconds_since(tic, device))
             status = "completed" if state.iteration == o.iterations else "running"
-            metrics.update(held_out_metrics(state.model, data, r, autocast, final=status == "completed"))
+            shard.align_buffers(state.model)
+            metrics.update(held_out_metrics(state.model, data, r, autocast, status == "completed", shard))
             if "val/error" in metrics:
                 state.schedule.observe_validation_error(metrics["val/error"])
             responses, grads, probe_metrics = probe(state.model, probe_images, autocast)

@@ -52,6 +52,12 @@ def study_arg_parser(study: GridStudy) -> argparse.ArgumentParser:
     resources.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions let several small nets "
                                                                 "share a GPU (default: the preset's)")
     resources.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: the preset's)")
+    resources.add_argument("--workers-per-trial", type=int,
+                           help="data-parallel Ray Train workers per trial (default: the preset's; 1 trains each trial "
+                                "in one process). With N > 1 a trial's --cpus-per-trial and --gpus-per-trial are "
+                                "split evenly among its N workers (--gpus-per-trial 8 --workers-per-trial 8: one GPU "
+                                "each, NCCL; no GPUs: gloo on CPUs) and optim.batch_size stays the whole batch, "
+                                "each worker training on batch / N (its BatchNorm batch)")
     resources.add_argument("--max-concurrent", type=int, help="at most this many trials at once (default: as many "
                                                               "as the resources allow)")
     resources.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its last "

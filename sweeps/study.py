@@ -72,6 +72,7 @@ class Preset:
     gpus_per_trial: float
     special_cells: tuple[tuple[dict[str, Any], dict[str, Any]], ...] = ()
     recipe: str = "reduced"  # "paper" when this is the paper's full recipe (see sweeps.driver.plan.recipe_of)
+    workers_per_trial: int = 1  # > 1: each trial is that many data-parallel Ray Train workers (sweeps/trial/workers.py)
 
 
 @dataclass(frozen=True)

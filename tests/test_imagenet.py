@@ -24,15 +24,11 @@ from resnet_core.imagenet.transforms import EIGVAL, EIGVEC, MEAN, BatchSteps, ce
 from resnet_core.models import build_model, count_parameters
 from resnet_core.schedule import PlateauRule
 from resnet_core.train import main
+from tests.support.configs import IMAGENET_TINY
 from tests.support.imagenet import DIRTY, LAYOUTS, WNIDS, class_image, truncate, write_imagenet
 
 TRAIN_IMAGES = 3 * 6 + len(DIRTY)  # 6 per class plus the dirty files of class 0
-# A tiny ImageNet-layout net at a reduced resolution: ResNet-18 at width 1/8 on 32-pixel crops.
-TINY = {
-    "model.depth": 18, "model.width": 0.125, "data.crop_size": 32, "optim.batch_size": 4, "optim.iterations": 6,
-    "optim.schedule": "steps", "optim.milestones": [], "data.val_size": 0, "run.eval_every": 3,
-    "run.eval_batch_size": 8, "run.probe_images": 4, "run.threads": 1, "run.device": "cpu", "run.data_workers": 0,
-}
+TINY = IMAGENET_TINY
 
 
 @pytest.fixture(scope="module")

@@ -25,15 +25,11 @@ from resnet_core.probes import global_norm, gradient_norms, layer_response_std
 from resnet_core.step import RunningSums
 from resnet_core.trainer import TrainingState, training_batch
 from resnet_core.train import main
+from tests.support.configs import TRAINER_BASE
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Tiny: ResNet-8 on 16×16 synthetic images, one CPU thread. Milestones off unless a test sets them.
-BASE = {
-    "data.dataset": "synthetic", "model.depth": 8, "optim.batch_size": 32, "optim.iterations": 30,
-    "optim.milestones": [], "run.eval_every": 10, "run.threads": 1, "run.probe_images": 16,
-    "run.device": "cpu", "run.eval_batch_size": 256,
-}
+BASE = TRAINER_BASE
 # Everything a deterministic run reproduces (throughput is timing, not state).
 REPRODUCIBLE = ("train/loss", "train/error", "test/loss", "test/error", "val/loss", "val/error", "opt/lr",
                 "probe/grad_norm", "probe/response_std_mean")

@@ -26,6 +26,7 @@ from resnet_core.config import TrainConfig
 from resnet_core.evaluation import Scores, evaluate_batches
 from resnet_core.imagenet.folders import preflight
 from resnet_core.imagenet.transforms import BatchSteps, centre_view, ten_crop_view, train_view
+from resnet_core.parallel import Shard
 
 Sample = tuple[str, int]  # (path, label)
 
@@ -71,18 +72,19 @@ class EvalImages(TorchDataset):
 
 
 class EpochBatches:
-    """The batch sampler: lists of (index, epoch, slot) keys from training iteration ``start`` on, forever."""
+    """The batch sampler: lists of (index, epoch, slot) keys from training iteration ``start`` on, forever; of
+    each batch only the slots of ``part`` (a data-parallel process's slice: parallel.py), or all of them."""
 
-    def __init__(self, num_images: int, batch_size: int, seed: int, start: int):
+    def __init__(self, num_images: int, batch_size: int, seed: int, start: int, part: slice = slice(None)):
         self.num_images, self.batch_size, self.seed, self.start = num_images, batch_size, seed, start
-        self.per_epoch = num_images // batch_size
+        self.per_epoch, self.part = num_images // batch_size, part
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         epoch, batch = divmod(self.start, self.per_epoch)
         while True:
             order = epoch_order(self.num_images, self.seed, epoch)
             for b in range(batch, self.per_epoch):
-                slots = range(b * self.batch_size, (b + 1) * self.batch_size)
+                slots = range(b * self.batch_size, (b + 1) * self.batch_size)[self.part]
                 yield [(int(order[j]), epoch, j) for j in slots]
             epoch, batch = epoch + 1, 0
 
@@ -122,7 +124,7 @@ class ImageNetSource:
             raise ValueError(f"optim.batch_size={config.optim.batch_size} exceeds the {len(self.train)} training "
                              f"images under {d.data_dir!r}")
         self.num_classes, self.image_size = len(files.classes), d.crop_size
-        self.config, self.device = config, device
+        self.config, self.device, self.shard = config, device, Shard.current()
         self.steps = BatchSteps(d.recipe, device)
         # Where the recipe's float steps run: in the workers on a CPU run, on the device otherwise.
         self._worker_steps = self.steps if device.type == "cpu" else None
@@ -130,11 +132,13 @@ class ImageNetSource:
         self._next_iteration = -1
 
     def training_batch(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training batch number ``iteration`` (0-based), augmented and normalised, on the device. Batches
-        are prefetched in order; asking for another iteration (after a restore) restarts the loader there."""
+        """Training batch number ``iteration`` (0-based), augmented and normalised, on the device (in a
+        data-parallel run, this process's slice of it). Batches are prefetched in order; asking for another
+        iteration (after a restore) restarts the loader there."""
         if self._batches is None or iteration != self._next_iteration:
             d, o = self.config.data, self.config.optim
-            sampler = EpochBatches(len(self.train), o.batch_size, self.config.run.seed, start=iteration)
+            sampler = EpochBatches(len(self.train), o.batch_size, self.config.run.seed, start=iteration,
+                                   part=self.shard.part(o.batch_size))
             images = TrainImages(self.train, d.recipe, d.crop_size, self.config.run.seed, self._worker_steps)
             self._batches = iter(self._loader(images, batch_sampler=sampler))
         batch = next(self._batches)
@@ -154,12 +158,13 @@ class ImageNetSource:
 
     def evaluate(self, model: nn.Module, samples: list[Sample], autocast: torch.autocast | None,
                  ten_crop: bool) -> Scores:
-        """``model``'s scores on the centre crops (or the 10 crops) of ``samples``."""
+        """``model``'s scores on the centre crops (or the 10 crops) of ``samples`` (in a data-parallel run each
+        process scores every world-th one, and all get the scores of the whole list)."""
         run = self.config.run
         batch_size = max(1, run.eval_batch_size // 10) if ten_crop else run.eval_batch_size
-        images = EvalImages(samples, self.config.data.crop_size, ten_crop, self._worker_steps)
+        images = EvalImages(self.shard.every(samples), self.config.data.crop_size, ten_crop, self._worker_steps)
         loader = self._loader(images, batch_size=batch_size)
-        return evaluate_batches(model, map(self._finish, loader), autocast, run.channels_last)
+        return evaluate_batches(model, map(self._finish, loader), autocast, run.channels_last, self.shard)
 
     def probe_images(self, count: int) -> torch.Tensor:
         """The centre crops of the first ``count`` test images, normalised: the fixed probe batch."""

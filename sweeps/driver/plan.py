@@ -49,8 +49,9 @@ class SweepPlan:
     experiment: str
     tracking_uri: str
     storage_path: str
-    cpus_per_trial: float
+    cpus_per_trial: float  # the whole trial's: split evenly among its workers
     gpus_per_trial: float
+    workers_per_trial: int = 1  # > 1: data-parallel Ray Train workers (sweeps/trial/workers.py)
     max_concurrent: int | None = None
     max_failures: int = 2
     resume: bool = False
@@ -67,6 +68,11 @@ class SweepPlan:
     def data_configs(self) -> list[DataConfig]:
         """Each distinct data set the trials read (most sweeps: one)."""
         return list({json.dumps(asdict(c.data), sort_keys=True): c.data for c in self.configs()}.values())
+
+    @property
+    def worker_request(self) -> dict[str, float]:
+        """What each Ray worker of a trial holds: the trial's CPUs and GPUs split evenly among its workers."""
+        return {"CPU": self.cpus_per_trial / self.workers_per_trial, "GPU": self.gpus_per_trial / self.workers_per_trial}
 
     @property
     def sweep_id(self) -> str:
@@ -104,7 +110,8 @@ def build_plan(study: GridStudy, args: argparse.Namespace, preset: Preset) -> Sw
                            {**overrides_from_args(args), **parse_settings(args.set)})
     base["data.data_dir"] = str(Path(base["data.data_dir"]).expanduser().resolve())
     cpus = args.cpus_per_trial if args.cpus_per_trial is not None else preset.cpus_per_trial
-    base["run.threads"] = base["run.threads"] or max(1, int(cpus))
+    workers = args.workers_per_trial if args.workers_per_trial is not None else preset.workers_per_trial
+    base["run.threads"] = base["run.threads"] or max(1, int(cpus / max(workers, 1)))  # each worker's
     base = TrainConfig.from_dict(base).to_dict()  # validates every shared field, names the bad one
 
     chosen = {axis.name: axis.parse(getattr(args, axis.flag[2:])) for axis in study.axes
@@ -131,6 +138,7 @@ def build_plan(study: GridStudy, args: argparse.Namespace, preset: Preset) -> Sw
         storage_path=storage if "://" in storage else str(Path(storage).expanduser().resolve()),
         cpus_per_trial=cpus,
         gpus_per_trial=args.gpus_per_trial if args.gpus_per_trial is not None else preset.gpus_per_trial,
+        workers_per_trial=workers,
         max_concurrent=args.max_concurrent, max_failures=args.max_failures, resume=args.resume,
         report=args.report, report_path=args.report_path or str(home / "reports" / f"{args.experiment}.html"),
         report_sections=study.report_sections, mlflow_ui_url=args.mlflow_ui_url,
@@ -184,6 +192,7 @@ def check_plan(plan: SweepPlan) -> None:
                          f"{plan.cpus_per_trial}, {plan.gpus_per_trial}")
     for device in sorted({c.run.device for c in configs}):
         check_device_assignment(device, plan.gpus_per_trial > 0)
+    check_workers(plan, configs)
     if plan.max_concurrent is not None and plan.max_concurrent < 1:
         raise ValueError(f"--max-concurrent must be >= 1; got {plan.max_concurrent}")
     try:
@@ -208,6 +217,26 @@ def download_data(plan: SweepPlan) -> None:
             download_dataset(data)
         except DatasetUnavailableError as exc:
             raise ValueError(str(exc)) from None
+
+
+def check_workers(plan: SweepPlan, configs: list[TrainConfig]) -> None:
+    """A multi-worker trial must split into whole workers: each its own whole GPUs (NCCL runs one process per
+    GPU) and an equal slice of every batch."""
+    n = plan.workers_per_trial
+    if n < 1:
+        raise ValueError(f"--workers-per-trial must be >= 1; got {n}")
+    if n == 1:
+        return
+    gpus_each = plan.gpus_per_trial / n
+    if gpus_each and (gpus_each < 1 or gpus_each != int(gpus_each)):
+        raise ValueError(f"--gpus-per-trial {plan.gpus_per_trial:g} does not split into {n} workers of whole GPUs "
+                         f"(--workers-per-trial {n}): give 0 (CPU workers) or a multiple of {n}, e.g. "
+                         f"--gpus-per-trial {n} for one GPU per worker")
+    for batch in sorted({c.optim.batch_size for c in configs}):
+        if batch % n:
+            raise ValueError(f"optim.batch_size={batch} does not split evenly among --workers-per-trial {n} "
+                             f"(each worker trains on batch / {n} images): choose a batch size that is a multiple "
+                             f"of {n}, or another number of workers")
 
 
 def check_disk_space(plan: SweepPlan) -> None:

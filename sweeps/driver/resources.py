@@ -25,12 +25,19 @@ def check_cluster(plan: SweepPlan) -> None:
 
 
 def trial_request(plan: SweepPlan) -> dict[str, float]:
-    return {"CPU": plan.cpus_per_trial, "GPU": plan.gpus_per_trial}
+    """What one Ray process of a trial asks for: the whole trial, or one of its ``--workers-per-trial`` workers."""
+    return plan.worker_request
 
 
 def fits(request: dict[str, float], resources: dict[str, Any]) -> bool:
-    """Whether one node with ``resources`` can hold a trial asking for ``request`` (Ray places a trial on one node)."""
-    return all(float(resources.get(name, 0)) >= amount for name, amount in request.items() if amount > 0)
+    """Whether one node with ``resources`` can hold a process asking for ``request`` (Ray places each on one node)."""
+    return capacity(request, resources) > 0
+
+
+def capacity(request: dict[str, float], resources: dict[str, Any]) -> int:
+    """How many processes asking for ``request`` one node with ``resources`` can hold at once."""
+    asked = [(float(resources.get(name, 0)), amount) for name, amount in request.items() if amount > 0]
+    return min((int(have / amount + 1e-9) for have, amount in asked), default=1 << 30)
 
 
 def autoscaler_groups() -> list[tuple[dict[str, float], int]] | None:
@@ -63,20 +70,31 @@ def may_have_several_nodes(alive: int) -> bool:
 
 
 def check_trial_fits(plan: SweepPlan, nodes: list[dict[str, Any]]) -> None:
-    """Refuse a trial no node can hold (its trials would stay PENDING forever), unless an autoscaler can add one."""
-    request = trial_request(plan)
-    if any(fits(request, node) for node in nodes):
+    """Refuse a trial the cluster cannot hold (its trials would stay PENDING forever), unless an autoscaler can add
+    the nodes: one node for a single-process trial; for a trial of N workers, room for N of them over all nodes."""
+    request, needed = trial_request(plan), plan.workers_per_trial
+    if sum(capacity(request, node) for node in nodes) >= needed:
         return
     groups = autoscaler_groups()
-    node_types = None if groups is None else [resources for resources, _ in groups]
-    if node_types is None or any(fits(request, node_type) for node_type in node_types):
+    if groups is None or _autoscaler_can_hold(request, needed, nodes, groups):
         return
     asked = ", ".join(f"{amount:g} {name}" for name, amount in request.items() if amount > 0)
     offered = "; ".join(", ".join(f"{node.get(name, 0):g} {name}" for name in request) for node in nodes)
-    grows = " and no autoscaler can add one that does" if node_types else " and it does not autoscale"
-    raise ValueError(f"no node of this Ray cluster can run a trial: each trial asks for {asked} (--cpus-per-trial, "
-                     f"--gpus-per-trial), its node(s) have {offered}{grows}. Ask for less, or connect to a "
-                     f"cluster that has it (RAY_ADDRESS)")
+    grows = " and no autoscaler can add what is missing" if groups else " and it does not autoscale"
+    what = (f"each trial asks for {asked} (--cpus-per-trial, --gpus-per-trial)" if needed == 1 else
+            f"each trial is {needed} workers (--workers-per-trial) of {asked} each (--cpus-per-trial and "
+            f"--gpus-per-trial split among them)")
+    raise ValueError(f"this Ray cluster cannot run a trial: {what}, its node(s) have {offered}{grows}. Ask for "
+                     f"less, or connect to a cluster that has it (RAY_ADDRESS)")
+
+
+def _autoscaler_can_hold(request: dict[str, float], needed: int, nodes: list[dict[str, Any]],
+                         groups: list[tuple[dict[str, float], int]]) -> bool:
+    """Whether the nodes alive plus every node the autoscaler may start can hold ``needed`` such processes."""
+    if any(most < 0 and capacity(request, resources) > 0 for resources, most in groups):
+        return True
+    grown = sum(capacity(request, resources) * most for resources, most in groups if most > 0)
+    return sum(capacity(request, node) for node in nodes) + grown >= needed
 
 
 def check_nodes_share_storage(plan: SweepPlan, nodes: list[dict[str, Any]]) -> None:

@@ -34,6 +34,7 @@ from sweeps.tracking.sweep_run import (HEARTBEAT_EVERY, close_orphaned_trial_run
                                        mark_trial_run_failed, start_parent_run)
 from sweeps.tracking.trial_run import TrialTracking
 from sweeps.trial.trainable import TrialHooks, train_trial
+from sweeps.trial.workers import COORDINATOR_CPUS, Workers, train_on_workers
 from sweeps.trial.identity import META_KEY, trial_name
 from sweeps.trial.progress import COMPLETED, SPOOL, UNSENT, reported_status
 
@@ -66,10 +67,7 @@ def tracked_sweep(plan: SweepPlan, hooks: TrialHooks | None = None) -> Iterator[
     experiment_id, parent_run_id = _open_parent_run(plan)
     tracking = TrialTracking(plan.tracking_uri, experiment_id, parent_run_id,
                              tags=(("preset", plan.preset), ("study", plan.study)), spool_dir=plan.spool_dir)
-    trainable = tune.with_resources(
-        tune.with_parameters(train_trial, tracking=tracking, sweep_env={**git_state(), "argv": scrubbed(sys.argv)}, hooks=hooks),
-        {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
-    sweep = TrackedSweep(experiment_id, parent_run_id, tracking, trainable)
+    sweep = TrackedSweep(experiment_id, parent_run_id, tracking, trainable(plan, tracking, hooks))
     try:
         yield sweep
     except KeyboardInterrupt:
@@ -79,6 +77,19 @@ def tracked_sweep(plan: SweepPlan, hooks: TrialHooks | None = None) -> Iterator[
         tracking_problem = _close_tracking(plan, sweep)
     if tracking_problem:
         raise TrackingError(tracking_problem)
+
+
+def trainable(plan: SweepPlan, tracking: TrialTracking, hooks: TrialHooks | None) -> Any:
+    """The trial function with its parameters and resources bound: one process holding the trial's CPUs and GPUs,
+    or (``--workers-per-trial`` > 1) a coordinator whose Ray Train workers hold them (sweeps/trial/workers.py)."""
+    bound = {"tracking": tracking, "sweep_env": {**git_state(), "argv": scrubbed(sys.argv)}, "hooks": hooks}
+    if plan.workers_per_trial == 1:
+        return tune.with_resources(tune.with_parameters(train_trial, **bound),
+                                   {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
+    request = plan.worker_request
+    workers = Workers(plan.workers_per_trial, request["CPU"], request["GPU"], plan.sweep_id, plan.max_failures)
+    return tune.with_resources(tune.with_parameters(train_on_workers, workers=workers, **bound),
+                               {"cpu": COORDINATOR_CPUS})
 
 
 def end_of_sweep(plan: SweepPlan, experiment_id: str) -> None:
@@ -92,6 +103,7 @@ def _open_parent_run(plan: SweepPlan) -> tuple[str, str]:
     """Create the parent run (or reopen it on --resume, closing the trial runs the dead driver left open)."""
     params = {"depths": sorted({a.get("model.depth", plan.base["model.depth"]) for a in plan.cell_overrides}),
               "seeds": len(plan.seeds), "cpus_per_trial": plan.cpus_per_trial, "gpus_per_trial": plan.gpus_per_trial,
+              **({"workers_per_trial": plan.workers_per_trial} if plan.workers_per_trial > 1 else {}),
               **plan.extra_params, **plan.base}
     tags = {"study": plan.study, "preset": plan.preset, "recipe": plan.recipe, "dataset": str(plan.base["data.dataset"]),
             "report_sections": ",".join(plan.report_sections)}

@@ -1,6 +1,7 @@
 """The Ray Tune trainable: one trial = one ``resnet_core.fit`` run, checkpointed through Tune, tracked in MLflow.
 
-Runs in a trial process. Order of work at each evaluation: log to MLflow, then report to Tune with a
+Runs in a trial process (``train_trial``), or in rank 0 of a trial's Ray Train workers (``run_trial`` with a
+``Session`` of Ray Train's: sweeps/trial/workers.py). Order of work at each evaluation: log to MLflow, then report to Tune with a
 checkpoint. If the trial dies in between, it is retried from the previous checkpoint and re-logs nothing
 twice: training is deterministic on resume, and steps already in the MLflow run are skipped.
 
@@ -47,6 +48,36 @@ PROBE_VALUE_KEYS = {"layer_response_std": "std", "grad_norms": "norm"}
 SHOWN = ("test/error", "perf/images_per_sec")  # Tune's live table: iteration, these, the ETA
 
 
+class Session(Protocol):
+    """Where a trial reports its evaluations and finds the checkpoint to resume from: Tune itself, or Ray Train
+    (whose reports reach Tune through rank 0)."""
+
+    trial_id: str
+
+    def get_checkpoint(self) -> tune.Checkpoint | None: ...
+
+    def report(self, metrics: dict[str, Any], checkpoint: tune.Checkpoint | None = None) -> None: ...
+
+    def checkpoint_of(self, directory: str) -> tune.Checkpoint:
+        """A checkpoint of ``directory`` of the session's own class (Tune's and Ray Train's differ)."""
+
+
+class TuneSession:
+    """A trial that trains in its own Tune process."""
+
+    def __init__(self) -> None:
+        self.trial_id = tune.get_context().get_trial_id()
+
+    def get_checkpoint(self) -> tune.Checkpoint | None:
+        return tune.get_checkpoint()
+
+    def report(self, metrics: dict[str, Any], checkpoint: tune.Checkpoint | None = None) -> None:
+        tune.report(metrics, checkpoint=checkpoint)
+
+    def checkpoint_of(self, directory: str) -> tune.Checkpoint:
+        return tune.Checkpoint.from_directory(directory)
+
+
 class TrialHooks(Protocol):
     """Points where a caller may act inside a trial (the failure tests inject faults here); None in normal use."""
 
@@ -60,26 +91,37 @@ class TrialHooks(Protocol):
 def train_trial(config: dict[str, Any], tracking: TrialTracking, sweep_env: dict[str, Any],
                 hooks: TrialHooks | None = None) -> None:
     """Tune function trainable (bind ``tracking``, ``sweep_env`` and ``hooks`` with ``tune.with_parameters``)."""
-    # Ray logs "Checkpoint successfully created" at every evaluation of every trial: in the driver's output
-    # that drowns Tune's progress table. Warnings and errors still come through.
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    quiet_checkpoint_logs()
     # First, before anything initialises CUDA: a trial given a GPU needs CUDA (or fails now, saying why), one
     # given none hides the GPUs. The logged config keeps the device as asked; only the run uses the resolved one.
     device = assigned_device(config.get("run.device", "auto"), has_gpu=bool(ray.get_gpu_ids()))
+    run_trial(config, tracking, sweep_env, hooks, TuneSession(), device)
+
+
+def quiet_checkpoint_logs() -> None:
+    """Ray logs "Checkpoint successfully created" at every evaluation of every trial: in the driver's output that
+    drowns Tune's progress table. Warnings and errors still come through."""
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+
+
+def run_trial(config: dict[str, Any], tracking: TrialTracking, sweep_env: dict[str, Any], hooks: TrialHooks | None,
+              session: Session, device: str, tags: dict[str, str] | None = None) -> None:
+    """The trial: its one MLflow run, opened (or reopened) by trial id (``tags`` added), and ``fit`` on ``device``
+    from the session's checkpoint, each evaluation logged, then reported to the session with a checkpoint."""
     train_config = trial_config(config)
-    trial_id = tune.get_context().get_trial_id()
+    trial_id = session.trial_id
     name = trial_name(config)
     meta = trial_meta(config)
     run = TrialRun(tracking, trial_id, name, trial_tags(config), train_config.to_dict(),
                    adopts=meta.adopts if meta else None)
     try:
-        run.set_tags({"node_ip": ray.util.get_node_ip_address()})  # where this attempt runs (a retry may move)
+        run.set_tags({"node_ip": ray.util.get_node_ip_address(), **(tags or {})})  # where this attempt runs
         run_config = train_config.replace(**{"run.device": device})
-        state, history = _start(run, train_config, sweep_env, trial_id, prepare_device(run_config.run))
+        state, history = _start(run, train_config, sweep_env, session, prepare_device(run_config.run))
         pace = Pace(train_config.optim.iterations)
         for result in fit(run_config, resume=state):
             # the last one closes the run before its report
-            _evaluation(run, result, history, name, hooks, pace.minutes_left(result.iteration))
+            _evaluation(run, result, history, name, hooks, pace.minutes_left(result.iteration), session)
         if run.ended is None:  # resumed from the final checkpoint: fit had nothing left to do
             run.finish("completed")
     except SystemExit:  # Tune stopped the trial at a report: a scheduler's early stop, or the sweep ending
@@ -99,18 +141,18 @@ def _finish(run: TrialRun, outcome: str, trial_id: str) -> None:
         log.exception("could not mark the MLflow run of trial %s as %s", trial_id, outcome)
 
 
-def _start(run: TrialRun, config: TrainConfig, sweep_env: dict[str, Any], trial_id: str,
+def _start(run: TrialRun, config: TrainConfig, sweep_env: dict[str, Any], session: Session,
            device: torch.device) -> tuple[dict | None, dict]:
-    """Restore from Tune's checkpoint (tagging what was refused), or log the config and environment of a fresh
-    start (``device`` as ``prepare_device`` set it up for the run)."""
-    state, history, refused = _restore()
+    """Restore from the session's checkpoint (tagging what was refused), or log the config and environment of a
+    fresh start (``device`` as ``prepare_device`` set it up for the run)."""
+    state, history, refused = restore(session)
     if refused:
         run.set_tags({"checkpoint_refused": "; ".join(refused)[:4000]})
     if state is None:
         run.log_dict(config.to_dict(), "config.json")
         identity = data_identity(config.data)
         run.log_dataset(identity.name, identity.digest, identity.source_type, identity.source)
-        run.log_dict(environment_record(sweep_env, trial_id, device), "environment.json")
+        run.log_dict(environment_record(sweep_env, session.trial_id, device), "environment.json")
     else:
         run.set_tags({"resumed_from_iteration": str(int(state["iteration"]))})
     return state, history
@@ -134,26 +176,22 @@ class Pace:
 
 
 def _evaluation(run: TrialRun, result: Result, history: dict, name: str, hooks: TrialHooks | None,
-                minutes_left: float) -> None:
+                minutes_left: float, session: Session) -> None:
     """One evaluation: log it, keep its probes, report it to Tune with a checkpoint (none when diverged).
 
     The last one (completed or diverged) closes the run before it is reported: Tune may stop the trial at that
     report (ASHA stops every trial that reaches its last rung), and a stopped trial's process may be ended
     before it could close the run afterwards.
     """
-    diverged = result.status == DIVERGED
     if run.last_logged_step < 0 and result.parameters:  # the first evaluation of this run
         run.set_tags({"parameters": str(result.parameters)})
     run.log_metrics(result.iteration, result.metrics)
     _append(history, "layer_response_std", result.iteration, result.layer_response_std)
     _append(history, "grad_norms", result.iteration, result.grad_norms)
-    # The first four numbers are what Tune's live table shows: iteration, test error, images/s, minutes left.
-    shown, rest = _shown_first(result.metrics)
-    report = {ITERATION: result.iteration, **shown, MINUTES_LEFT: minutes_left, **rest, STATUS: result.status,
-              DIVERGED_KEY: diverged}
-    if diverged:  # no checkpoint of non-finite weights: the previous one stays the newest
+    report = evaluation_report(result, minutes_left)
+    if result.status == DIVERGED:  # no checkpoint of non-finite weights: the previous one stays the newest
         _close(run, result, history, None)
-        tune.report({**report, **_unsent(run)})
+        session.report({**report, **_unsent(run)})
         return
     with tempfile.TemporaryDirectory() as directory:
         with hooks.checkpoint_write(name, result.iteration, Path(directory)) if hooks else contextlib.nullcontext():
@@ -161,9 +199,17 @@ def _evaluation(run: TrialRun, result: Result, history: dict, name: str, hooks: 
         (Path(directory) / PROBES_FILE).write_text(json.dumps(history))
         if result.done:
             _close(run, result, history, Path(directory))
-        tune.report({**report, **_unsent(run)}, checkpoint=tune.Checkpoint.from_directory(directory))
+        session.report({**report, **_unsent(run)}, checkpoint=session.checkpoint_of(directory))
     if hooks:
         hooks.after_report(name, result.iteration)
+
+
+def evaluation_report(result: Result, minutes_left: float) -> dict[str, Any]:
+    """What a trial reports of an evaluation (keys: sweeps.trial.progress): first what Tune's live table shows
+    (iteration, test error, images/s, minutes left), then the other metrics, the status, whether it diverged."""
+    shown, rest = _shown_first(result.metrics)
+    return {ITERATION: result.iteration, **shown, MINUTES_LEFT: minutes_left, **rest, STATUS: result.status,
+            DIVERGED_KEY: result.status == DIVERGED}
 
 
 def _unsent(run: TrialRun) -> dict[str, Any]:
@@ -208,12 +254,12 @@ def _older_checkpoints(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
     return [tune.Checkpoint(path, filesystem=checkpoint.filesystem) for _, path in sorted(older)]
 
 
-def _restore() -> tuple[dict | None, dict, list[str]]:
+def restore(session: Session) -> tuple[dict | None, dict, list[str]]:
     """The newest readable checkpoint of this trial: (state, probe history, why newer ones were refused).
 
-    (None, {}, []) when Tune has no checkpoint for it (a fresh start).
+    (None, {}, []) when the session has no checkpoint for it (a fresh start).
     """
-    checkpoint = tune.get_checkpoint()
+    checkpoint = session.get_checkpoint()
     if checkpoint is None:
         return None, {}, []
     refused: list[str] = []
@@ -225,7 +271,7 @@ def _restore() -> tuple[dict | None, dict, list[str]]:
                 [d / CHECKPOINT_FILE for d in directories],
                 on_skip=lambda p, exc: refused.append(f"{posixpath.basename(str(p.parent))}: {exc}"))
         except CheckpointError as exc:
-            raise RuntimeError(f"cannot resume trial {tune.get_context().get_trial_id()}: {exc}") from exc
+            raise RuntimeError(f"cannot resume trial {session.trial_id}: {exc}") from exc
         probes_path = path.parent / PROBES_FILE
         history = json.loads(probes_path.read_text()) if probes_path.exists() else {}
     for reason in refused:

@@ -177,6 +177,10 @@ def masked(url: str) -> str:
 def search_plan(plan: SweepPlan, study: SearchStudy, args: argparse.Namespace, preset: SearchPreset) -> SearchPlan:
     """``plan`` with the search the flags ask for and its ``search.*`` params; raises ValueError on bad input
     (changes nothing)."""
+    if plan.workers_per_trial > 1:
+        raise ValueError(f"--workers-per-trial {plan.workers_per_trial}: a search trains each trial in one process "
+                         f"(ASHA stops trials at their reports); use --workers-per-trial 1, or a grid study for "
+                         f"multi-worker trials")
     search = search_settings(study, args, preset, plan.base, plan.tracking_uri, default_home())
     shared = {f.name: getattr(plan, f.name) for f in dataclasses.fields(plan)}
     return SearchPlan(**{**shared, "extra_params": search_params(search, plan.base["optim.iterations"])},

@@ -1,0 +1,53 @@
+"""Multi-worker trials (``--workers-per-trial``, sweeps/trial/workers.py): a real Ray runtime runs a trial as two
+Ray Train workers (gloo on this CPU) inside a real Tune sweep, into a real MLflow store; one worker process is
+killed mid-trial (tests/support/faults.py)."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweeps.driver.grid import run_sweep
+from support.faults import FaultHooks, write_faults
+from support.plans import plan_for, store_args, tiny_args
+from support.tracking import METRICS, steps, trial_runs
+
+STEPS = [3, 6, 9, 12]  # tiny_args()'s evaluations
+
+
+def test_a_two_worker_trial_killed_mid_way_resumes_in_its_one_run(ray_runtime, tmp_path):
+    """Rank 0's process is SIGKILLed after its report at iteration 6: Ray Train restarts both workers from the last
+    checkpoint it registered, rank 0 reopens the same MLflow run, and every step is logged exactly once."""
+    plan = plan_for([*tiny_args(), *store_args(tmp_path, "workers"), "--depths", "8", "--families", "residual",
+                     "--seeds", "1", "--workers-per-trial", "2", "--cpus-per-trial", "1"])
+    spec = write_faults(tmp_path, [{"trial": "residual-8 seed 0", "kind": "sigkill", "after": 6}])
+    (result,) = run_sweep(plan, hooks=FaultHooks.from_file(spec))
+    assert result.error is None and result.metrics["iteration"] == 12 and result.metrics["status"] == "completed"
+    assert (tmp_path / "markers" / "0-sigkill.1").exists()  # the fault did fire
+
+    client = MlflowClient(plan.tracking_uri)
+    (run,) = trial_runs(client, "workers")["residual-8 seed 0"]
+    assert run.info.status == "FINISHED" and run.data.tags["outcome"] == "completed"
+    # Ray Train registers a reported checkpoint when its controller next polls the workers: a worker killed right
+    # after its report at 6 may leave 3 as the newest registered one. Either way the run goes on, and the steps
+    # it redoes are not logged again.
+    assert run.data.tags["attempts"] == "2" and run.data.tags["resumed_from_iteration"] in ("3", "6")
+    assert run.data.tags["workers"] == "2" and run.data.tags["worker_batch_size"] == "16"
+    assert run.data.params["optim.batch_size"] == "32"  # the whole batch; each worker trains on its half
+    for metric in METRICS:
+        assert steps(client, run, metric) == STEPS, metric
+    assert result.metrics["train/images"] == 3 * 32  # summed over both workers' halves
+    (parent,) = client.search_runs([run.info.experiment_id], "tags.role = 'sweep'")
+    assert parent.info.status == "FINISHED" and parent.data.params["workers_per_trial"] == "2"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--workers-per-trial", "0"], "--workers-per-trial must be >= 1; got 0"),
+    (["--workers-per-trial", "2", "--gpus-per-trial", "1", "--set", "run.device=auto"],
+     "--gpus-per-trial 1 does not split into 2 workers of whole GPUs"),
+    (["--workers-per-trial", "3"], "optim.batch_size=32 does not split evenly among --workers-per-trial 3"),
+])
+def test_workers_that_cannot_split_a_trial_are_refused_before_anything_starts(tmp_path, flags, message):
+    with pytest.raises(ValueError, match=message):
+        plan_for([*tiny_args(), *store_args(tmp_path), *flags])
+    assert not (tmp_path / "mlflow.db").exists()
