@@ -13,7 +13,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sweeps.presets import (IMAGENET, IMAGENET_DESCRIPTION, IMAGENET_SEEDS, IMAGENET_SMOKE,
+from sweeps.presets import (IMAGENET, IMAGENET_DESCRIPTION, IMAGENET_RESOURCES, IMAGENET_SEEDS, IMAGENET_SMOKE,
                             IMAGENET_SMOKE_DESCRIPTION, PAPER, PAPER_DESCRIPTION, PAPER_GPUS_PER_TRIAL, PAPER_SEEDS,
                             SMOKE, SMOKE_DESCRIPTION)
 from sweeps.study import DEPTH, FAMILY, GridStudy, Preset
@@ -35,7 +35,7 @@ STUDY = GridStudy(
         # Table 2 / Fig. 4: plain-18/34 and ResNet-18/34, option A (zero-padding shortcuts: no extra parameter).
         "imagenet": Preset("imagenet", IMAGENET_DESCRIPTION, {**IMAGENET, "model.shortcut": "A"},
                            grid=({"family": ("plain", "residual"), "depth": (18, 34)},),
-                           seeds=IMAGENET_SEEDS, cpus_per_trial=8, gpus_per_trial=1, recipe="paper"),
+                           seeds=IMAGENET_SEEDS, **IMAGENET_RESOURCES, recipe="paper"),
         "imagenet-smoke": Preset("imagenet-smoke", IMAGENET_SMOKE_DESCRIPTION + ": the Table 2 grid in minutes",
                                  {**IMAGENET_SMOKE, "model.shortcut": "A"},
                                  grid=({"family": ("plain", "residual"), "depth": (18, 34)},),

@@ -16,8 +16,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sweeps.presets import (IMAGENET, IMAGENET_DESCRIPTION, IMAGENET_SEEDS, PAPER, PAPER_DESCRIPTION,
-                            PAPER_GPUS_PER_TRIAL, PAPER_SEEDS, SMOKE, SMOKE_DESCRIPTION, schedule)
+from sweeps.presets import (IMAGENET, IMAGENET_DESCRIPTION, IMAGENET_RESOURCES, IMAGENET_SEEDS, PAPER,
+                            PAPER_DESCRIPTION, PAPER_GPUS_PER_TRIAL, PAPER_SEEDS, SMOKE, SMOKE_DESCRIPTION, schedule)
 from sweeps.study import CONFIG_FLAGS, DEPTH, FAMILY, SHORTCUT, GridStudy, Preset
 
 
@@ -45,7 +45,7 @@ STUDY = GridStudy(
                            grid=({"family": ("plain",), "depth": (34,)},
                                  {"family": ("residual",), "shortcut": ("A", "B", "C"), "depth": (34,)},
                                  {"family": ("residual",), "shortcut": ("B",), "depth": (50, 101, 152)}),
-                           seeds=IMAGENET_SEEDS, cpus_per_trial=8, gpus_per_trial=1, recipe="paper"),
+                           seeds=IMAGENET_SEEDS, **IMAGENET_RESOURCES, recipe="paper"),
     },
     report_sections=("shortcuts", "curves", "responses"),
     config_flags=tuple(flag for flag in CONFIG_FLAGS if flag != "model.shortcut"),  # --options varies it

@@ -207,6 +207,8 @@ def test_the_imagenet_presets_are_the_papers_tables_2_and_3():
 
     def nets(study, preset):
         plan = plan_from_argv(study, ["--preset", preset])
+        # The paper's 8 GPUs per net: 8 workers of one GPU, 32 images each (its BatchNorm batch).
+        assert (plan.workers_per_trial, plan.worker_request["GPU"], plan.base["optim.batch_size"]) == (8, 1, 256)
         return sorted((("residual" if c.model.residual else "plain"), c.model.depth, c.model.shortcut)
                       for c in plan.configs()), plan.configs()[0]
 

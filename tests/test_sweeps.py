@@ -202,8 +202,23 @@ def test_an_autoscaler_that_can_add_a_fitting_node_is_not_refused(autoscaler_con
     autoscaler_config(gpus_per_node=4)
     check_trial_fits(plan, nodes)  # the autoscaler can start a node with 4 GPUs: the trials wait for it
     autoscaler_config(gpus_per_node=1)
-    with pytest.raises(ValueError, match="no autoscaler can add one that does"):
+    with pytest.raises(ValueError, match="no autoscaler can add what is missing"):
         check_trial_fits(plan, nodes)
+
+
+def test_a_multi_worker_trial_fits_when_the_nodes_together_hold_its_workers(autoscaler_config, tmp_path):
+    """4 workers of one GPU: two nodes of 2 GPUs hold them (Ray Train spreads workers over nodes), one does not;
+    an autoscaler that may add two more such nodes makes room."""
+    from sweeps.driver.resources import check_trial_fits
+
+    plan = plan_for(sweep_args(tmp_path, "--workers-per-trial", "4", "--gpus-per-trial", "4", "--cpus-per-trial", "8",
+                               "--set", "run.device=auto"))
+    node = {"CPU": 8.0, "GPU": 2.0}
+    check_trial_fits(plan, [node, node])
+    with pytest.raises(ValueError, match=r"each trial is 4 workers \(--workers-per-trial\) of 2 CPU, 1 GPU each"):
+        check_trial_fits(plan, [node])
+    autoscaler_config(gpus_per_node=2)  # up to 4 nodes of 8 CPUs, 2 GPUs
+    check_trial_fits(plan, [node])
 
 
 def test_a_cluster_that_autoscales_from_its_head_alone_needs_shared_storage(autoscaler_config, tmp_path):
