@@ -84,44 +84,43 @@ def wait_for_end(address: str, env: dict, job_id: str, timeout: float = 400) -> 
     return status, ray(env, "job", "logs", "--address", address, job_id).stdout
 
 
-def test_ray_job_submit_runs_the_sweep_on_a_head_node(head_node, tmp_path):
+def test_ray_job_submit_runs_the_imagenet_smoke_preset_on_a_head_node(head_node, tmp_path):
+    """The ImageNet smoke preset (shortened) as a job: streamed JPEGs on the head node's CPU, centre-crop and 10-crop
+    errors in MLflow, and a report with the Table 2 section."""
     address, env, _ = head_node
-    store = tmp_path / "mlflow.db"
-    job_id = submit(address, env, ["--preset", "smoke", "--dataset", "synthetic", "--depths", "8", "--seeds", "1",
-                                   "--iterations", "6", "--eval-every", "3", "--set", "optim.batch_size=32",
+    store, data, report = tmp_path / "mlflow.db", tmp_path / "digits-imagenet", tmp_path / "report.html"
+    subprocess.run([sys.executable, "-m", "resnet_core.imagenet.sample", str(data)], check=True, cwd=REPO,
+                   capture_output=True, timeout=300)
+    job_id = submit(address, env, ["--preset", "imagenet-smoke", "--data-dir", str(data), "--depths", "18",
+                                   "--iterations", "4", "--eval-every", "2", "--set", "run.data_workers=0",
                                    "--experiment", "job", "--tracking-uri", f"sqlite:///{store}", "--storage-path",
-                                   str(tmp_path / "rr"), "--no-report"])
-
-    deadline, status = time.time() + 400, ""
-    while time.time() < deadline:
-        status = subprocess.run([str(BIN / "ray"), "job", "status", "--address", address, job_id], env=env,
-                                capture_output=True, text=True).stdout
-        if re.search(r"succeeded|failed|stopped", status, re.I):
-            break
-        time.sleep(3)
-    logs = subprocess.run([str(BIN / "ray"), "job", "logs", "--address", address, job_id], env=env,
-                          capture_output=True, text=True).stdout
+                                   str(tmp_path / "rr"), "--report-path", str(report)])
+    status, logs = wait_for_end(address, env, job_id)
     assert re.search(r"succeeded", status, re.I), status + logs
     # The sweep's own first line comes right after Ray's "Running entrypoint ..." line
     lines = logs.splitlines()
     entry = next(i for i, line in enumerate(lines) if line.startswith("Running entrypoint"))
-    assert lines[entry + 1].startswith("preset: smoke (--preset given)"), logs[:1000]
+    assert lines[entry + 1].startswith("preset: imagenet-smoke (--preset given)"), logs[:1000]
     assert any(line.startswith("security: ray: cluster") and "token authentication" in line for line in lines), logs
     # Tune's live table names trials as their MLflow runs, with iteration, test error, images/s and minutes left.
     header = next(line for line in lines if "Trial name" in line and "eta_min" in line)
     assert all(column in header for column in ("iteration", "test/error", "perf/images_per_sec", "eta_min")), header
-    assert any(line.lstrip("│ ").startswith("plain-8 seed 0") and "TERMINATED" in line for line in lines), logs
+    assert any(line.lstrip("│ ").startswith("plain-18 seed 0") and "TERMINATED" in line for line in lines), logs
     assert "train_trial_" not in logs
     assert any(line.startswith("forecast: 2 trials ≈ ") and "CPU core-hours" in line for line in lines), logs
 
     client = MlflowClient(f"sqlite:///{store}")
     runs = client.search_runs([client.get_experiment_by_name("job").experiment_id])
     trials = [r for r in runs if r.data.tags.get("role") == "trial"]
-    assert sorted(r.info.run_name for r in trials) == ["plain-8 seed 0", "residual-8 seed 0"]
+    assert sorted(r.info.run_name for r in trials) == ["plain-18 seed 0", "residual-18 seed 0"]
     assert {r.info.status for r in runs} == {"FINISHED"}
     artifacts = {a.path for a in client.list_artifacts(trials[0].info.run_id)}
     assert "config.json" in artifacts and (tmp_path / "mlartifacts").is_dir()  # beside the store, not in the job's temp dir
-    assert all([m.step for m in client.get_metric_history(r.info.run_id, "train/error")] == [3, 6] for r in trials)
+    assert all([m.step for m in client.get_metric_history(r.info.run_id, "train/error")] == [2, 4] for r in trials)
+    assert all({"test/top5_error", "test/error_10crop", "test/top5_error_10crop"} <= set(r.data.metrics)
+               for r in trials)
+    html = report.read_text()
+    assert 'id="imagenet-tables"' in html and 'id="imagenet-smoke"' in html  # Table 2, and what a smoke shows
 
 
 def test_ray_job_stop_ends_the_sweep_as_interrupted_and_resume_finishes_it(head_node, tmp_path):
