@@ -1,11 +1,12 @@
 """Data-parallel training: which part of every batch this process trains on, and the sums all processes share.
 
 A run of N processes (a torch.distributed process group, set up by whoever launched them: Ray Train in a sweep,
-``torchrun`` by hand) trains one model on the same global batch as a single process would: process r takes
-slice r of each batch (``optim.batch_size`` / N images, the batch its BatchNorm sees), DDP averages the
-gradients, and the loss and error sums, held-out scores and the checks' inputs are summed over the processes, so
-every process takes the same decisions (divergence, warm-up, plateau) at the same iteration. Outside a process
-group there is one shard, and nothing here does anything. Framework-free: torch.distributed only.
+or a script of yours under ``torchrun`` that calls ``init_process_group``) trains one model on the same global
+batch as a single process would: process r takes slice r of each batch (``optim.batch_size`` / N images, the
+batch its BatchNorm sees), DDP averages the gradients, and the loss and error sums, held-out scores and the
+checks' inputs are summed over the processes, so every process takes the same decisions (divergence, warm-up,
+plateau) at the same iteration. Outside a process group there is one shard, and nothing here does anything.
+Framework-free: torch.distributed only.
 """
 
 from __future__ import annotations
@@ -61,7 +62,10 @@ class Shard:
         processes (gradients averaged over them; BatchNorm statistics stay per process, as the paper's)."""
         if not self.is_parallel:
             return model
-        return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if device.type != "cuda":
+            return nn.parallel.DistributedDataParallel(model)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return nn.parallel.DistributedDataParallel(model, device_ids=[index])
 
     def align_buffers(self, model: nn.Module) -> None:
         """Give every process rank 0's buffers (BatchNorm running statistics), so all evaluate, probe and save the

@@ -292,6 +292,7 @@ def check_resume_matches(plan: SweepPlan) -> None:
     with filesystem.open_input_stream(path) as source:
         saved = json.loads(source.read())
     saved.setdefault("cell_overrides", saved.pop("archs", None))  # a sweep started before the rename
+    saved.setdefault("workers_per_trial", 1)  # ... or before trials could be several workers
     current = json.loads(json.dumps(asdict(plan), default=str))
     differ = [f"{key}: {then!r} then, {now!r} now" for key, then, now in _differences(saved, current)
               if key.split(".")[0] not in SAFE_ON_RESUME]

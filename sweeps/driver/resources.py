@@ -13,6 +13,7 @@ import ray
 
 from sweeps.driver.plan import SweepPlan
 from sweeps.tracking.store import is_local_store
+from sweeps.trial.workers import COORDINATOR_CPUS
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,26 @@ def check_cluster(plan: SweepPlan) -> None:
 def trial_request(plan: SweepPlan) -> dict[str, float]:
     """What one Ray process of a trial asks for: the whole trial, or one of its ``--workers-per-trial`` workers."""
     return plan.worker_request
+
+
+def concurrent_trials(plan: SweepPlan) -> int:
+    """Tune's limit on trials at once (0: none): ``--max-concurrent`` if given; else none for single-process
+    trials, whose wait for room Tune does itself; for multi-worker trials as many as the nodes alive hold side by
+    side (at least one): a trial started without room would wait inside Ray Train, which retries every minute with
+    an error in the log, instead of PENDING in Tune's queue."""
+    if plan.max_concurrent or plan.workers_per_trial == 1:
+        return plan.max_concurrent or 0
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    return max(1, sum(capacity(_room_request(plan), node) for node in nodes) // plan.workers_per_trial)
+
+
+def _room_request(plan: SweepPlan) -> dict[str, float]:
+    """A worker's request as the room for a trial is counted: with a 1/N share of the CPU its coordinator, the
+    Tune trial's own process, holds (so N of them fit only where the whole trial does)."""
+    request = trial_request(plan)
+    if plan.workers_per_trial == 1:
+        return request
+    return {**request, "CPU": request["CPU"] + COORDINATOR_CPUS / plan.workers_per_trial}
 
 
 def fits(request: dict[str, float], resources: dict[str, Any]) -> bool:
@@ -72,12 +93,13 @@ def may_have_several_nodes(alive: int) -> bool:
 def check_trial_fits(plan: SweepPlan, nodes: list[dict[str, Any]]) -> None:
     """Refuse a trial the cluster cannot hold (its trials would stay PENDING forever), unless an autoscaler can add
     the nodes: one node for a single-process trial; for a trial of N workers, room for N of them over all nodes."""
-    request, needed = trial_request(plan), plan.workers_per_trial
+    request, needed = _room_request(plan), plan.workers_per_trial
     if sum(capacity(request, node) for node in nodes) >= needed:
         return
     groups = autoscaler_groups()
     if groups is None or _autoscaler_can_hold(request, needed, nodes, groups):
         return
+    request = trial_request(plan)
     asked = ", ".join(f"{amount:g} {name}" for name, amount in request.items() if amount > 0)
     offered = "; ".join(", ".join(f"{node.get(name, 0):g} {name}" for name in request) for node in nodes)
     grows = " and no autoscaler can add what is missing" if groups else " and it does not autoscale"

@@ -26,6 +26,7 @@ from ray.tune.search import BasicVariantGenerator
 
 from sweeps.driver.forecast import SweepForecast
 from sweeps.driver.plan import SweepPlan
+from sweeps.driver.resources import concurrent_trials
 from sweeps.driver.security import scrubbed
 from sweeps.tracking import operations
 from sweeps.tracking.spool import Spool, resend
@@ -130,7 +131,7 @@ def points_tuner(plan: SweepPlan, sweep: TrackedSweep, points: list[dict[str, An
         tune_config=tune.TuneConfig(
             # max_concurrent here, not as TuneConfig's max_concurrent_trials: that would wrap the generator in a
             # ConcurrencyLimiter, which creates trials only as slots free, so no finished trial's process is reused.
-            search_alg=BasicVariantGenerator(points_to_evaluate=points, max_concurrent=plan.max_concurrent or 0),
+            search_alg=BasicVariantGenerator(points_to_evaluate=points, max_concurrent=concurrent_trials(plan)),
             num_samples=len(points), **trial_settings()),
         run_config=run_config(plan, sweep, name, storage_path))
 

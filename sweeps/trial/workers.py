@@ -24,6 +24,7 @@ from typing import Any
 import ray
 import ray.train
 import ray.train.torch
+import torch
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -91,7 +92,9 @@ def _worker(loop_config: dict[str, Any]) -> None:
     config = loop_config["config"]
     device = assigned_device(config.get("run.device", "auto"), has_gpu=bool(ray.get_gpu_ids()))
     if device.startswith("cuda"):  # workers on one node may see each other's GPUs: use this worker's own
-        device = str(ray.train.torch.get_device())
+        own = ray.train.torch.get_device()
+        torch.cuda.set_device(own)  # NCCL's collectives run on the current device
+        device = str(own)
     context = ray.train.get_context()
     if context.get_world_rank() == 0:
         world = context.get_world_size()
