@@ -153,6 +153,40 @@ def test_a_forged_spool_line_is_never_trusted(tmp_path):
         operations.check_entry(forged[1])
 
 
+def test_a_symbolic_link_planted_in_a_spool_is_never_followed(tmp_path):
+    """A writer to the shared volume links a spooled artifact to a file only the resending user may read, and
+    plants links where the spool copies a file and where it rewrites itself: the linked file is not uploaded,
+    the files the links point at are neither read into the store nor overwritten, the honest calls arrive."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("links", artifact_location=(tmp_path / "a").as_uri())).info.run_id
+    secret, victim = tmp_path / "id_rsa", tmp_path / "victim.txt"
+    secret.write_text("private key")
+    victim.write_text("untouched")
+    spool = Spool(tmp_path / "spool" / "trial.jsonl", uri)
+    spool.append(operations.metrics_entry(run, 3, {"train/error": 50.0}, "train/error"))
+    spool.files.mkdir(parents=True)
+    (spool.files / "0000-key.txt").symlink_to(secret)  # an artifact line naming it: refused
+    (spool.files / "0002-note.txt").symlink_to(victim)  # where the next copy goes (2 files there): not written through
+    with spool.path.open("a") as f:
+        f.write(json.dumps({"op": "artifact", "run_id": run, "path": "0000-key.txt", "name": "key.txt",
+                            "artifact_path": None}) + "\n")
+    note = tmp_path / "note.txt"
+    note.write_text("honest")
+    with pytest.raises(FileExistsError):
+        spool.append(operations.artifact_entry(run, note, None))
+    assert victim.read_text() == "untouched"
+
+    down = Spool(spool.path, "http://127.0.0.1:9")  # nothing listens: the calls stay, the spool is rewritten
+    spool.path.with_suffix(".jsonl.tmp").symlink_to(victim)
+    assert down.flush(attempts=1) == 2
+    assert victim.read_text() == "untouched" and not spool.path.is_symlink()
+
+    assert spool.flush() == 0
+    assert [m.step for m in client.get_metric_history(run, "train/error")] == [3]
+    assert client.list_artifacts(run) == []  # the linked key was refused
+
+
 def test_a_spool_that_cannot_be_written_loses_the_call_with_an_error_but_not_the_trial(tmp_path, monkeypatch, caplog):
     """The store is unreachable and the spool's disk is full (here: its directory cannot be created): the call
     is lost, said in the log as LOST, and the trial goes on instead of crashing mid-training."""

@@ -3,8 +3,10 @@
 Each line is one entry of ``operations`` (an artifact's file is copied next to the spool). Entries carry
 their original timestamps, so sending twice logs nothing twice. Spools may live on shared storage, so a
 line is never trusted: it is sent only to the spool's own tracking store (never to a URI the line names),
-and an artifact line naming anything but a plain file in the spool is refused (``operations.check_entry``). Trials spool their own calls (one file per
-trial); the driver spools the sweep's end. ``python -m sweeps.resend`` sends what is left.
+and an artifact line naming anything but a plain file in the spool is refused (``operations.check_entry``), as is
+one whose file or folder is a symbolic link; files are written only as new files, so a planted link is never
+written through. Trials spool their own calls (one file per trial); the driver spools the sweep's end.
+``python -m sweeps.resend`` sends what is left.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ class Spool:
         if entry["op"] == "artifact":
             self.files.mkdir(parents=True, exist_ok=True)
             kept = self.files / f"{len(list(self.files.iterdir())):04d}-{entry['name']}"
-            shutil.copyfile(entry["path"], kept)
+            with open(entry["path"], "rb") as source, _new_file(kept, "wb") as copy:
+                shutil.copyfileobj(source, copy)
             entry = {**entry, "path": kept.name}  # relative: the spool directory may be moved before resend
         with self._locked(), open(self.path, "a") as f:
             f.write(json.dumps(entry) + "\n")  # no URI: a line is sent only to this spool's own store
@@ -94,13 +97,11 @@ class Spool:
             try:
                 for entry in entries:
                     try:
-                        check_entry(entry)
+                        call = self._checked(entry)
                     except ValueError as exc:
                         log.error("refused a spooled call in %s, not sent: %s", self.path, exc)
                     else:
-                        if entry["op"] == "artifact":
-                            entry = {**entry, "path": str(self.files / entry["path"])}
-                        with_retries(lambda: send(client, entry), "re-send spooled call", attempts=attempts)
+                        with_retries(lambda: send(client, call), "re-send spooled call", attempts=attempts)
                     sent += 1
             except STORE_ERRORS as exc:
                 if not is_transient(exc):
@@ -111,6 +112,14 @@ class Spool:
                 self._rewrite(entries[sent:])
             return len(entries) - sent
 
+    def _checked(self, entry: Entry) -> Entry:
+        """``entry`` as it may be sent (an artifact's file found in this spool's folder, never through a symbolic
+        link); ValueError naming what a forged line got wrong (``check_entry``)."""
+        check_entry(entry)
+        if entry["op"] != "artifact":
+            return entry
+        return {**entry, "path": str(_unlinked(self.files / entry["path"]))}
+
     def _rewrite(self, remaining: list[Entry]) -> None:
         if not remaining:  # all sent: leave nothing behind (one writer per spool, so the lock can go too)
             self.path.unlink(missing_ok=True)
@@ -118,8 +127,26 @@ class Spool:
             self.path.with_suffix(".lock").unlink(missing_ok=True)
             return
         tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(e) + "\n" for e in remaining))
+        tmp.unlink(missing_ok=True)
+        with _new_file(tmp, "w") as f:
+            f.write("".join(json.dumps(e) + "\n" for e in remaining))
         os.replace(tmp, self.path)
+
+
+# Spools may lie on storage other users write to: a symbolic link planted there must not make the resending user
+# upload a file it may read (a spooled artifact linked to its SSH key) or overwrite one it may write (a link
+# where a copy or the rewritten spool goes).
+
+def _unlinked(path: Path) -> Path:
+    """``path`` if neither it nor its folder is a symbolic link; ValueError (the call is refused) otherwise."""
+    if path.is_symlink() or path.parent.is_symlink():
+        raise ValueError(f"spooled artifact {path} is reached through a symbolic link")
+    return path
+
+
+def _new_file(path: Path, mode: str):
+    """``path`` opened for writing as a new file, owner-only: fails if anything, a link included, is there."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), mode)
 
 
 def spool_files(directory: str | os.PathLike) -> list[Path]:
