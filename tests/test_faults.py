@@ -34,7 +34,7 @@ from sweeps.driver.grid import best_result, run_sweep
 from support.faults import Exploit, FaultHooks, write_faults
 from support.plans import plan_for, store_args, tiny_args
 from support.processes import (driver_env, free_port, kill_driver, kill_ray_session, session_pids, sweep_command,
-                               wait_for)
+                               terminated_in_saved_state, wait_for)
 from support.tracking import METRICS, steps, trial_runs
 
 BIN = Path(sys.executable).parent
@@ -276,18 +276,6 @@ def test_killed_driver_is_resumed_with_resume(tmp_path, ray_tmp):
             return {}
         return {name: runs[0].info.status for name, runs in trial_runs(client, "killed").items()}
 
-    def saved_as_terminated(trial: str) -> bool:
-        """Whether Tune's saved experiment state records ``trial`` as TERMINATED: the MLflow run ends before Tune
-        processes the trial's last result, and a state saved in between would make --resume run it again."""
-        for path in experiment_dir.glob("experiment_state*.json"):
-            try:
-                saved = [json.loads(entry[0]) for entry in json.loads(path.read_text())["trial_data"]]
-            except (OSError, ValueError, KeyError):  # being rewritten
-                continue
-            if any(t.get("custom_trial_name") == trial and t.get("status") == "TERMINATED" for t in saved):
-                return True
-        return False
-
     log = tmp_path / "first.log"
     with open(log, "w") as out:
         first = subprocess.Popen(sweep_command(*args, faults=spec), cwd=tmp_path, env=driver_env(ray_tmp),
@@ -296,8 +284,8 @@ def test_killed_driver_is_resumed_with_resume(tmp_path, ray_tmp):
         wait_for(hang.exists, 300, "the residual trial to hang after iteration 6", first, log)
         wait_for(lambda: trial_status().get("plain-8 seed 0") == "FINISHED", 120, "the plain trial to finish",
                  first, log)
-        wait_for(lambda: saved_as_terminated("plain-8 seed 0"), 60, "Tune to save the plain trial as finished",
-                 first, log)
+        wait_for(lambda: "plain-8 seed 0" in terminated_in_saved_state(experiment_dir), 60,
+                 "Tune to save the plain trial as finished", first, log)
     finally:
         kill_driver(first, ray_tmp)
 

@@ -11,7 +11,6 @@ import pickle
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -36,7 +35,7 @@ from sweeps.trial.identity import trial_meta
 from support import REPO
 from support.faults import write_faults
 from support.plans import store_args, tiny_args
-from support.processes import driver_env, kill_driver, wait_for
+from support.processes import driver_env, kill_driver, terminated_in_saved_state, wait_for
 
 TINY = tiny_args("--depth", "8", "--set", "data.val_size=128", "--grace-period", "20", "--reduction-factor", "4",
                  "--top-k", "1", "--confirm-seeds", "1", iterations=24, eval_every=4)
@@ -307,9 +306,8 @@ def kill_when_three_plain_trials_finished(command: list[str], tmp_path: Path, ra
     try:
         wait_for((tmp_path / "markers" / "0-hang.1").exists, 300, "plain-8 trial 2 to hang", first, log)
         wait_for(lambda: finished_in_optuna() == 3, 300, "the other plain trials to finish", first, log)
-        moment = time.time()
-        wait_for(lambda: any(p.stat().st_mtime > moment for p in experiment_dir.glob("experiment_state*.json")),
-                 120, "Tune to save its experiment state", first, log)
+        wait_for(lambda: len(terminated_in_saved_state(experiment_dir)) == 3, 120,
+                 "Tune to save the three finished trials as TERMINATED", first, log)
     finally:
         kill_driver(first, ray_tmp)
 

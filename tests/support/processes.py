@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -102,3 +103,19 @@ def wait_for(condition, timeout: float, what: str, process: subprocess.Popen | N
                         + (log.read_text()[-5000:] if log else ""))
         time.sleep(0.5)
     pytest.fail(f"timed out waiting for {what}" + (":\n" + log.read_text()[-5000:] if log else ""))
+
+
+def terminated_in_saved_state(experiment_dir: Path) -> set[str]:
+    """The trials (by name) that Tune's saved experiment state under ``experiment_dir`` records as TERMINATED.
+
+    A trial closes its MLflow run before Tune processes its last result: a state saved in between still holds
+    the trial as RUNNING, and a driver killed then would run it again on --resume. Tests that kill a driver
+    after some trials finished wait for this instead of for any new save."""
+    names: set[str] = set()
+    for path in experiment_dir.glob("experiment_state*.json"):
+        try:
+            saved = [json.loads(entry[0]) for entry in json.loads(path.read_text())["trial_data"]]
+        except (OSError, ValueError, KeyError):  # being rewritten
+            continue
+        names |= {t["custom_trial_name"] for t in saved if t.get("status") == "TERMINATED" and t.get("custom_trial_name")}
+    return names
