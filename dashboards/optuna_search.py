@@ -25,7 +25,7 @@ from plotly.subplots import make_subplots
 from dashboards import varied_runs
 from dashboards.inference import Comparison, paired_difference, signed
 from resnet_core.config import net_name
-from sweeps.tracking.search_params import read_search_params
+from sweeps.tracking.search_params import optuna_distribution, read_search_params
 
 VAL, TEST, TEST_IMAGES = "metrics.val/error", "metrics.test/error", "metrics.test/images"
 VALIDATION_ERROR = "final validation error (%)"  # what a search is scored on
@@ -204,11 +204,9 @@ def optimisation_history(trials: pd.DataFrame) -> go.Figure:
 def importance_for(trials: pd.DataFrame, space: dict[str, list], seed: int = 0) -> pd.DataFrame:
     """fANOVA importance of each knob for validation error, over the full-budget trials of ``trials`` only
     (ASHA-stopped ones are not results of their configuration's full budget)."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution
-
     full = trials[trials["outcome"].eq("completed") & trials[VALIDATION_ERROR].notna()]
-    distributions = {key: (CategoricalDistribution(list(range(len(values)))) if kind == "choice" else
-                           FloatDistribution(values[0], values[1], log=kind == "loguniform"))
+    # choices as their indices: the columns below hold each choice's index
+    distributions = {key: optuna_distribution(kind, range(len(values)) if kind == "choice" else values)
                      for key, (kind, *values) in space.items()}
     table = full.assign(**{key: full[key].astype(int) for key, (kind, *_) in space.items() if kind == "choice"})
     return varied_runs.importance(table, list(space), VALIDATION_ERROR, seed=seed, distributions=distributions)

@@ -4,8 +4,11 @@ that reads them back (docs/tracking.md). Plain Python: no MLflow, so the report 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from optuna.distributions import BaseDistribution
 
 PREFIX = "search."
 # Every field, in order; all but TEXT_FIELDS are numbers, lists or dicts, logged as JSON (operations.param_value).
@@ -28,3 +31,13 @@ def read_search_params(params: Mapping[str, str]) -> dict[str, Any]:
     fields an older sweep did not log are left out."""
     found = {key[len(PREFIX):]: text for key, text in params.items() if key.startswith(PREFIX)}
     return {name: text if name in TEXT_FIELDS else json.loads(text) for name, text in found.items() if name in FIELDS}
+
+
+def optuna_distribution(kind: str, values: Sequence[Any]) -> BaseDistribution:
+    """The Optuna distribution of one entry of ``space`` (a kind, and a range or the choices): what the searcher
+    draws from and what the report's importance reads trials against. Optuna is imported only here."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    if kind == "choice":
+        return CategoricalDistribution(list(values))
+    return FloatDistribution(float(values[0]), float(values[1]), log=kind == "loguniform")

@@ -29,11 +29,12 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
+from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeps.study import CHOICE, Knob
+from sweeps.study import Knob
+from sweeps.tracking.search_params import optuna_distribution
 from sweeps.trial.progress import COMPLETED, DIVERGED, ITERATION, RUNNING, reported_status
 from sweeps.trial.identity import META_KEY, TrialMeta
 
@@ -44,10 +45,8 @@ RESTORES = "tune_restores"  # user attribute of the study: how often Tune restor
 
 
 def distribution(knob: Knob) -> BaseDistribution:
-    """The Optuna distribution a knob is drawn from."""
-    if knob.kind == CHOICE:
-        return CategoricalDistribution(knob.values)
-    return FloatDistribution(float(knob.values[0]), float(knob.values[1]), log=knob.kind == "loguniform")
+    """The Optuna distribution a knob is drawn from (the rule: sweeps/tracking/search_params.py)."""
+    return optuna_distribution(knob.kind, knob.values)
 
 
 def judge(result: dict[str, Any] | None, error: bool, metric: str) -> tuple[TrialState, float | None, str]:
