@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ from mlflow.tracking import MlflowClient
 from sweeps import depth_vs_error, regularization
 from sweeps.driver.security import scrubbed
 from support.plans import store_args, tiny_args
-from support.processes import driver_env, sweep_command
+from support import REPO
+from support.processes import driver_env
 
 
 @pytest.mark.parametrize("study, flag, url, advice", [
@@ -41,21 +43,32 @@ def test_the_recorded_command_line_is_scrubbed():
                               "x.api_key=***", "--db-password", "***", "--depths", "8", "TOKEN=***"]
 
 
-def test_a_sweep_leaves_no_planted_secret_in_any_file_it_writes(tmp_path, ray_tmp):
+SEARCH = ("--depth", "8", "--families", "plain", "--num-samples", "2", "--set", "data.val_size=128", "--grace-period",
+          "20", "--top-k", "1", "--confirm-seeds", "1")
+
+
+@pytest.mark.parametrize("study", ["depth_vs_error", "regularization"])
+def test_a_sweep_leaves_no_planted_secret_in_any_file_it_writes(tmp_path, ray_tmp, study):
     """The secrets a real user has around a sweep: MLflow and PostgreSQL passwords and a token in the
-    environment (for a tracking server and an Optuna database). After a real sweep in its
-    own process (its own Ray, whose logs are searched too), no file holds any of them, while the control
-    string (the experiment's name, which every store must hold) is found: the search can find what is there."""
+    environment (for a tracking server and an Optuna database). After a real sweep in its own process (its own
+    Ray, whose logs are searched too) — a grid, and a search, whose Optuna storage and Tune's pickled searcher
+    state are searched as well — no file holds any of them, while the control string (the experiment's name,
+    which every store must hold) is found: the search can find what is there."""
     planted = {name: f"planted-{secrets.token_hex(6)}" for name in ("MLFLOW_TRACKING_PASSWORD", "PGPASSWORD",
                                                                    "MLFLOW_TRACKING_TOKEN")}
     control = f"exp{secrets.token_hex(4)}"
-    argv = [*tiny_args("--depths", "8", "--families", "plain", "--seeds", "1", iterations=6, report=True),
+    grid = ("--depths", "8", "--families", "plain", "--seeds", "1")
+    argv = [*tiny_args(*(grid if study == "depth_vs_error" else SEARCH), iterations=6 if study == "depth_vs_error"
+                       else 24, eval_every=3 if study == "depth_vs_error" else 4, report=True),
             *store_args(tmp_path, control), "--report-path", str(tmp_path / "report.html")]
-    env = driver_env(ray_tmp, **planted)
-    done = subprocess.run(sweep_command(*argv), env=env, capture_output=True, text=True, timeout=600)
+    command = [sys.executable, str(REPO / "sweeps" / f"{study}.py"), *argv]
+    done = subprocess.run(command, env=driver_env(ray_tmp, **planted), capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert client.get_experiment_by_name(control) is not None
+    if study == "regularization":  # what a search adds: the Optuna storage and Tune's pickled searcher
+        assert (tmp_path / "optuna.db").exists() and any((tmp_path / "ray_results").rglob("searcher-state-*.pkl"))
 
     def holding(text: str) -> list[Path]:
         needle = text.encode()
