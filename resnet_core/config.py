@@ -21,6 +21,7 @@ IMAGENET_RECIPES = ("paper", "torchvision")  # resnet_core/imagenet/transforms.p
 BOTTLENECK_STRIDES = ("3x3", "1x1")
 SCHEDULES = ("steps", "plateau")
 VERIFY_IMAGES = ("ends", "none")
+DECODES = ("workers", "device")  # where ImageNet's training JPEGs are decoded: resnet_core/imagenet/device_decode.py
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 # torch.compile modes (run.compile_mode); the last two also capture CUDA graphs on a GPU.
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs", "reduce-overhead", "max-autotune")
@@ -124,6 +125,12 @@ class RunConfig:
     threads: int = _opt(0, "torch CPU threads (0 = torch's default)")
     data_workers: int = _opt(2, "imagenet only: processes decoding images (0 = in the training process); the "
                                 "batches do not depend on it")
+    decode: str = _opt("workers", "imagenet only: where training JPEGs are decoded: workers (on the CPU, in the "
+                                  "--data-workers processes) or device (the workers only read the files and draw "
+                                  "the augmentation; the training process decodes each batch with nvJPEG on a CUDA "
+                                  "device, on the CPU elsewhere, and cuts the crops there; files nvJPEG cannot "
+                                  "take, such as PNG or CMYK, fall back to the CPU decoder); evaluation always "
+                                  "decodes in the workers")
 
 
 # The paper's ImageNet recipe (§3.4) and torchvision's, as overrides of the defaults: ``imagenet_recipe``.
@@ -312,6 +319,7 @@ def validate(config: TrainConfig) -> None:
     check_choice("model.bottleneck_stride", m.bottleneck_stride, BOTTLENECK_STRIDES)
     check_choice("data.recipe", d.recipe, IMAGENET_RECIPES)
     check_choice("data.verify_images", d.verify_images, VERIFY_IMAGES)
+    check_choice("run.decode", r.decode, DECODES)
     check_choice("optim.schedule", o.schedule, SCHEDULES)
     if d.dataset == "imagenet" and d.download:
         raise ValueError("data.download cannot fetch ImageNet: it needs a licence (register at https://image-net.org "

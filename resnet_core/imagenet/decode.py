@@ -23,7 +23,13 @@ class ImageDecodeError(RuntimeError):
 
 def load_rgb(path: str) -> torch.Tensor:
     """The image at ``path`` as uint8 RGB, 3×H×W."""
+    return decode_rgb(path, path)
+
+
+def decode_rgb(source: str | torch.Tensor, path: str) -> torch.Tensor:
+    """The image in ``source`` (a path, or the file's bytes as a 1-D uint8 tensor) as uint8 RGB, 3×H×W; an
+    error names ``path``."""
     try:
-        return decode_image(path, mode="RGB")
+        return decode_image(source, mode="RGB")
     except (RuntimeError, OSError, ValueError) as error:
         raise ImageDecodeError(f"cannot decode the image {path!r}: {error}") from error

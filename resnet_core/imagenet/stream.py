@@ -10,6 +10,9 @@ augmented with a generator seeded by (seed, e, j). So the batches do not depend 
 decode them or in which order they finish, and a run resumed at iteration k (the checkpoint holds k) gets
 exactly the batches an uninterrupted run would: the loader is simply started at k. That is why a plain
 ``DataLoader`` suffices here: its sampler position is the iteration, already in every checkpoint.
+
+With ``run.decode=device`` the training batches come from device_decode.py instead of ``TrainImages``: the
+workers read the files and make the same draws, and the training process decodes and crops on the device.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from resnet_core.config import TrainConfig
 from resnet_core.evaluation import Scores, evaluate_batches
+from resnet_core.imagenet.device_decode import DeviceDecoder, EncodedBatch, EncodedImages, collate_encoded
 from resnet_core.imagenet.folders import preflight
 from resnet_core.imagenet.transforms import BatchSteps, centre_view, ten_crop_view, train_view
 from resnet_core.parallel import Shard
@@ -128,6 +132,8 @@ class ImageNetSource:
         self.steps = BatchSteps(d.recipe, device)
         # Where the recipe's float steps run: in the workers on a CPU run, on the device otherwise.
         self._worker_steps = self.steps if device.type == "cpu" else None
+        # run.decode=device: training JPEGs decoded in this process, on the device (device_decode.py).
+        self._decoder = DeviceDecoder(d.crop_size, device) if config.run.decode == "device" else None
         self._batches: Iterator | None = None
         self._next_iteration = -1
 
@@ -139,8 +145,13 @@ class ImageNetSource:
             d, o = self.config.data, self.config.optim
             sampler = EpochBatches(len(self.train), o.batch_size, self.config.run.seed, start=iteration,
                                    part=self.shard.part(o.batch_size))
-            images = TrainImages(self.train, d.recipe, d.crop_size, self.config.run.seed, self._worker_steps)
-            self._batches = iter(self._loader(images, batch_sampler=sampler))
+            if self._decoder is None:
+                images = TrainImages(self.train, d.recipe, d.crop_size, self.config.run.seed, self._worker_steps)
+                self._batches = iter(self._loader(images, batch_sampler=sampler))
+            else:  # file bytes and draws: nothing to pin
+                images = EncodedImages(self.train, d.recipe, d.crop_size, self.config.run.seed)
+                self._batches = iter(self._loader(images, pin=False, batch_sampler=sampler,
+                                                  collate_fn=collate_encoded))
         batch = next(self._batches)
         self._next_iteration = iteration + 1
         return self._finish(batch)
@@ -171,13 +182,16 @@ class ImageNetSource:
         pixels = [centre_view(path, self.config.data.crop_size) for path, _ in self.test[:count]]
         return self.steps.finish(torch.stack(pixels))
 
-    def _loader(self, images: TorchDataset, **batching: object) -> DataLoader:
+    def _loader(self, images: TorchDataset, pin: bool = True, **batching: object) -> DataLoader:
         workers = self.config.run.data_workers
-        return DataLoader(images, num_workers=workers, pin_memory=self.device.type == "cuda",
+        return DataLoader(images, num_workers=workers, pin_memory=pin and self.device.type == "cuda",
                           prefetch_factor=4 if workers else None, **batching)
 
-    def _finish(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        """A loader's batch as the model takes it, on the device: finished here unless the workers did it."""
+    def _finish(self, batch: tuple[torch.Tensor, ...] | EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """A loader's batch as the model takes it, on the device: finished here unless the workers did it (and
+        decoded here first on the device-decode path)."""
+        if isinstance(batch, EncodedBatch):
+            return self.steps.finish(self._decoder.crops(batch), batch.lighting), batch.labels.to(self.device)
         images, labels, *lighting = batch
         if self._worker_steps is None:
             images = self.steps.finish(images, *lighting)

@@ -58,44 +58,74 @@ class TrainView:
     lighting: torch.Tensor  # α of the PCA lighting, 3 values (zeros for the torchvision recipe)
 
 
+@dataclass(frozen=True)
+class TrainDraw:
+    """Every random choice of one training crop, drawn from the image's size alone (no pixel is needed)."""
+
+    box: tuple[int, int, int, int]  # (y0, x0, y1, x1): the region of the file's pixels that becomes the crop
+    flipped: bool
+    lighting: torch.Tensor  # α of the PCA lighting, 3 values (zeros for the torchvision recipe)
+
+
 def train_view(path: str, recipe: str, crop_size: int, rng: np.random.Generator) -> TrainView:
     """The recipe's random crop of the image at ``path``, flipped or not, every random choice drawn from ``rng``."""
     image = load_rgb(path)
+    draw = train_draw(tuple(image.shape[-2:]), recipe, crop_size, rng)
+    return TrainView(cut(image, draw.box, crop_size, draw.flipped), draw.flipped, draw.lighting)
+
+
+def train_draw(size: tuple[int, int], recipe: str, crop_size: int, rng: np.random.Generator) -> TrainDraw:
+    """The draws of ``train_view`` for an image of ``size`` (H, W), in the same order from ``rng``: a worker
+    that only reads a file's header (device_decode.py) draws exactly what a worker decoding it would."""
     if recipe == "paper":
-        crop = _random_scale_crop(image, crop_size, rng)
+        box = _random_scale_box(size, crop_size, rng)
         lighting = torch.from_numpy(rng.normal(0.0, LIGHTING_STD, 3).astype(np.float32))
     else:
-        crop = _random_resized_crop(image, crop_size, rng)
+        box = _random_resized_box(size, rng)
         lighting = torch.zeros(3)
-    flipped = bool(rng.random() < 0.5)
-    return TrainView((crop.flip(-1) if flipped else crop).contiguous(), flipped, lighting)
+    return TrainDraw(box, bool(rng.random() < 0.5), lighting)
 
 
-def _random_scale_crop(image: torch.Tensor, crop_size: int, rng: np.random.Generator) -> torch.Tensor:
+def cut(image: torch.Tensor, box: tuple[int, int, int, int], crop_size: int, flipped: bool) -> torch.Tensor:
+    """The region ``box`` of ``image`` resized to crop×crop (antialiased, on the image's device), flipped or not."""
+    y0, x0, y1, x1 = box
+    crop = TF.resize(image[:, y0:y1, x0:x1], [crop_size, crop_size], antialias=True)
+    return (crop.flip(-1) if flipped else crop).contiguous()
+
+
+def _random_scale_box(size: tuple[int, int], crop_size: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
     """Shorter side to a random s in the scaled [256, 480], then a random crop: only the crop is resampled."""
     low, high = (scaled(s, crop_size) for s in SCALE_RANGE)
-    resized = _shorter_side(image.shape[-2:], int(rng.integers(low, high + 1)), crop_size)
+    resized = _shorter_side(size, int(rng.integers(low, high + 1)), crop_size)
     top = int(rng.integers(0, resized[0] - crop_size + 1))
     left = int(rng.integers(0, resized[1] - crop_size + 1))
-    return resample_region(image, resized, (top, left, crop_size, crop_size))
+    return source_box(size, resized, (top, left, crop_size, crop_size))
 
 
-def _random_resized_crop(image: torch.Tensor, crop_size: int, rng: np.random.Generator) -> torch.Tensor:
+def _random_resized_box(size: tuple[int, int], rng: np.random.Generator) -> tuple[int, int, int, int]:
     """torchvision's RandomResizedCrop (scale 0.08–1, ratio 3/4–4/3), its draws seeded from ``rng``."""
+    shape_only = torch.empty((), dtype=torch.uint8).expand(3, *size)  # get_params reads the size alone
     with torch.random.fork_rng(devices=()):
         torch.manual_seed(int(rng.integers(0, 2**62)))
-        top, left, height, width = RandomResizedCrop.get_params(image, scale=[0.08, 1.0], ratio=[3 / 4, 4 / 3])
-    return TF.resize(image[:, top : top + height, left : left + width], [crop_size, crop_size], antialias=True)
+        top, left, height, width = RandomResizedCrop.get_params(shape_only, scale=[0.08, 1.0], ratio=[3 / 4, 4 / 3])
+    return top, left, top + height, left + width
+
+
+def source_box(size: tuple[int, int], resized: tuple[int, int],
+               region: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """``region`` = (top, left, height, width), in the coordinates of an image of ``size`` (H, W) resized to
+    ``resized`` (H, W), as (y0, x0, y1, x1) in the image's own pixels (to the nearest pixel)."""
+    fy, fx = size[0] / resized[0], size[1] / resized[1]
+    top, left, height, width = region
+    y0, x0 = round(top * fy), round(left * fx)
+    return y0, x0, max(y0 + 1, round((top + height) * fy)), max(x0 + 1, round((left + width) * fx))
 
 
 def resample_region(image: torch.Tensor, resized: tuple[int, int], region: tuple[int, int, int, int]) -> torch.Tensor:
     """``region`` = (top, left, height, width), in the coordinates of ``image`` resized to ``resized`` (H, W),
     cut from the image at its own size (to the nearest pixel) and resized alone: the whole image never is."""
-    fy, fx = image.shape[-2] / resized[0], image.shape[-1] / resized[1]
-    top, left, height, width = region
-    y0, x0 = round(top * fy), round(left * fx)
-    y1, x1 = max(y0 + 1, round((top + height) * fy)), max(x0 + 1, round((left + width) * fx))
-    return TF.resize(image[:, y0:y1, x0:x1], [height, width], antialias=True)
+    box = source_box(tuple(image.shape[-2:]), resized, region)
+    return TF.resize(image[:, box[0]:box[2], box[1]:box[3]], list(region[2:]), antialias=True)
 
 
 def centre_view(path: str, crop_size: int) -> torch.Tensor:
