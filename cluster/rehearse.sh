@@ -11,6 +11,8 @@
 #   - from the client: a client without the token is refused by Ray's Jobs API (and cannot join the cluster as
 #     a node), one without MLflow credentials gets 401; then `ray job submit` runs the (shortened) smoke depth study; trials must run
 #     on both workers, every MLflow run end FINISHED, every metric step be logged once;
+#   - a trial of 2 data-parallel Ray Train workers (--workers-per-trial 2, gloo over the bridge), one on each
+#     worker node: one MLflow run, every step once;
 #   - the study again, and a worker node is killed (every process in its namespace: raylet, workers, agents)
 #     mid-sweep: its trial must resume on the surviving worker from its last checkpoint, in the same MLflow run.
 # Checkpoints go to a directory every namespace sees (the machine's file system stands in for NFS).
@@ -148,9 +150,11 @@ step="secrets"
     for node in head w1 w2 client; do cp "$run/secrets/ray_token" "$run/$node/auth_token"; done
     # what every node's Ray processes (the job's driver, the trials) need to log to the tracking server
     for node in head w1 w2; do
-        printf 'MLFLOW_TRACKING_URI=http://%s:5000\nMLFLOW_TRACKING_USERNAME=sweep\nMLFLOW_TRACKING_PASSWORD=%s\n%s\n' \
+        printf 'MLFLOW_TRACKING_URI=http://%s:5000\nMLFLOW_TRACKING_USERNAME=sweep\nMLFLOW_TRACKING_PASSWORD=%s\n%s\n%s\n' \
             "$head_ip" "$(< "$run/secrets/sweep_password")" \
-            "RESNET_STUDIES_SHARED_STORAGE=1  # $shared is one directory that every namespace sees" > "$run/$node/node.env"
+            "RESNET_STUDIES_SHARED_STORAGE=1  # $shared is one directory that every namespace sees" \
+            "GLOO_SOCKET_IFNAME=eth0  # gloo's interface: the host name resolves outside the namespace" \
+            > "$run/$node/node.env"
     done
 )
 
@@ -254,6 +258,23 @@ submit "rehearsal-$$-sweep" "${study[@]}" --iterations "$iterations" --experimen
 )
 say "sweep: $trials trials, every run FINISHED, every metric step once"
 
+step="a 2-worker trial across 2 nodes"
+# Each worker node has 1 CPU and each Ray Train worker asks for 0.75 (--cpus-per-trial 1.5 split in two): the two
+# workers of the trial can only run one on each node, talking gloo over the bridge.
+submit "rehearsal-$$-workers" "${study[@]}" --iterations "$iterations" --families residual --seeds 1 \
+    --workers-per-trial 2 --cpus-per-trial 1.5 --experiment rehearsal-workers --storage-path "$shared/ray_results" \
+    > "$run/logs/workers.log" 2>&1 || fail "the 2-worker job failed: $(tail -n 5 "$run/logs/workers.log")"
+for ip in "$w1_ip" "$w2_ip"; do
+    grep -q "RayTrainWorker pid=[0-9]*, ip=$ip)" "$run/logs/workers.log" \
+        || fail "no Ray Train worker of the 2-worker trial ran on $ip: $(grep -m 3 RayTrainWorker "$run/logs/workers.log")"
+done
+(
+    as_sweep_user
+    in_ns client python "$repo/cluster/rehearsal.py" check-sweep "$MLFLOW_TRACKING_URI" rehearsal-workers \
+        --trials 1 --iterations "$iterations" --eval-every 3 --min-nodes 1
+)
+say "2-worker trial: its workers on $w1_ip and $w2_ip, one MLflow run, every metric step once"
+
 step="node loss"
 submit "rehearsal-$$-node-loss" "${study[@]}" --iterations "$loss_iterations" --max-failures 2 \
     --experiment rehearsal-node-loss --storage-path "$shared/ray_results" > "$run/logs/node-loss.log" 2>&1 &
@@ -287,4 +308,4 @@ say "no token, password or key in any log, checkpoint or artifact"
 
 step="summary"
 say "wall time $(( $(date +%s) - started ))s"
-echo "rehearsal: $(wc -w <<< "$nodes") nodes, $(( 2 * trials )) trials, node loss survived, unauthenticated clients refused"
+echo "rehearsal: $(wc -w <<< "$nodes") nodes, $(( 2 * trials )) trials and a 2-worker trial, node loss survived, unauthenticated clients refused"

@@ -566,7 +566,7 @@ def test_rehearsal_says_which_prerequisite_is_missing_before_it_builds_anything(
 
 # --- the rehearsal, for real ----------------------------------------------------------------------------------
 
-SUMMARY = "rehearsal: 3 nodes, 8 trials, node loss survived, unauthenticated clients refused"
+SUMMARY = "rehearsal: 3 nodes, 8 trials and a 2-worker trial, node loss survived, unauthenticated clients refused"
 
 
 @pytest.mark.cluster
@@ -588,5 +588,6 @@ def test_rehearsal_on_three_namespaced_nodes():
     lines = output.strip().splitlines()
     assert lines[-1] == SUMMARY, output
     assert re.search(r"trials ran on 10\.77\.0\.11: .+\n\s+trials ran on 10\.77\.0\.12: ", output), output
+    assert "2-worker trial: its workers on 10.77.0.11 and 10.77.0.12, one MLflow run" in output, output
     assert re.search(r"moved from 10\.77\.0\.11 to 10\.77\.0\.12: attempt \d+ resumed from the checkpoint of "
                      r"iteration [1-9]\d*", output), output
