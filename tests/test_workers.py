@@ -66,3 +66,12 @@ def test_multi_worker_trials_run_as_many_at_once_as_the_nodes_hold(ray_runtime, 
     assert limit("--workers-per-trial", "2", "--cpus-per-trial", "2") == 1
     assert limit("--workers-per-trial", "2", "--cpus-per-trial", "1", "--max-concurrent", "5") == 5
     assert limit("--cpus-per-trial", "1") == 0  # single-process trials: Tune itself waits for room
+
+
+def test_a_search_refuses_multi_worker_trials_before_anything_starts(tmp_path, capsys):
+    from sweeps import regularization
+
+    argv = [*tiny_args("--workers-per-trial", "2", iterations=400), *store_args(tmp_path)]
+    assert regularization.main(argv) == 2
+    assert "a search trains each trial in one process" in capsys.readouterr().err
+    assert not (tmp_path / "mlflow.db").exists()
