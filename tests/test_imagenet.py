@@ -85,6 +85,9 @@ def test_dirty_files_imagenet_really_has_load_as_rgb(tree: Path, kind: str) -> N
     assert view.pixels.shape == (3, 32, 32) and view.pixels.dtype == torch.uint8
     if kind == "gray":  # gray stays gray in RGB
         assert torch.equal(view.pixels[0], view.pixels[1]) and torch.equal(view.pixels[1], view.pixels[2])
+    else:  # class 0 is red (tests/support/imagenet.py): the colours survive the decode (an inverted CMYK would not)
+        r, g, b = load_rgb(path).float().mean(dim=(1, 2)).tolist()
+        assert r > 150 and g < 60 and b < 60, (r, g, b)
 
 
 def test_a_truncated_file_is_an_error_naming_it_before_training(tmp_path: Path) -> None:
