@@ -17,7 +17,7 @@ from resnet_core.config import IMAGENET_RECIPE_OVERRIDES, apply_overrides, image
 from resnet_core.data import DataConfig, DatasetUnavailableError, check_dataset
 from resnet_core.evaluation import evaluate_batches
 from resnet_core.imagenet.decode import ImageDecodeError, load_rgb
-from resnet_core.imagenet.folders import find_imagenet, preflight, survey
+from resnet_core.imagenet.folders import _claim, find_imagenet, preflight, survey
 from resnet_core.imagenet.sample import write_digits_sample
 from resnet_core.imagenet.stream import EpochBatches, ImageNetSource
 from resnet_core.imagenet.transforms import EIGVAL, EIGVEC, MEAN, BatchSteps, centre_view, ten_crop_view, train_view
@@ -74,6 +74,16 @@ def test_a_tree_without_wnids_or_meta_is_just_a_class_folder_tree(tmp_path: Path
             (root / split / name).mkdir(parents=True)
             class_image(0, np.random.default_rng(0)).save(root / split / name / "a.jpg")
     assert survey(find_imagenet(root)).claim == "a class-folder tree"
+
+
+def test_the_full_counts_make_the_ilsvrc_claim_and_more_than_it_has_is_refused(tree: Path) -> None:
+    """The claim's other branches, on the counts (a test cannot hold 1.28 M files): ILSVRC-2012's exact counts
+    are ILSVRC-2012; more classes or images than it has is a mixed-up tree, refused naming what is over."""
+    files = find_imagenet(tree)
+    full = {"classes": 1000, "train": 1_281_167, "val": 50_000}
+    assert _claim(files, full) == "ILSVRC-2012"
+    with pytest.raises(DatasetUnavailableError, match=r"holds more than it has: \{'val': 50001\}"):
+        _claim(files, {**full, "val": 50_001})
 
 
 @pytest.mark.parametrize("kind", sorted(DIRTY))
