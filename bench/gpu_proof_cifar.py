@@ -13,6 +13,7 @@ from bench.gpu_proof_measure import Deadline, Sizes, measure_rows
 from bench.gpu_proof_report import format_row
 from bench.trainer_throughput import cifar_shaped_dataset
 from resnet_core import TrainConfig, fit, load_checkpoint
+from resnet_core.checkpoint import tensors_in
 from resnet_core.device import prepare_device
 
 FULL_RUN = 64_000  # iterations of the paper's recipe
@@ -59,7 +60,7 @@ def round_trip(device: torch.device, sizes: Sizes, dataset: Any) -> dict[str, An
         path = Path(tmp) / "ckpt.pt"
         next(fit(config, dataset=dataset)).save_checkpoint(path)
         raw = torch.load(path, weights_only=True)  # no map_location
-        devices = sorted({t.device.type for t in _tensors(raw)})
+        devices = sorted({t.device.type for t in tensors_in(raw)})
         same = [r.metrics["train/loss"] for r in fit(config, resume=path, dataset=dataset)]
         record = {"saved_on": raw.get("device"), "tensor_devices_in_file": devices,
                   "same_device_bit_for_bit": same == straight[1:], "straight_loss": straight[-1],
@@ -72,13 +73,3 @@ def round_trip(device: torch.device, sizes: Sizes, dataset: Any) -> dict[str, An
                                     "continued": on_cpu[-1].status == "completed"}
     prepare_device(config.replace(**{"run.deterministic": False}).run)  # back to the fast settings
     return record
-
-
-def _tensors(obj: Any) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, dict):
-        return [t for value in obj.values() for t in _tensors(value)]
-    if isinstance(obj, (list, tuple)):
-        return [t for value in obj for t in _tensors(value)]
-    return []

@@ -54,6 +54,17 @@ def device_neutral(state: Any) -> Any:
     return state
 
 
+def tensors_in(state: Any) -> list[torch.Tensor]:
+    """Every tensor in ``state`` (nested dicts, lists and tuples): what ``device_neutral`` moves, for checking it."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    if isinstance(state, dict):
+        return [t for value in state.values() for t in tensors_in(value)]
+    if isinstance(state, (list, tuple)):
+        return [t for value in state for t in tensors_in(value)]
+    return []
+
+
 def saved_device_type(state: dict[str, Any]) -> str:
     """The type of device a checkpoint was made on; checkpoints from before it was recorded tell by their
     generator state (CUDA's Philox state is 16 bytes, the CPU's Mersenne Twister state 5056)."""

@@ -14,6 +14,7 @@ import pytest
 from torchvision.datasets import CIFAR10
 
 from support.cifar import TRAIN_FILES, write_cifar10
+from support.imagenet import write_imagenet
 
 RAY_FIXTURES = {"ray_runtime", "ray_tmp"}
 
@@ -56,3 +57,9 @@ def cifar_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated ImageNet tree in torchvision's layout, dirty files included (support/imagenet.py), one per module."""
+    return write_imagenet(tmp_path_factory.mktemp("imagenet") / "torchvision")

@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from resnet_core import TrainConfig, fit, load_checkpoint
-from resnet_core.config import IMAGENET_RECIPE_OVERRIDES, apply_overrides, imagenet_recipe
+from resnet_core import TrainConfig, fit
+from resnet_core.config import IMAGENET_RECIPE_OVERRIDES, imagenet_recipe
 from resnet_core.data import DataConfig, DatasetUnavailableError, check_dataset
 from resnet_core.evaluation import evaluate_batches
 from resnet_core.imagenet.decode import ImageDecodeError, load_rgb
@@ -24,21 +24,11 @@ from resnet_core.imagenet.transforms import EIGVAL, EIGVEC, MEAN, BatchSteps, ce
 from resnet_core.models import build_model, count_parameters
 from resnet_core.schedule import PlateauRule
 from resnet_core.train import main
-from tests.support.configs import IMAGENET_TINY
+from tests.support.configs import imagenet_config
+from tests.support.resume import assert_resumes_bit_for_bit
 from tests.support.imagenet import DIRTY, LAYOUTS, WNIDS, class_image, truncate, write_imagenet
 
 TRAIN_IMAGES = 3 * 6 + len(DIRTY)  # 6 per class plus the dirty files of class 0
-TINY = IMAGENET_TINY
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_imagenet(tmp_path_factory.mktemp("imagenet") / "torchvision")
-
-
-def tiny_config(data_dir: Path, recipe: str = "paper", **changes: object) -> TrainConfig:
-    flat = apply_overrides(imagenet_recipe(recipe), {"data.data_dir": str(data_dir), **TINY, **changes})
-    return TrainConfig.from_dict(flat)
 
 
 # --- layouts and the preflight ---------------------------------------------------------------------------
@@ -110,7 +100,7 @@ def test_a_truncated_file_is_an_error_naming_it_before_training(tmp_path: Path) 
     with pytest.raises(ImageDecodeError, match=str(bad)):  # without the check: still named, never garbage
         centre_view(str(bad), 32)
     with pytest.raises(DatasetUnavailableError, match="truncated"):
-        next(fit(tiny_config(root)))
+        next(fit(imagenet_config(root)))
 
 
 def _no_class_folders(root: Path) -> None:
@@ -142,7 +132,7 @@ def test_bad_trees_fail_before_training_naming_the_path(tmp_path: Path, layout: 
     root = write_imagenet(tmp_path / "tree", layout)
     spoil(root)
     with pytest.raises(DatasetUnavailableError) as error:
-        next(fit(tiny_config(root)))
+        next(fit(imagenet_config(root)))
     for fragment in [str(root.name), *fragments]:
         assert fragment in str(error.value)
 
@@ -263,19 +253,15 @@ def test_epoch_batches_start_anywhere_and_cover_each_epoch_once() -> None:
 def test_batches_do_not_depend_on_the_number_of_workers(tree: Path) -> None:
     batches = {}
     for workers in (0, 2):
-        source = ImageNetSource(tiny_config(tree, **{"run.data_workers": workers}), torch.device("cpu"))
+        source = ImageNetSource(imagenet_config(tree, **{"run.data_workers": workers}), torch.device("cpu"))
         batches[workers] = [source.training_batch(k) for k in range(5)]  # across an epoch boundary (21 // 4)
     for (x0, y0), (x2, y2) in zip(batches[0], batches[2]):
         assert torch.equal(x0, x2) and torch.equal(y0, y2)
 
 
-def _final_model(results: list) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in results[-1].state()["model"].items()}
-
-
 @pytest.mark.parametrize("recipe", ["paper", "torchvision"])
 def test_fit_reports_centre_crop_every_evaluation_and_10_crop_at_the_end(tree: Path, recipe: str) -> None:
-    results = list(fit(tiny_config(tree, recipe)))
+    results = list(fit(imagenet_config(tree, recipe)))
     assert [r.iteration for r in results] == [3, 6] and results[-1].status == "completed"
     for r in results:
         for key in ("train/error", "test/error", "test/top5_error", "test/loss"):
@@ -291,20 +277,10 @@ def test_a_killed_run_resumed_mid_epoch_continues_bit_for_bit(tree: Path, tmp_pa
     # epoch 0, and the run goes on into epoch 2. The plateau rule (its state is in the checkpoint) drops the lr.
     changes = {"data.val_size": 3, "optim.schedule": "plateau", "optim.plateau_patience": 1,
                "optim.plateau_threshold": 100.0, "optim.iterations": 9, "run.eval_every": 3}
-    cfg = tiny_config(tree, **changes)
+    cfg = imagenet_config(tree, **changes)
     uninterrupted = list(fit(cfg))
     assert [r.metrics["opt/lr"] for r in uninterrupted] == pytest.approx([0.1, 0.1, 0.01])  # the first evaluation sets the best
-    first = fit(cfg.replace(**{"run.data_workers": 2}))  # the killed run decoded with 2 workers
-    next(first).save_checkpoint(tmp_path / "ckpt.pt")
-    first.close()
-    assert load_checkpoint(tmp_path / "ckpt.pt")["iteration"] == 3
-    resumed = list(fit(cfg, resume=tmp_path / "ckpt.pt"))
-    assert [r.iteration for r in resumed] == [6, 9]
-    for a, b in zip(resumed, uninterrupted[1:]):
-        for key in ("train/loss", "train/error", "val/error", "test/loss", "opt/lr", "test/error_10crop"):
-            assert a.metrics.get(key) == b.metrics.get(key), key
-    final, expected = _final_model(resumed), _final_model(uninterrupted)
-    assert all(torch.equal(final[k], expected[k]) for k in expected)
+    assert_resumes_bit_for_bit(cfg, uninterrupted, tmp_path)
 
 
 # --- the CLI and the sample set ----------------------------------------------------------------------------

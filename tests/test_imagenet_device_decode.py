@@ -17,28 +17,18 @@ import pytest
 import torch
 from PIL import Image
 
-from resnet_core import TrainConfig, fit, load_checkpoint
-from resnet_core.config import apply_overrides, imagenet_recipe
+from resnet_core import fit
 from resnet_core.imagenet.decode import ImageDecodeError
 from resnet_core.imagenet.device_decode import DeviceDecoder, EncodedImages, collate_encoded, read_header
 from resnet_core.imagenet.stream import ImageNetSource
 from resnet_core.imagenet.transforms import train_view
 from resnet_core.parallel import Shard
 from resnet_core.train import main
-from tests.support.configs import IMAGENET_TINY
+from tests.support.configs import imagenet_config
+from tests.support.resume import assert_resumes_bit_for_bit
 from tests.support.imagenet import DIRTY, WNIDS, class_image, truncate, write_imagenet
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_imagenet(tmp_path_factory.mktemp("imagenet") / "torchvision")
-
-
-def tiny_config(data_dir: Path, recipe: str = "paper", **changes: object) -> TrainConfig:
-    flat = apply_overrides(imagenet_recipe(recipe), {"data.data_dir": str(data_dir), **IMAGENET_TINY, **changes})
-    return TrainConfig.from_dict(flat)
 
 
 def crops_of(paths: list[str], recipe: str = "paper", device: torch.device = CPU, slot: int = 0) -> torch.Tensor:
@@ -56,21 +46,21 @@ def worker_crops(paths: list[str], recipe: str = "paper", slot: int = 0) -> torc
 
 @pytest.mark.parametrize("recipe, workers", [("paper", 0), ("torchvision", 2)])
 def test_device_path_gives_the_worker_paths_batches(tree: Path, recipe: str, workers: int) -> None:
-    ours = ImageNetSource(tiny_config(tree, recipe, **{"run.decode": "device", "run.data_workers": workers}), CPU)
-    theirs = ImageNetSource(tiny_config(tree, recipe), CPU)
+    ours = ImageNetSource(imagenet_config(tree, recipe, **{"run.decode": "device", "run.data_workers": workers}), CPU)
+    theirs = ImageNetSource(imagenet_config(tree, recipe), CPU)
     assert ours._decoder is not None and theirs._decoder is None  # the option reaches the source
     for k in range(7):  # 21 images, 5 batches of 4 an epoch: into epoch 1, every dirty file met
         (x, y), (x_ref, y_ref) = ours.training_batch(k), theirs.training_batch(k)
         assert x.shape == x_ref.shape == (4, 3, 32, 32) and x.dtype == x_ref.dtype == torch.float32
         assert torch.equal(y, y_ref)
         assert torch.equal(x, x_ref)  # same decoder and resize on CPU: max |difference| 0
-    again = ImageNetSource(tiny_config(tree, recipe, **{"run.decode": "device"}), CPU)
+    again = ImageNetSource(imagenet_config(tree, recipe, **{"run.decode": "device"}), CPU)
     assert torch.equal(again.training_batch(5)[0], ours.training_batch(5)[0])  # started anywhere: the same batch
 
 
 def test_data_parallel_slices_of_the_device_path_make_the_whole_batch(tree: Path) -> None:
-    whole = ImageNetSource(tiny_config(tree, **{"run.decode": "device"}), CPU)
-    ranks = [ImageNetSource(tiny_config(tree, **{"run.decode": "device"}), CPU) for _ in range(2)]
+    whole = ImageNetSource(imagenet_config(tree, **{"run.decode": "device"}), CPU)
+    ranks = [ImageNetSource(imagenet_config(tree, **{"run.decode": "device"}), CPU) for _ in range(2)]
     for rank, source in enumerate(ranks):
         source.shard = Shard(rank, 2)  # as a process of a two-process group sees it
     for k in (0, 6):
@@ -129,29 +119,19 @@ def test_fit_with_device_decode_trains_as_the_worker_path_and_resumes_bit_for_bi
     # checkpoint at iteration 3 is mid epoch 0, the run goes on into epoch 2.
     changes = {"data.val_size": 3, "optim.schedule": "plateau", "optim.plateau_patience": 1,
                "optim.plateau_threshold": 100.0, "optim.iterations": 9, "run.eval_every": 3, "run.decode": "device"}
-    cfg = tiny_config(tree, **changes)
+    cfg = imagenet_config(tree, **changes)
     uninterrupted = list(fit(cfg))
     assert [r.iteration for r in uninterrupted] == [3, 6, 9] and uninterrupted[-1].status == "completed"
     assert "test/error_10crop" in uninterrupted[-1].metrics
     workers = list(fit(cfg.replace(**{"run.decode": "workers"})))  # on CPU: the same pixels, the same run
     for a, b in zip(uninterrupted, workers):
         assert a.metrics["train/loss"] == b.metrics["train/loss"] and a.metrics["val/error"] == b.metrics["val/error"]
-    first = fit(cfg.replace(**{"run.data_workers": 2}))  # the killed run read the files with 2 workers
-    next(first).save_checkpoint(tmp_path / "ckpt.pt")
-    first.close()
-    assert load_checkpoint(tmp_path / "ckpt.pt")["iteration"] == 3
-    resumed = list(fit(cfg, resume=tmp_path / "ckpt.pt"))
-    assert [r.iteration for r in resumed] == [6, 9]
-    for a, b in zip(resumed, uninterrupted[1:]):
-        for key in ("train/loss", "train/error", "val/error", "test/loss", "opt/lr", "test/error_10crop"):
-            assert a.metrics.get(key) == b.metrics.get(key), key
-    final, expected = resumed[-1].state()["model"], uninterrupted[-1].state()["model"]
-    assert all(torch.equal(final[k], expected[k]) for k in expected)
+    assert_resumes_bit_for_bit(cfg, uninterrupted, tmp_path)
 
 
 def test_a_bad_decode_value_is_refused_naming_the_choices(tree: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(ValueError, match=r"run\.decode='gpu' is not valid; choose one of \['workers', 'device'\]"):
-        tiny_config(tree, **{"run.decode": "gpu"})
+        imagenet_config(tree, **{"run.decode": "gpu"})
     assert main(["--dataset", "imagenet", "--data-dir", str(tree), "--decode", "nvjpeg", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "nvjpeg" in err and "'workers', 'device'" in err

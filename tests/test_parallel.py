@@ -12,12 +12,11 @@ import pytest
 import torch
 
 from resnet_core import TrainConfig
-from resnet_core.config import apply_overrides, imagenet_recipe
 from resnet_core.device import autocast_for
 from resnet_core.parallel import Shard
 from resnet_core.trainer import TrainingState, held_out_metrics, load_data, training_batch
 from tests.support.imagenet import write_imagenet
-from tests.support.configs import IMAGENET_TINY, TRAINER_BASE
+from tests.support.configs import TRAINER_BASE, imagenet_config
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "support" / "parallel_fit.py"
@@ -43,11 +42,6 @@ def test_a_shard_takes_its_slice_and_refuses_a_batch_it_cannot_split() -> None:
 
 def in_memory_config() -> TrainConfig:
     return TrainConfig.from_dict({**TrainConfig().to_dict(), **TRAINER_BASE})
-
-
-def imagenet_config(root: Path) -> TrainConfig:
-    return TrainConfig.from_dict(apply_overrides(imagenet_recipe("paper"),
-                                                 {"data.data_dir": str(root), **IMAGENET_TINY}))
 
 
 @pytest.mark.slow

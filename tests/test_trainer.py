@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from resnet_core import TrainConfig, device, fit, load_checkpoint, save_checkpoint
+from resnet_core.checkpoint import tensors_in
 from resnet_core.checks import Checks
 from resnet_core.config import DataConfig
 from resnet_core.data import Dataset, Split, augment_batch, load_dataset
@@ -339,18 +340,10 @@ def test_checkpoints_are_device_neutral_and_say_where_they_were_made(tmp_path: P
     assert state["device"] == "cpu"
     save_checkpoint(state, tmp_path / "ckpt.pt")
     loaded = torch.load(tmp_path / "ckpt.pt", weights_only=True)  # no map_location: what a CPU machine does
-    tensors = [t for t in _tensors(loaded)]
+    tensors = tensors_in(loaded)
     assert tensors and {t.device.type for t in tensors} == {"cpu"}
 
 
-def _tensors(obj: object) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, dict):
-        return [t for value in obj.values() for t in _tensors(value)]
-    if isinstance(obj, (list, tuple)):
-        return [t for value in obj for t in _tensors(value)]
-    return []
 
 
 @pytest.mark.parametrize("recorded", [True, False], ids=["device recorded", "older checkpoint"])
