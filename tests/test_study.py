@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,37 @@ def test_every_tracking_operation_replays_from_the_spool(tmp_path):
     assert {(t.key, t.value) for t in dataset.tags} == {("mlflow.data.context", "training")}
     with pytest.raises(ValueError, match=r"unknown tracking call 'frobnicate'"):
         operations.send(client, {"op": "frobnicate", "run_id": child})
+
+
+def test_trials_logging_one_data_set_at_the_same_moment_all_get_it(tmp_path):
+    """A sweep's trials log the same data set as they start: eight at once, five times, into one SQLite store.
+    MLflow's store looks a data set up, then inserts it, so racing inserts fail on its unique key (seen in a
+    9-trial sweep, which then retried a trial); every run must still get its one data set input, no call fails."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("datasets")
+    failures: list[str] = []
+    runs: list[str] = []
+    for round_ in range(5):
+        batch = [client.create_run(experiment_id).info.run_id for _ in range(8)]
+        runs += batch
+        start = threading.Barrier(len(batch))
+
+        def log(run_id: str, digest: str = f"digest{round_}") -> None:
+            own = MlflowClient(uri)  # a trial's own client, as in its own process
+            start.wait()
+            try:
+                operations.send(own, operations.dataset_entry(run_id, "synthetic", digest, "code", "synthetic"))
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                failures.append(str(exc)[:200])
+
+        threads = [threading.Thread(target=log, args=(run_id,)) for run_id in batch]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []
+    assert all(len(client.get_run(run_id).inputs.dataset_inputs) == 1 for run_id in runs)
 
 
 def test_a_forged_spool_line_is_never_trusted(tmp_path):

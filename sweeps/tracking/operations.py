@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 Entry = dict[str, Any]
@@ -76,9 +77,22 @@ def _send_artifact(client: MlflowClient, entry: Entry) -> None:
         client.log_artifact(entry["run_id"], str(named), entry["artifact_path"])
 
 
+# What a SQL store says when two inserts of one row race (SQLite; PostgreSQL).
+DUPLICATE_KEY = ("UNIQUE constraint failed", "duplicate key value violates unique constraint")
+
+
 def _send_dataset(client: MlflowClient, entry: Entry) -> None:
     dataset = Dataset(entry["name"], entry["digest"], entry["source_type"], entry["source"])
-    client.log_inputs(entry["run_id"], [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+    inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])]
+    try:
+        client.log_inputs(entry["run_id"], inputs)
+    except MlflowException as exc:
+        # The trials of a sweep log the same data set as they start, often at the same moment. MLflow's SQL store
+        # looks the data set up, then inserts it: of two racing inserts one fails on the unique key, and nothing of
+        # that call is kept. The data set is there now, so the same call again only links it to this run.
+        if not any(text in str(exc) for text in DUPLICATE_KEY):
+            raise
+        client.log_inputs(entry["run_id"], inputs)
 
 
 def _send_status(client: MlflowClient, entry: Entry) -> None:
