@@ -26,7 +26,8 @@ def run_two_processes(config: TrainConfig, out: Path) -> list[dict]:
     """Train ``config`` in two gloo processes; what each rank wrote (tests/support/parallel_fit.py)."""
     out.mkdir()
     (out / "config.json").write_text(json.dumps(config.to_dict()))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(WORKER), str(out / "config.json"), str(out)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(WORKER),
+               str(out / "config.json"), str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]

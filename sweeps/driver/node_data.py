@@ -16,7 +16,7 @@ from resnet_core.config import DataConfig
 from resnet_core.data import DatasetUnavailableError, check_dataset
 from resnet_core.data_identity import data_identity
 from sweeps.driver.plan import SweepPlan
-from sweeps.driver.resources import fits, trial_request
+from sweeps.driver.resources import fits
 
 NEEDS_FILES = ("cifar10", "cifar100", "imagenet")  # data sets read from --data-dir
 PREFLIGHT_TIMEOUT = 600  # seconds for every node's answer (ImageNet's file list takes about a minute)
@@ -38,7 +38,7 @@ def check_data_on_nodes(plan: SweepPlan) -> None:
     """Raise ValueError naming every node that may run a trial and lacks the plan's data or holds other data
     than the driver's. Nothing to do on one node (the driver's own check covers it) or for generated data."""
     alive = [node for node in ray.nodes() if node.get("Alive")]
-    hosts = [node for node in alive if fits(trial_request(plan), node["Resources"])]
+    hosts = [node for node in alive if fits(plan.worker_request, node["Resources"])]
     wanted = [replace(data, download=False) for data in plan.data_configs() if data.dataset in NEEDS_FILES]
     if len(alive) <= 1 or not hosts or not wanted:
         return

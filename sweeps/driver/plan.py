@@ -71,8 +71,10 @@ class SweepPlan:
 
     @property
     def worker_request(self) -> dict[str, float]:
-        """What each Ray worker of a trial holds: the trial's CPUs and GPUs split evenly among its workers."""
-        return {"CPU": self.cpus_per_trial / self.workers_per_trial, "GPU": self.gpus_per_trial / self.workers_per_trial}
+        """What each Ray process of a trial holds: the whole trial, or one of its ``workers_per_trial`` workers
+        (the trial's CPUs and GPUs split evenly among them)."""
+        n = self.workers_per_trial
+        return {"CPU": self.cpus_per_trial / n, "GPU": self.gpus_per_trial / n}
 
     @property
     def sweep_id(self) -> str:

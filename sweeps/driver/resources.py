@@ -25,11 +25,6 @@ def check_cluster(plan: SweepPlan) -> None:
     check_nodes_share_storage(plan, nodes)
 
 
-def trial_request(plan: SweepPlan) -> dict[str, float]:
-    """What one Ray process of a trial asks for: the whole trial, or one of its ``--workers-per-trial`` workers."""
-    return plan.worker_request
-
-
 def concurrent_trials(plan: SweepPlan) -> int:
     """Tune's limit on trials at once (0: none): ``--max-concurrent`` if given; else none for single-process
     trials, whose wait for room Tune does itself; for multi-worker trials as many as the nodes alive hold side by
@@ -44,7 +39,7 @@ def concurrent_trials(plan: SweepPlan) -> int:
 def _room_request(plan: SweepPlan) -> dict[str, float]:
     """A worker's request as the room for a trial is counted: with a 1/N share of the CPU its coordinator, the
     Tune trial's own process, holds (so N of them fit only where the whole trial does)."""
-    request = trial_request(plan)
+    request = plan.worker_request
     if plan.workers_per_trial == 1:
         return request
     return {**request, "CPU": request["CPU"] + COORDINATOR_CPUS / plan.workers_per_trial}
@@ -99,7 +94,7 @@ def check_trial_fits(plan: SweepPlan, nodes: list[dict[str, Any]]) -> None:
     groups = autoscaler_groups()
     if groups is None or _autoscaler_can_hold(request, needed, nodes, groups):
         return
-    request = trial_request(plan)
+    request = plan.worker_request
     asked = ", ".join(f"{amount:g} {name}" for name, amount in request.items() if amount > 0)
     offered = "; ".join(", ".join(f"{node.get(name, 0):g} {name}" for name in request) for node in nodes)
     grows = " and no autoscaler can add what is missing" if groups else " and it does not autoscale"

@@ -1,8 +1,8 @@
 """The Ray Tune trainable: one trial = one ``resnet_core.fit`` run, checkpointed through Tune, tracked in MLflow.
 
 Runs in a trial process (``train_trial``), or in rank 0 of a trial's Ray Train workers (``run_trial`` with a
-``Session`` of Ray Train's: sweeps/trial/workers.py). Order of work at each evaluation: log to MLflow, then report to Tune with a
-checkpoint. If the trial dies in between, it is retried from the previous checkpoint and re-logs nothing
+``Session`` of Ray Train's: sweeps/trial/workers.py). Order of work at each evaluation: log to MLflow, then
+report to Tune with a checkpoint. If the trial dies in between, it is retried from the previous checkpoint and re-logs nothing
 twice: training is deterministic on resume, and steps already in the MLflow run are skipped.
 
 Restoring tries the checkpoint Tune hands back first and, if that one is truncated, corrupt or unsafe (it

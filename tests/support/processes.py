@@ -117,5 +117,6 @@ def terminated_in_saved_state(experiment_dir: Path) -> set[str]:
             saved = [json.loads(entry[0]) for entry in json.loads(path.read_text())["trial_data"]]
         except (OSError, ValueError, KeyError):  # being rewritten
             continue
-        names |= {t["custom_trial_name"] for t in saved if t.get("status") == "TERMINATED" and t.get("custom_trial_name")}
+        names |= {t["custom_trial_name"] for t in saved
+                  if t.get("status") == "TERMINATED" and t.get("custom_trial_name")}
     return names
