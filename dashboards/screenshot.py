@@ -46,7 +46,11 @@ def chromium_path() -> str:
 @contextmanager
 def chromium() -> Iterator:
     """A playwright Browser on the system Chromium, closed on exit."""
-    from playwright.sync_api import sync_playwright
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise SystemExit("python -m dashboards.screenshot needs playwright, in the project's `screenshot` extra: "
+                         "pip install -e \".[screenshot]\"") from None
 
     executable = chromium_path()
     with sync_playwright() as p:

@@ -89,6 +89,9 @@ def test_child_runs_have_artifacts(tiny_sweep):
         assert all(len(row) == depth - 1 for row in probes["std"])
         env = json.loads(Path(client.download_artifacts(run.info.run_id, "environment.json")).read_text())
         assert env["trial_id"] == run.data.tags["trial_id"] and env["packages"]["torch"]
+        # every package that computes a result is recorded with its version, not only the framework
+        assert all(env["packages"][name] for name in ("torchcodec", "optuna", "pandas", "scipy", "plotly",
+                                                      "scikit-learn", "resnet-depth-studies"))
         assert "git_commit" in env and env["device"].startswith("cpu")
         # Given no GPU, a trial computes on the CPU with the GPUs hidden; fp32 there is IEEE fp32 (TF32 off).
         assert env["cuda_visible_devices"] == "" and env["tf32_cudnn"] is False and env["deterministic"] is False

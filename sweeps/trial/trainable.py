@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 PROBES_FILE = "probes.json"
-PACKAGES = ("torch", "torchvision", "ray", "mlflow", "numpy", "resnet-depth-studies")
+# Every package that computes a result or decides what is trained (environment.json on each trial run).
+PACKAGES = ("torch", "torchvision", "torchcodec", "numpy", "scikit-learn", "ray", "mlflow", "optuna", "pandas",
+            "scipy", "plotly", "resnet-depth-studies")
 # The probe histories kept across evaluations (and restores), with the key their values go under.
 PROBE_VALUE_KEYS = {"layer_response_std": "std", "grad_norms": "norm"}
 SHOWN = ("test/error", "perf/images_per_sec")  # Tune's live table: iteration, these, the ETA
