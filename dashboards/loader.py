@@ -73,22 +73,26 @@ def open_client(tracking_uri: str | None = None):
     """An ``MlflowClient`` for the URI; a SQLite file that does not exist is an error, not a new empty store."""
     from mlflow.tracking import MlflowClient
 
+    from sweeps.tracking.store import masked_uri
+
     uri = tracking_uri or default_tracking_uri()
     parsed = urlparse(uri)
     if parsed.scheme == "sqlite" and parsed.path and not Path(parsed.path).exists():
-        raise FileNotFoundError(f"no MLflow store at {parsed.path} (tracking URI {uri}); "
+        raise FileNotFoundError(f"no MLflow store at {parsed.path} (tracking URI {masked_uri(uri)}); "
                                 f"pass --tracking-uri or set MLFLOW_TRACKING_URI")
     return MlflowClient(uri)
 
 
 def find_experiment(client, name: str):
     """The experiment called ``name``; otherwise an error listing the experiments that exist."""
+    from sweeps.tracking.store import masked_uri
+
     experiment = client.get_experiment_by_name(name)
     if experiment is None or experiment.lifecycle_stage != "active":
         names = sorted(e.name for e in client.search_experiments())
         listing = ", ".join(repr(n) for n in names) if names else "(none)"
         raise ExperimentNotFoundError(
-            f"no experiment named {name!r} at {client.tracking_uri}; experiments there: {listing}")
+            f"no experiment named {name!r} at {masked_uri(client.tracking_uri)}; experiments there: {listing}")
     return experiment
 
 

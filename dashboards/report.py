@@ -23,13 +23,16 @@ from plotly.offline import get_plotlyjs
 
 from dashboards import imagenet, paper
 from dashboards.html import CSS, escape
-from dashboards.loader import ExperimentData, ExperimentNotFoundError, load_experiment, open_client
+from dashboards.loader import (ExperimentData, ExperimentNotFoundError, default_tracking_uri, load_experiment,
+                               open_client)
 from dashboards.sections import SECTIONS, runs
 
 log = logging.getLogger("dashboards.report")
 
 HISTORY_METRICS = ("train/error", "test/error")  # the histories every report draws (ImageNet adds: history_metrics)
 ARTIFACT_NAME = "report.html"
+CREDENTIALS_ADVICE = ("give the server's URL without it and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                      "(or MLFLOW_TRACKING_TOKEN) instead")
 
 
 def build_report(experiment: str, tracking_uri: str | None = None, out: str | Path = "report.html",
@@ -39,8 +42,9 @@ def build_report(experiment: str, tracking_uri: str | None = None, out: str | Pa
 
     ``mlflow_ui_url`` (e.g. ``http://127.0.0.1:5000``, where ``mlflow ui`` serves this store) makes each run
     in the run table a link to its page there. Raises ExperimentNotFoundError (listing the experiments that
-    exist) for an unknown name.
+    exist) for an unknown name, SecretInURIError (before reading anything) for a URI with credentials in it.
     """
+    tracking_uri = checked_tracking_uri(tracking_uri)
     data = load_experiment(experiment, tracking_uri, metrics=history_metrics, sweep_run=sweep_run)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -49,6 +53,17 @@ def build_report(experiment: str, tracking_uri: str | None = None, out: str | Pa
     if log_to_parent:
         log_report(data, out)
     return out
+
+
+def checked_tracking_uri(tracking_uri: str | None) -> str:
+    """The store to read (``tracking_uri``, else the default); SecretInURIError when it holds credentials, which
+    the page and its copy logged to the sweep run would publish to every reader of the server."""
+    from sweeps.tracking.store import refuse_password  # with MLflow, which reading the store imports anyway
+
+    uri = tracking_uri or default_tracking_uri()
+    flag = "--tracking-uri" if tracking_uri else "--tracking-uri (here $MLFLOW_TRACKING_URI)"
+    refuse_password(uri, flag, CREDENTIALS_ADVICE)
+    return uri
 
 
 def history_metrics(runs) -> tuple[str, ...]:
@@ -128,6 +143,8 @@ def report_sections(data: ExperimentData) -> set[str]:
 
 
 def _summary_line(data: ExperimentData, generated_at: datetime) -> str:
+    from sweeps.tracking.store import masked_uri
+
     tags = data.sweep_tags
     described = ", ".join(f"{k} <b>{escape(tags[k])}</b>" for k in ("study", "preset", "dataset", "recipe") if k in tags)
     counts = data.runs["outcome"].value_counts()
@@ -139,7 +156,7 @@ def _summary_line(data: ExperimentData, generated_at: datetime) -> str:
                    f'choose another with <code>--sweep-run</code>)</span>')
     return (f'<p class="meta">{described or "no sweep run found"} · {len(data.runs)} trial runs ({outcome})'
             f'{parent}<br>MLflow experiment <b>{escape(data.name)}</b> (id {escape(data.experiment_id)}) at '
-            f'<code>{escape(data.tracking_uri)}</code> · generated {generated_at:%Y-%m-%d %H:%M UTC}</p>')
+            f'<code>{escape(masked_uri(data.tracking_uri))}</code> · generated {generated_at:%Y-%m-%d %H:%M UTC}</p>')
 
 
 def _banner(caveats: list[str], on_imagenet: bool = False) -> str:
@@ -175,12 +192,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sweeps.tracking.store import SecretInURIError
+
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         build_report(args.experiment, args.tracking_uri, args.out, log_to_parent=not args.no_log,
                      mlflow_ui_url=args.mlflow_ui_url, sweep_run=args.sweep_run)
-    except (ExperimentNotFoundError, FileNotFoundError) as error:
+    except (ExperimentNotFoundError, FileNotFoundError, SecretInURIError) as error:
         print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2
     return 0

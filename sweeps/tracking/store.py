@@ -50,17 +50,44 @@ def absolute_tracking_uri(uri: str) -> str:
     return uri
 
 
+class SecretInURIError(ValueError):
+    """A URI carries a secret (a password, or a token as its user name) that would be copied wherever it goes."""
+
+
+# Schemes whose user name alone is a secret: an HTTP user name without password is how a token is passed
+# (``https://TOKEN@host``). A database URL names its user; its driver reads the password elsewhere (PGPASSWORD).
+TOKEN_AS_USER_SCHEMES = ("http", "https")
+
+
 def refuse_password(uri: str, flag: str, instead: str) -> None:
-    """Refuse a URI that carries a password: it would be copied into the sweep's plan, Tune's pickled state,
-    every trial's records and the process list. Raises ValueError (the password masked) saying ``instead``."""
+    """Refuse a URI that carries a secret in its userinfo: a password, or (http/https) a user name alone, which
+    is a token. It would be copied into the sweep's plan, Tune's pickled state, every trial's records, the
+    report's page and the process list. Raises SecretInURIError (the userinfo masked) saying ``instead``."""
     try:
-        password = urlsplit(uri).password
-    except ValueError:  # not parseable as a URL: it carries no recognisable password
+        parts = urlsplit(uri)
+        password, user = parts.password, parts.username
+    except ValueError:  # not parseable as a URL: it carries no recognisable userinfo
         return
     if password:
-        shown = uri.replace(f":{password}@", ":***@", 1)
-        raise ValueError(f"{flag} {shown} holds a password, which would be copied into the sweep's records; "
-                         f"{instead}")
+        held = "a password"
+    elif user and parts.scheme.lower() in TOKEN_AS_USER_SCHEMES:
+        held = "a user name, which in an HTTP URL is a token (http://TOKEN@host)"
+    else:
+        return
+    raise SecretInURIError(f"{flag} {masked_uri(uri)} holds {held}, which would be copied into the sweep's "
+                           f"records and the report; {instead}")
+
+
+def masked_uri(uri: str) -> str:
+    """``uri`` fit to show (messages, the report's page): its userinfo and query replaced by ***, no fragment."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:  # not parseable: nothing of it is shown
+        return "***"
+    shown, _, query = uri.partition("#")[0].partition("?")
+    if "@" in parts.netloc:  # the netloc's first occurrence is right after scheme://
+        shown = shown.replace(parts.netloc, f"***@{parts.netloc.rpartition('@')[2]}", 1)
+    return f"{shown}?***" if query else shown
 
 
 def is_local_store(uri: str) -> bool:
