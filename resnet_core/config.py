@@ -21,6 +21,9 @@ IMAGENET_RECIPES = ("paper", "torchvision")  # resnet_core/imagenet/transforms.p
 BOTTLENECK_STRIDES = ("3x3", "1x1")
 SCHEDULES = ("steps", "plateau")
 VERIFY_IMAGES = ("ends", "none")
+# What an ImageNet-layout --data-dir holds (data.generated): none = a tree you provide (ILSVRC-2012 or class folders),
+# or the name of a set the project writes itself (resnet_core/imagenet/sample.py's WRITERS).
+GENERATED = ("none", "digits")
 DECODES = ("workers", "device")  # where ImageNet's training JPEGs are decoded: resnet_core/imagenet/device_decode.py
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 # torch.compile modes (run.compile_mode); the last two also capture CUDA graphs on a GPU.
@@ -64,8 +67,16 @@ class DataConfig:
 
     dataset: str = _opt("cifar10", f"data set: {', '.join(DATASETS)} (digits ships with scikit-learn: works offline)")
     data_dir: str = _opt("data", "directory holding (or receiving) the CIFAR files, or holding ImageNet (train/, val/)")
-    download: bool = _opt(False, "download CIFAR into --data-dir if it is missing (needs internet)")
-    val_size: int = _opt(0, "training images held out for validation (5000 = the paper's 45k/5k split)")
+    download: bool = _opt(False, "download CIFAR into --data-dir if it is missing (needs internet); with "
+                                 "--generated, write the generated set there if it is missing (never ImageNet "
+                                 "itself: it needs a licence)")
+    generated: str = _opt("none", "imagenet only: what --data-dir holds: none (a tree you provide: ILSVRC-2012 or "
+                                  "any class-folder tree) or digits (the ImageNet-layout digits set that "
+                                  "python -m resnet_core.imagenet.sample writes; with --download it is written "
+                                  "there when missing)")
+    val_size: int = _opt(0, "training images held out for validation (5000 = the paper's 45k/5k split); imagenet: "
+                            "at most 10 % of the tree's training images or one per class, whichever is more, so a "
+                            "small tree holds out less than the recipe's 10000 (the run says so)")
     augment: bool = _opt(True, "augmentation on/off (pad-4 random crop + horizontal flip; the flip only where the "
                                "data set allows it)")
     train_limit: int = _opt(0, "use only the first N training images (0 = all)")
@@ -319,11 +330,16 @@ def validate(config: TrainConfig) -> None:
     check_choice("model.bottleneck_stride", m.bottleneck_stride, BOTTLENECK_STRIDES)
     check_choice("data.recipe", d.recipe, IMAGENET_RECIPES)
     check_choice("data.verify_images", d.verify_images, VERIFY_IMAGES)
+    check_choice("data.generated", d.generated, GENERATED)
     check_choice("run.decode", r.decode, DECODES)
     check_choice("optim.schedule", o.schedule, SCHEDULES)
-    if d.dataset == "imagenet" and d.download:
+    if d.generated != "none" and d.dataset != "imagenet":
+        raise ValueError(f"data.generated={d.generated!r} is a set in ImageNet's layout: it needs "
+                         f"data.dataset='imagenet'; got {d.dataset!r}")
+    if d.dataset == "imagenet" and d.download and d.generated == "none":
         raise ValueError("data.download cannot fetch ImageNet: it needs a licence (register at https://image-net.org "
-                         "and download it yourself), then pass --data-dir pointing to it")
+                         "and download it yourself), then pass --data-dir pointing to it; only a generated set "
+                         f"(data.generated: one of {list(GENERATED[1:])}) is written for you")
     if d.dataset == "imagenet" and m.layout != "imagenet":
         raise ValueError(f"data.dataset='imagenet' needs model.layout='imagenet'; got {m.layout!r}")
     if o.schedule == "plateau" and d.val_size == 0:

@@ -177,12 +177,17 @@ def check_dataset(config: DataConfig) -> None:
     md5 (digits and synthetic data need no files). Raises DatasetUnavailableError saying how to provide it.
 
     With ``download`` set, missing files are not an error: the run fetches them. ImageNet gets its preflight
-    (resnet_core/imagenet/folders.py): layout, labels, counts, every file whole.
+    (resnet_core/imagenet/folders.py): layout, labels, counts, every file whole; with ``download`` set (which
+    ``config.validate`` allows only for a generated set, ``data.generated``) a missing tree is not an error either:
+    ``download_dataset`` writes it.
     """
     if config.dataset == "imagenet":
         from resnet_core.imagenet.folders import preflight
 
-        preflight(config.data_dir, config.verify_images)
+        root = os.path.abspath(os.path.expanduser(config.data_dir))
+        if config.download and config.generated != "none" and not os.path.exists(root):
+            return
+        preflight(root, config.verify_images, config.generated)
         return
     if config.dataset not in ("cifar10", "cifar100"):
         return
@@ -196,9 +201,16 @@ def check_dataset(config: DataConfig) -> None:
 
 
 def download_dataset(config: DataConfig) -> None:
-    """Fetch a CIFAR data set into ``config.data_dir`` if it is not there (md5-checked); nothing for data that
-    needs no files. A sweep's driver calls it once before any trial starts, so that trials sharing the directory
-    do not all download at once. Raises DatasetUnavailableError when the download fails."""
+    """Fetch a CIFAR data set into ``config.data_dir`` if it is not there (md5-checked), or write a generated
+    ImageNet-layout set there (``data.generated``: resnet_core/imagenet/sample.py); nothing for data that needs
+    no files, and never anything for a real ImageNet (it needs a licence). A sweep's driver calls it once before any
+    trial starts, so that trials sharing the directory do not all download at once. Raises
+    DatasetUnavailableError when the download fails."""
+    if config.dataset == "imagenet" and config.generated != "none":
+        from resnet_core.imagenet.sample import write_missing
+
+        write_missing(config.generated, config.data_dir)
+        return
     if config.dataset not in ("cifar10", "cifar100"):
         return
     cls, title, expected = _cifar(config.dataset)

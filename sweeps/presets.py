@@ -42,11 +42,12 @@ IMAGENET_DESCRIPTION = ("ILSVRC-2012 with the paper's recipe (600k iterations at
                         "a held-out training split, 10-crop test), 8 GPUs per trial as 8 data-parallel workers")
 IMAGENET_SEEDS = 1  # as the paper: one run per net (the report says what one seed can conclude)
 
-# The ImageNet path end to end on a CPU, on the learnable digits set in ImageNet's layout (make it first:
-# python -m resnet_core.imagenet.sample data/digits-imagenet): 32-pixel crops, nets at a quarter width.
-IMAGENET_SMOKE = {**IMAGENET_RECIPE_OVERRIDES["paper"], "data.data_dir": "data/digits-imagenet", "model.width": 0.25,
+# The ImageNet path end to end on a CPU, on the learnable digits set in ImageNet's layout (data.generated; written
+# into --data-dir by the driver when missing, data.download): 32-pixel crops, nets at a quarter width.
+IMAGENET_SMOKE = {**IMAGENET_RECIPE_OVERRIDES["paper"], "data.data_dir": "data/digits-imagenet",
+                  "data.generated": "digits", "data.download": True, "model.width": 0.25,
                   "data.crop_size": 32, "optim.batch_size": 32, "optim.schedule": "steps", "data.val_size": 0,
                   "run.eval_batch_size": 200, "run.probe_images": 32, "run.data_workers": 1, "run.device": "cpu",
                   **schedule(1200, 200)}
-IMAGENET_SMOKE_DESCRIPTION = ("ImageNet's layout and recipe on generated digits (python -m resnet_core.imagenet.sample "
-                              "data/digits-imagenet), 32-pixel crops, quarter-width nets, CPU")
+IMAGENET_SMOKE_DESCRIPTION = ("ImageNet's layout and recipe on generated digits (written into --data-dir when it is "
+                              "missing), 32-pixel crops, quarter-width nets, CPU")

@@ -205,10 +205,18 @@ def file_problem(path: str) -> str | None:
     return "neither a JPEG nor a PNG"
 
 
-def preflight(data_dir: str | os.PathLike, verify_images: str = "ends") -> tuple[ImageNetFiles, Survey]:
+def preflight(data_dir: str | os.PathLike, verify_images: str = "ends", generated: str = "none"
+              ) -> tuple[ImageNetFiles, Survey]:
     """Everything checked before training: the tree's layout and labels, its survey, and (``verify_images=
-    "ends"``) every file whole. Raises DatasetUnavailableError naming the path and what was expected."""
-    files = find_imagenet(data_dir)
+    "ends"``) every file whole. Raises DatasetUnavailableError naming the path and what was expected: for a
+    missing tree that is a generated set (``generated``, ``data.generated``), how to write it, not ImageNet's
+    licence."""
+    root = Path(data_dir).expanduser().resolve()
+    if generated != "none" and not root.exists():
+        raise DatasetUnavailableError(
+            f"the generated {generated} set (data.generated={generated}) is not under {str(root)!r}: write it with "
+            f"`python -m resnet_core.imagenet.sample {root}`, or pass --download to have it written there")
+    files = find_imagenet(root)
     summary = survey(files)
     if verify_images == "ends":
         verify_files(files)

@@ -17,6 +17,7 @@ workers read the files and make the same draws, and the training process decodes
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import numpy as np
@@ -26,6 +27,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from resnet_core.config import TrainConfig
+from resnet_core.data import download_dataset
 from resnet_core.evaluation import Scores, evaluate_batches
 from resnet_core.imagenet.device_decode import DeviceDecoder, EncodedBatch, EncodedImages, collate_encoded
 from resnet_core.imagenet.folders import preflight
@@ -33,6 +35,7 @@ from resnet_core.imagenet.transforms import BatchSteps, centre_view, ten_crop_vi
 from resnet_core.parallel import Shard
 
 Sample = tuple[str, int]  # (path, label)
+log = logging.getLogger(__name__)
 
 
 class TrainImages(TorchDataset):
@@ -98,37 +101,75 @@ def epoch_order(num_images: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng((seed, epoch)).permutation(num_images)
 
 
-def hold_out(samples: list[Sample], size: int, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """(training, held out): ``size`` images chosen by ``seed`` (none for 0), both parts kept in file order."""
+HELD_OUT_FRACTION = 0.1  # the most of a tree's training images a held-out split takes (the paper's CIFAR 5k of 50k)
+
+
+def held_out_size(size: int, samples: list[Sample]) -> int:
+    """How many of ``samples`` a held-out split of ``data.val_size=size`` takes: ``size``, but at most
+    HELD_OUT_FRACTION (10 %) of them or one image per class, whichever is more.
+
+    The paper's recipe holds out 10 000 of ILSVRC-2012's 1 281 167 training images (0.78 %), far below the cap.
+    A small ImageNet-layout tree (Imagenette: ~9 500 images, 10 classes) has fewer than 10 000 in all; there the
+    split keeps a tenth of the tree (about 950) to decide the plateau rule on and trains on the other 90 %. One
+    image per class is the floor, so that a tree of a few images per class still holds every class out once.
+    Every value is capped alike, the recipe's or one given on the command line: a config is one flat dict that
+    does not record who set a value, and a rule that depended on it would split the same config two ways. The
+    run says when it holds out fewer than asked (``ImageNetSource``) and records the number (``data.held_out``).
+    """
     if size == 0:
+        return 0
+    classes = len({label for _, label in samples})
+    return min(size, max(classes, int(len(samples) * HELD_OUT_FRACTION)))
+
+
+def hold_out(samples: list[Sample], size: int, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """(training, held out): ``held_out_size(size, samples)`` images chosen by ``seed`` (none for 0), both parts
+    kept in file order. The same seed holds out the same images, and a smaller size a subset of them."""
+    held = held_out_size(size, samples)
+    if held == 0:
         return list(samples), []
-    if size >= len(samples):
-        raise ValueError(f"data.val_size={size} must be smaller than the {len(samples)} training images")
-    chosen = set(torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))[:size].tolist())
+    if held >= len(samples):
+        raise ValueError(f"data.val_size={size}: the {len(samples)} training images are too few to hold {held} out "
+                         "(one per class) and train on the rest; set data.val_size=0 or give a larger tree")
+    chosen = set(torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))[:held].tolist())
     return ([s for i, s in enumerate(samples) if i not in chosen], [s for i, s in enumerate(samples) if i in chosen])
+
+
+def scaled_note(size: int, held: int, total: int) -> str:
+    """The line a run prints when its held-out split is smaller than ``data.val_size`` asks."""
+    return (f"held out {held} of the {total} training images for validation (what the plateau rule decides on): "
+            f"data.val_size={size} asks for more than a held-out split takes of this tree (at most "
+            f"{HELD_OUT_FRACTION:.0%} of its training images, or one per class)")
 
 
 class ImageNetSource:
     """ImageNet for ``fit``: the preflight at construction (before training), then streamed batches.
 
     Splits: ``train`` (what is trained on), ``val`` (``data.val_size`` images held out of the training set:
-    what the plateau rule decides on) and ``test`` (the official val set, as the paper uses it).
+    what the plateau rule decides on; fewer on a small tree: ``held_out_size``) and ``test`` (the official val set,
+    as the paper uses it). With ``data.download`` a generated set (``data.generated``) missing from
+    ``data.data_dir`` is written first (a sweep's driver has done it already).
     """
 
     in_channels = 3
 
     def __init__(self, config: TrainConfig, device: torch.device):
         d = config.data
-        files, self.survey = preflight(d.data_dir, d.verify_images)
-        self.identity = {**self.survey.identity(), "data.layout": files.layout}
+        if d.download:
+            download_dataset(d)
+        files, self.survey = preflight(d.data_dir, d.verify_images, d.generated)
+        self.shard = Shard.current()
         train, self.val = hold_out(list(files.train), d.val_size, config.run.seed)
+        if len(self.val) < d.val_size and self.shard.rank == 0:
+            log.warning(scaled_note(d.val_size, len(self.val), len(files.train)))
+        self.identity = {**self.survey.identity(), "data.layout": files.layout, "data.held_out": str(len(self.val))}
         self.train = train[: d.train_limit] if d.train_limit else train
         self.test = list(files.val)
         if config.optim.batch_size > len(self.train):
             raise ValueError(f"optim.batch_size={config.optim.batch_size} exceeds the {len(self.train)} training "
                              f"images under {d.data_dir!r}")
         self.num_classes, self.image_size = len(files.classes), d.crop_size
-        self.config, self.device, self.shard = config, device, Shard.current()
+        self.config, self.device = config, device
         self.steps = BatchSteps(d.recipe, device)
         # Where the recipe's float steps run: in the workers on a CPU run, on the device otherwise.
         self._worker_steps = self.steps if device.type == "cpu" else None
