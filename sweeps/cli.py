@@ -25,7 +25,9 @@ from resnet_core.flags import add_config_arguments
 from sweeps.driver.grid import run_sweep, sweep_status
 from sweeps.driver.plan import (SAFE_ON_RESUME, InterruptedSweepError, SweepPlan, build_plan, check_plan,
                                 download_data)
+from sweeps.driver.cluster_shape import SPEC_HELP, parse_cluster
 from sweeps.driver.node_data import check_data_on_nodes
+from sweeps.driver.planner import run_plan_only
 from sweeps.driver.resources import check_cluster
 from sweeps.driver.search.flags import add_search_arguments, check_search_plan, search_plan
 from sweeps.driver.search.stages import run_search
@@ -39,7 +41,8 @@ from sweeps.tracking.sweep_run import ConcurrentSweepError, close_interrupted_sw
 def study_arg_parser(study: GridStudy) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"python sweeps/{study.name}.py", description=study.description)
     presets = "; ".join(f"{p.name}: {p.description}" for p in study.presets.values())
-    parser.add_argument("--preset", help=f"{presets}. Default: paper when the Ray cluster has GPUs, else smoke")
+    parser.add_argument("--preset", choices=sorted(study.presets),
+                        help=f"{presets}. Default: paper when the Ray cluster has GPUs, else smoke")
     grid = parser.add_argument_group("what varies (comma-separated; default: the preset's)")
     for axis in study.axes:
         grid.add_argument(axis.flag, dest=axis.flag[2:], help=axis.help + (
@@ -62,6 +65,11 @@ def study_arg_parser(study: GridStudy) -> argparse.ArgumentParser:
                                                               "as the resources allow)")
     resources.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its last "
                                                                        "checkpoint (default: 2)")
+    resources.add_argument("--plan-only", action="store_true", help=(
+        "print every trial's resource request, which trials run at once on which node type and a forecast, "
+        "then exit without training (0: everything fits; 2: refused, naming the flag to change)"))
+    resources.add_argument("--assume-cluster", metavar="SPEC", help=f"with --plan-only: plan for this cluster "
+                                                                    f"instead of the connected one: {SPEC_HELP}")
     tracking = parser.add_argument_group("tracking and results")
     tracking.add_argument("--experiment", default=study.name, help=f"MLflow experiment and Tune run name "
                                                                    f"(default: {study.name})")
@@ -73,7 +81,7 @@ def study_arg_parser(study: GridStudy) -> argparse.ArgumentParser:
         "continue the interrupted sweep of the same --experiment and --storage-path (the driver was killed, the "
         "machine rebooted): finished trials are kept, unfinished ones continue from their last checkpoint, in the "
         "same MLflow runs. Give the original command's flags: a different setting is refused, except "
-        f"{', '.join('--' + s.replace('_', '-') for s in SAFE_ON_RESUME[1:])}. Without --resume, an "
+        f"{', '.join(RESUME_FLAGS[s] for s in SAFE_ON_RESUME[1:])}. Without --resume, an "
         "interrupted sweep is reported and nothing starts"))
     tracking.add_argument("--no-report", dest="report", action="store_false", help="do not build the HTML report")
     tracking.add_argument("--report-path", help="where to write the report (default: <launch dir>/reports/"
@@ -87,6 +95,11 @@ def study_arg_parser(study: GridStudy) -> argparse.ArgumentParser:
     tracking.add_argument("--mlflow-ui-url", help="link each run in the report to its page in this MLflow UI, "
                                                   "e.g. http://127.0.0.1:5000")
     return parser
+
+
+# The flag of each plan field that may change on --resume (sweeps.driver.plan.SAFE_ON_RESUME).
+RESUME_FLAGS = {"resume": "--resume", "report": "--no-report", "report_path": "--report-path",
+                "mlflow_ui_url": "--mlflow-ui-url"}
 
 
 def choose_preset(study: GridStudy, name: str | None) -> tuple[Preset, str]:
@@ -124,11 +137,14 @@ def connect_ray() -> None:
 
 def main(study: GridStudy, argv: list[str] | None = None, hooks: TrialHooks | None = None) -> int:
     """The whole command line of a study (``hooks``: see sweeps.trial.trainable.TrialHooks; tests only)."""
-    args = study_arg_parser(study).parse_args(argv)
+    parser = study_arg_parser(study)
+    args = parser.parse_args(argv)
+    if args.assume_cluster and not args.plan_only:
+        parser.error("--assume-cluster plans only: add --plan-only")
+    if args.plan_only:
+        return plan_only(study, args)
     try:
-        preset, why = choose_preset(study, args.preset)
-        print(f"preset: {preset.name} ({why}): {preset.description}", flush=True)
-        plan = resolve_plan(study, args, preset)
+        plan = announced_plan(study, args)
         check_tracking_security(plan, args.insecure_tracking)
         check_ray_security(args.insecure_ray)
         driver_for(study).check(plan)
@@ -160,6 +176,25 @@ def main(study: GridStudy, argv: list[str] | None = None, hooks: TrialHooks | No
               "same command and --resume", file=sys.stderr)
         return 4
     return 0 if not results.errors else 1
+
+
+def plan_only(study: GridStudy, args: argparse.Namespace) -> int:
+    """``--plan-only``: the plan placed on the assumed (or the connected) cluster by Ray, nothing trained."""
+    try:
+        types = parse_cluster(args.assume_cluster) if args.assume_cluster else None
+        if types is None:
+            connect_ray()
+        return run_plan_only(types, lambda: announced_plan(study, args))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def announced_plan(study: GridStudy, args: argparse.Namespace) -> SweepPlan:
+    """The plan of ``args`` on the preset they name or the connected cluster suits, saying which and why."""
+    preset, why = choose_preset(study, args.preset)
+    print(f"preset: {preset.name} ({why}): {preset.description}", flush=True)
+    return resolve_plan(study, args, preset)
 
 
 @contextlib.contextmanager

@@ -2,7 +2,9 @@
 
     python sweeps/depth_vs_error.py                      # embedded local Ray; picks smoke or paper
     python sweeps/depth_vs_error.py --preset smoke --seeds 3
-    ray job submit --working-dir . -- python sweeps/depth_vs_error.py --preset paper
+    python sweeps/depth_vs_error.py --preset imagenet --plan-only --assume-cluster 1x64cpu8gpu  # trains nothing
+    ray job submit --working-dir . -- python sweeps/depth_vs_error.py --preset paper \
+        --tracking-uri sqlite:///$PWD/mlflow.db --storage-path $PWD/ray_results --data-dir $PWD/data
 """
 
 from __future__ import annotations

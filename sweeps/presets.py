@@ -24,11 +24,12 @@ SMOKE_DESCRIPTION = "offline digits data, a scaled-down schedule, CPU"
 PAPER = {"data.dataset": "cifar10", "run.precision": "fp32", "run.probe_images": 256, **schedule(64_000, 1000)}
 PAPER_DESCRIPTION = "CIFAR-10 with the paper's full recipe (64k iterations, lr 0.1 ÷10 at 32k and 48k)"
 PAPER_SEEDS = 3  # enough for a verdict across seeds; the paper reports best (mean ± std) of 5 for ResNet-110
-# GPUs per trial of the paper presets: a stated choice, not a measured optimum yet. 0.2 packs 5 trials on a GPU
-# (the paper's small CIFAR nets leave a big GPU mostly idle), which pays only where NVIDIA MPS lets their kernels
-# overlap (cluster/README.md, "Packing"); without MPS, 2-3 eager trials per GPU are the useful most.
-# bench/gpu_proof.py measures k = 1, 2, 3, 5 processes per GPU with and without MPS: set it from that.
-PAPER_GPUS_PER_TRIAL = 0.2
+# GPUs per trial of the paper presets: a stated choice, not a measured optimum yet. Without NVIDIA MPS the kernels
+# of processes sharing a GPU never overlap, and beyond 2-3 eager trials per GPU more only queue: 0.5 packs 2, which
+# holds whether MPS runs or not (a preset cannot tell). Where MPS runs (cluster/README.md, "Packing"), more may pay:
+# --gpus-per-trial 0.2 packs 5. bench/gpu_proof.py measures k = 1, 2, 3, 5 processes per GPU with and without MPS:
+# set it from that.
+PAPER_GPUS_PER_TRIAL = 0.5
 
 # The paper's ImageNet recipe (§3.4: scale and colour augmentation, batch 256, lr ÷10 at plateaus, 600k
 # iterations, 10-crop at the end) on the paper's 8 GPUs per net: each trial is 8 data-parallel workers of one GPU,

@@ -19,7 +19,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sweeps.presets import PAPER, PAPER_DESCRIPTION, PAPER_SEEDS, SMOKE, SMOKE_DESCRIPTION, schedule
+from sweeps.presets import (PAPER, PAPER_DESCRIPTION, PAPER_GPUS_PER_TRIAL, PAPER_SEEDS, SMOKE, SMOKE_DESCRIPTION,
+                            schedule)
 from sweeps.study import CONFIG_FLAGS, FAMILY, SearchBudget, SearchPreset, SearchStudy
 
 BOTH = ({"family": ("plain", "residual")},)
@@ -45,7 +46,7 @@ STUDY = SearchStudy(
         "paper": SearchPreset(
             "paper", PAPER_DESCRIPTION + ", depth 56, on the paper's 45k/5k train/validation split",
             {**PAPER, "model.depth": 56, "data.val_size": 5000}, grid=BOTH, seeds=1, cpus_per_trial=1,
-            gpus_per_trial=0.25,  # 4 ResNet-56 trials per GPU: a stated choice (see PAPER_GPUS_PER_TRIAL)
+            gpus_per_trial=PAPER_GPUS_PER_TRIAL,  # a stated choice: see its comment
             budget=SearchBudget(num_samples=32, grace_period=56_000, reduction_factor=2, top_k=3,
                                 confirm_seeds=PAPER_SEEDS)),
     },

@@ -18,7 +18,8 @@ from resnet_core.config import TrainConfig
 from resnet_core.flags import flag_name
 
 # The TrainConfig fields every study offers as flags (help, type and validation come from resnet_core.config).
-CONFIG_FLAGS = ("data.dataset", "data.data_dir", "optim.iterations", "run.eval_every", "model.shortcut")
+CONFIG_FLAGS = ("data.dataset", "data.data_dir", "data.download", "optim.iterations", "run.eval_every",
+                "model.shortcut")
 
 
 @dataclass(frozen=True)

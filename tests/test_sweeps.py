@@ -134,21 +134,40 @@ def test_concurrent_trials_lose_and_duplicate_no_metric(tiny_sweep):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--preset", "huge"], "unknown preset 'huge'"),
     (["--depths", "20,21"], "6n+2"),
     (["--families", "plain,wide"], "unknown family 'wide'"),
     (["--iterations", "0"], "optim.iterations must be > 0"),
     (["--iterations", "-5"], "optim.iterations must be > 0"),
     (["--seeds", "0"], "--seeds must be >= 1"),
-    (["--dataset", "mnist"], "data.dataset='mnist' is not valid"),
     (["--set", "optim.lr=-1"], "optim.lr must be > 0"),
-    (["--shortcut", "D"], "model.shortcut='D' is not valid"),
 ])
 def test_bad_input_fails_before_anything_starts(tmp_path, capsys, argv, message):
     code = depth_vs_error.main(sweep_args(tmp_path, *argv))
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "ray_results").exists()
+
+
+@pytest.mark.parametrize("argv, bad, valid", [
+    (["--dataset", "mnist"], "mnist", ["'cifar10'", "'digits'", "'imagenet'"]),
+    (["--shortcut", "D"], "D", ["'A'", "'B'", "'C'"]),
+])
+def test_an_enumerated_config_flag_refuses_a_value_outside_its_choices(tmp_path, capsys, argv, bad, valid):
+    """The config fields' choices are the flags' choices (resnet_core/flags.py), as in the single-run CLI."""
+    with pytest.raises(SystemExit) as exit_:
+        depth_vs_error.main(sweep_args(tmp_path, *argv))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"invalid choice: '{bad}'" in err and all(v in err for v in valid)
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_an_unknown_preset_is_refused_naming_the_valid_ones(tmp_path, capsys):
+    """The presets are the flag's choices, so help and shell completion show them too."""
+    with pytest.raises(SystemExit) as exit_:
+        depth_vs_error.main(sweep_args(tmp_path, "--preset", "huge"))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "invalid choice: 'huge'" in err and "'smoke'" in err and "'paper'" in err
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def test_unavailable_dataset_and_unreachable_server_fail_before_anything_starts(tmp_path, capsys):
@@ -218,7 +237,7 @@ def test_a_multi_worker_trial_fits_when_the_nodes_together_hold_its_workers(auto
                                "--set", "run.device=auto"))
     node = {"CPU": 8.0, "GPU": 2.0}
     check_trial_fits(plan, [node, node])
-    with pytest.raises(ValueError, match=r"each trial is 4 workers \(--workers-per-trial\) of 2 CPU, 1 GPU each"):
+    with pytest.raises(ValueError, match=r"each trial is 4 workers \(--workers-per-trial\) of 1.99 CPU, 1 GPU each"):
         check_trial_fits(plan, [node])
     autoscaler_config(gpus_per_node=2)  # up to 4 nodes of 8 CPUs, 2 GPUs
     check_trial_fits(plan, [node])

@@ -55,15 +55,15 @@ def test_workers_that_cannot_split_a_trial_are_refused_before_anything_starts(tm
 
 def test_multi_worker_trials_run_as_many_at_once_as_the_nodes_hold(ray_runtime, tmp_path):
     """Tune starts only the multi-worker trials that have room (the rest wait PENDING, not inside Ray Train): on
-    this 4-CPU runtime, 2 workers of half a CPU make 3 trials at once (each also holds its coordinator's 0.01 CPU),
-    2 workers of one CPU make 1 (two would need 4.02 CPUs)."""
+    this 4-CPU runtime, trials of 1 CPU as 2 workers make 4 at once, trials of 2 CPUs make 2 (each trial holds
+    exactly its CPUs: its coordinator's 0.01 CPU comes out of its workers')."""
     from sweeps.driver.resources import concurrent_trials
 
     def limit(*flags: str) -> int:
         return concurrent_trials(plan_for([*tiny_args(), *store_args(tmp_path), *flags]))
 
-    assert limit("--workers-per-trial", "2", "--cpus-per-trial", "1") == 3
-    assert limit("--workers-per-trial", "2", "--cpus-per-trial", "2") == 1
+    assert limit("--workers-per-trial", "2", "--cpus-per-trial", "1") == 4
+    assert limit("--workers-per-trial", "2", "--cpus-per-trial", "2") == 2
     assert limit("--workers-per-trial", "2", "--cpus-per-trial", "1", "--max-concurrent", "5") == 5
     assert limit("--cpus-per-trial", "1") == 0  # single-process trials: Tune itself waits for room
 

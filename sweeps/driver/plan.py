@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -34,6 +35,11 @@ PLAN_FILE = "sweep.json"  # in the sweep's Tune directory: what --resume compare
 SAFE_ON_RESUME = ("resume", "report", "report_path", "mlflow_ui_url")  # may differ on --resume
 MIN_FREE_BYTES = 1 << 30  # free space a sweep needs where it writes (a paper-preset checkpoint is ~10 MB)
 NOT_RECIPE = ("data.data_dir", "data.download")  # where data lives, not what the recipe is
+# What the Tune trial's own process holds while its Ray Train workers train (sweeps/trial/workers.py): it only
+# waits for them. Taken out of each worker's share of --cpus-per-trial, so that a trial asking for a node's every
+# CPU fits it, and N workers on a node leave room for N coordinators (Ray may put any trial's there).
+COORDINATOR_CPUS = 0.01
+RAY_RESOURCE_UNIT = 1e-4  # Ray counts resources in fixed point of this unit
 
 
 @dataclass
@@ -72,9 +78,14 @@ class SweepPlan:
     @property
     def worker_request(self) -> dict[str, float]:
         """What each Ray process of a trial holds: the whole trial, or one of its ``workers_per_trial`` workers
-        (the trial's CPUs and GPUs split evenly among them)."""
+        (the trial's CPUs and GPUs split evenly among them, less a coordinator's CPU from each worker's share).
+        Rounded down to Ray's resource unit, so that N workers and their coordinator never add up to more than
+        the trial asked for."""
         n = self.workers_per_trial
-        return {"CPU": self.cpus_per_trial / n, "GPU": self.gpus_per_trial / n}
+        if n == 1:
+            return {"CPU": self.cpus_per_trial, "GPU": self.gpus_per_trial}
+        cpus = math.floor((self.cpus_per_trial / n - COORDINATOR_CPUS) / RAY_RESOURCE_UNIT + 1e-6) * RAY_RESOURCE_UNIT
+        return {"CPU": round(cpus, 4), "GPU": self.gpus_per_trial / n}
 
     @property
     def sweep_id(self) -> str:
@@ -186,6 +197,22 @@ class InterruptedSweepError(ValueError):
 def check_plan(plan: SweepPlan) -> None:
     """Reject a plan that cannot run, before anything starts; reads only. Raises ValueError naming the problem
     (InterruptedSweepError when an earlier sweep of the same name needs --resume)."""
+    check_trials(plan)
+    try:
+        for data in plan.data_configs():
+            check_dataset(data)
+        check_tracking_uri(plan.tracking_uri)
+    except (DatasetUnavailableError, TrackingError) as exc:
+        raise ValueError(str(exc)) from None
+    check_disk_space(plan)
+    check_earlier_sweep(plan)
+    if plan.resume:
+        check_resume_matches(plan)
+
+
+def check_trials(plan: SweepPlan) -> None:
+    """The trials' own settings, whatever machine runs them: some trials, their resources, devices and workers.
+    Reads nothing (what --plan-only checks before it places them)."""
     if not plan.cell_overrides or not plan.seeds:
         raise ValueError("the sweep has no trials: give at least one value of every axis and a seed")
     configs = plan.configs()
@@ -197,16 +224,6 @@ def check_plan(plan: SweepPlan) -> None:
     check_workers(plan, configs)
     if plan.max_concurrent is not None and plan.max_concurrent < 1:
         raise ValueError(f"--max-concurrent must be >= 1; got {plan.max_concurrent}")
-    try:
-        for data in plan.data_configs():
-            check_dataset(data)
-        check_tracking_uri(plan.tracking_uri)
-    except (DatasetUnavailableError, TrackingError) as exc:
-        raise ValueError(str(exc)) from None
-    check_disk_space(plan)
-    check_earlier_sweep(plan)
-    if plan.resume:
-        check_resume_matches(plan)
 
 
 def download_data(plan: SweepPlan) -> None:
@@ -229,6 +246,9 @@ def check_workers(plan: SweepPlan, configs: list[TrainConfig]) -> None:
         raise ValueError(f"--workers-per-trial must be >= 1; got {n}")
     if n == 1:
         return
+    if plan.worker_request["CPU"] <= 0:
+        raise ValueError(f"--cpus-per-trial {plan.cpus_per_trial:g} leaves no CPU for {n} workers (--workers-per-"
+                         f"trial {n}) beside the trial's coordinator ({COORDINATOR_CPUS} CPU): give more")
     gpus_each = plan.gpus_per_trial / n
     if gpus_each and (gpus_each < 1 or gpus_each != int(gpus_each)):
         raise ValueError(f"--gpus-per-trial {plan.gpus_per_trial:g} does not split into {n} workers of whole GPUs "

@@ -13,7 +13,6 @@ import ray
 
 from sweeps.driver.plan import SweepPlan
 from sweeps.tracking.store import is_local_store
-from sweeps.trial.workers import COORDINATOR_CPUS
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +32,31 @@ def concurrent_trials(plan: SweepPlan) -> int:
     if plan.max_concurrent or plan.workers_per_trial == 1:
         return plan.max_concurrent or 0
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-    return max(1, sum(capacity(_room_request(plan), node) for node in nodes) // plan.workers_per_trial)
+    return max(1, sum(_room(plan, node) for node in nodes) // plan.workers_per_trial)
 
 
 def _room_request(plan: SweepPlan) -> dict[str, float]:
-    """A worker's request as the room for a trial is counted: with a 1/N share of the CPU its coordinator, the
-    Tune trial's own process, holds (so N of them fit only where the whole trial does)."""
-    request = plan.worker_request
-    if plan.workers_per_trial == 1:
-        return request
-    return {**request, "CPU": request["CPU"] + COORDINATOR_CPUS / plan.workers_per_trial}
+    """A worker's request as the room for a trial is counted: a 1/N share of the whole trial, its coordinator
+    (the Tune trial's own process) included, so N of them fit only where the whole trial does."""
+    n = plan.workers_per_trial
+    return {"CPU": plan.cpus_per_trial / n, "GPU": plan.gpus_per_trial / n}
+
+
+def worker_placement(plan: SweepPlan) -> str:
+    """Ray Train's placement strategy for a trial's workers: STRICT_PACK (all on one node, NCCL inside it) for
+    GPU workers when some node alive, or of a type the autoscaler may start, holds the whole trial; else PACK
+    (Ray's best effort, which may spread them over nodes even when one would hold them all)."""
+    if plan.workers_per_trial == 1 or not plan.gpus_per_trial:
+        return "PACK"
+    shapes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    shapes += [resources for resources, _ in autoscaler_groups() or []]
+    whole = any(_room(plan, shape) >= plan.workers_per_trial for shape in shapes)
+    return "STRICT_PACK" if whole else "PACK"
+
+
+def _room(plan: SweepPlan, resources: dict[str, Any]) -> int:
+    """How many of a trial's processes one node can hold for it."""
+    return capacity(_room_request(plan), resources)
 
 
 def fits(request: dict[str, float], resources: dict[str, Any]) -> bool:
@@ -88,11 +102,11 @@ def may_have_several_nodes(alive: int) -> bool:
 def check_trial_fits(plan: SweepPlan, nodes: list[dict[str, Any]]) -> None:
     """Refuse a trial the cluster cannot hold (its trials would stay PENDING forever), unless an autoscaler can add
     the nodes: one node for a single-process trial; for a trial of N workers, room for N of them over all nodes."""
-    request, needed = _room_request(plan), plan.workers_per_trial
-    if sum(capacity(request, node) for node in nodes) >= needed:
+    needed = plan.workers_per_trial
+    if sum(_room(plan, node) for node in nodes) >= needed:
         return
     groups = autoscaler_groups()
-    if groups is None or _autoscaler_can_hold(request, needed, nodes, groups):
+    if groups is None or _autoscaler_can_hold(plan, nodes, groups):
         return
     request = plan.worker_request
     asked = ", ".join(f"{amount:g} {name}" for name, amount in request.items() if amount > 0)
@@ -105,13 +119,13 @@ def check_trial_fits(plan: SweepPlan, nodes: list[dict[str, Any]]) -> None:
                      f"less, or connect to a cluster that has it (RAY_ADDRESS)")
 
 
-def _autoscaler_can_hold(request: dict[str, float], needed: int, nodes: list[dict[str, Any]],
+def _autoscaler_can_hold(plan: SweepPlan, nodes: list[dict[str, Any]],
                          groups: list[tuple[dict[str, float], int]]) -> bool:
-    """Whether the nodes alive plus every node the autoscaler may start can hold ``needed`` such processes."""
-    if any(most < 0 and capacity(request, resources) > 0 for resources, most in groups):
+    """Whether the nodes alive plus every node the autoscaler may start can hold one trial's processes."""
+    if any(most < 0 and _room(plan, resources) > 0 for resources, most in groups):
         return True
-    grown = sum(capacity(request, resources) * most for resources, most in groups if most > 0)
-    return sum(capacity(request, node) for node in nodes) + grown >= needed
+    grown = sum(_room(plan, resources) * most for resources, most in groups if most > 0)
+    return sum(_room(plan, node) for node in nodes) + grown >= plan.workers_per_trial
 
 
 def check_nodes_share_storage(plan: SweepPlan, nodes: list[dict[str, Any]]) -> None:

@@ -25,8 +25,8 @@ from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
 from sweeps.driver.forecast import SweepForecast
-from sweeps.driver.plan import SweepPlan
-from sweeps.driver.resources import concurrent_trials
+from sweeps.driver.plan import COORDINATOR_CPUS, SweepPlan
+from sweeps.driver.resources import concurrent_trials, worker_placement
 from sweeps.driver.security import scrubbed
 from sweeps.tracking import operations
 from sweeps.tracking.spool import Spool, resend
@@ -35,7 +35,7 @@ from sweeps.tracking.sweep_run import (HEARTBEAT_EVERY, close_orphaned_trial_run
                                        mark_trial_run_failed, start_parent_run)
 from sweeps.tracking.trial_run import TrialTracking
 from sweeps.trial.trainable import TrialHooks, train_trial
-from sweeps.trial.workers import COORDINATOR_CPUS, Workers, train_on_workers
+from sweeps.trial.workers import Workers, train_on_workers
 from sweeps.trial.identity import META_KEY, trial_name
 from sweeps.trial.progress import COMPLETED, SPOOL, UNSENT, reported_status
 
@@ -88,7 +88,8 @@ def trainable(plan: SweepPlan, tracking: TrialTracking, hooks: TrialHooks | None
         return tune.with_resources(tune.with_parameters(train_trial, **bound),
                                    {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
     request = plan.worker_request
-    workers = Workers(plan.workers_per_trial, request["CPU"], request["GPU"], plan.sweep_id, plan.max_failures)
+    workers = Workers(plan.workers_per_trial, request["CPU"], request["GPU"], plan.sweep_id, plan.max_failures,
+                      worker_placement(plan))
     return tune.with_resources(tune.with_parameters(train_on_workers, workers=workers, **bound),
                                {"cpu": COORDINATOR_CPUS})
 

@@ -34,11 +34,6 @@ from sweeps.tracking.trial_run import TrialTracking
 from sweeps.trial.identity import trial_config
 from sweeps.trial.trainable import TrialHooks, evaluation_report, quiet_checkpoint_logs, restore, run_trial
 
-# What the Tune trial's own process holds while its workers train: it only waits for them, and a whole CPU
-# would keep a worker off a node that has exactly the workers' CPUs.
-COORDINATOR_CPUS = 0.01
-
-
 @dataclass(frozen=True)
 class Workers:
     """How a trial spreads over Ray Train workers: how many, what each holds, where their checkpoints go."""
@@ -48,6 +43,7 @@ class Workers:
     gpus_each: float
     storage_path: str  # the sweep's storage: every node must reach it (checked by the driver)
     max_failures: int  # restarts of the workers from the last checkpoint, within one Tune attempt
+    placement_strategy: str = "PACK"  # Ray Train's (sweeps/driver/resources.py: worker_placement)
 
 
 class TrainSession:
@@ -77,7 +73,8 @@ def train_on_workers(config: dict[str, Any], tracking: TrialTracking, sweep_env:
         train_loop_config={"config": config, "trial_id": trial_id, "tracking": tracking, "sweep_env": sweep_env,
                            "hooks": hooks},
         scaling_config=ray.train.ScalingConfig(num_workers=workers.count, use_gpu=workers.gpus_each > 0,
-                                               resources_per_worker=resources),
+                                               resources_per_worker=resources,
+                                               placement_strategy=workers.placement_strategy),
         run_config=ray.train.RunConfig(
             name=f"workers-{trial_id}", storage_path=workers.storage_path,
             failure_config=ray.train.FailureConfig(max_failures=workers.max_failures),
