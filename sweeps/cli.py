@@ -55,12 +55,12 @@ def study_arg_parser(study: GridStudy) -> argparse.ArgumentParser:
     resources.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions let several small nets "
                                                                 "share a GPU (default: the preset's)")
     resources.add_argument("--cpus-per-trial", type=float, help="CPUs per trial (default: the preset's)")
-    resources.add_argument("--workers-per-trial", type=int,
-                           help="data-parallel Ray Train workers per trial (default: the preset's; 1 trains each trial "
-                                "in one process). With N > 1 a trial's --cpus-per-trial and --gpus-per-trial are "
-                                "split evenly among its N workers (--gpus-per-trial 8 --workers-per-trial 8: one GPU "
-                                "each, NCCL; no GPUs: gloo on CPUs) and optim.batch_size stays the whole batch, "
-                                "each worker training on batch / N (its BatchNorm batch)")
+    if driver_for(study) is GRID:  # a search trains each trial in one process
+        resources.add_argument("--workers-per-trial", type=int, help=(
+            "data-parallel Ray Train workers per trial (default: the preset's; 1 trains each trial in one process). "
+            "With N > 1 a trial's --cpus-per-trial and --gpus-per-trial are split evenly among its N workers "
+            "(--gpus-per-trial 8 --workers-per-trial 8: one GPU each, NCCL; no GPUs: gloo on CPUs) and "
+            "optim.batch_size stays the whole batch, each worker training on batch / N (its BatchNorm batch)"))
     resources.add_argument("--max-concurrent", type=int, help="at most this many trials at once (default: as many "
                                                               "as the resources allow)")
     resources.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial from its last "
@@ -193,8 +193,11 @@ def plan_only(study: GridStudy, args: argparse.Namespace) -> int:
 def announced_plan(study: GridStudy, args: argparse.Namespace) -> SweepPlan:
     """The plan of ``args`` on the preset they name or the connected cluster suits, saying which and why."""
     preset, why = choose_preset(study, args.preset)
-    print(f"preset: {preset.name} ({why}): {preset.description}", flush=True)
-    return resolve_plan(study, args, preset)
+    plan = resolve_plan(study, args, preset)
+    others = ", ".join(f"--preset {name}" for name in study.presets if name != preset.name)
+    print(f"preset: {preset.name} ({why}): {preset.description}; {len(plan.configs())} trials (or {others})",
+          flush=True)
+    return plan
 
 
 @contextlib.contextmanager

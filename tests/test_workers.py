@@ -68,10 +68,15 @@ def test_multi_worker_trials_run_as_many_at_once_as_the_nodes_hold(ray_runtime, 
     assert limit("--cpus-per-trial", "1") == 0  # single-process trials: Tune itself waits for room
 
 
-def test_a_search_refuses_multi_worker_trials_before_anything_starts(tmp_path, capsys):
+def test_a_search_offers_no_multi_worker_trials(tmp_path, capsys):
+    """A search trains each trial in one process: its command line has no --workers-per-trial (it was offered in
+    --help, then every value > 1 refused)."""
     from sweeps import regularization
+    from sweeps.cli import study_arg_parser
 
+    assert "--workers-per-trial" not in study_arg_parser(regularization.STUDY).format_help()
     argv = [*tiny_args("--workers-per-trial", "2", iterations=400), *store_args(tmp_path)]
-    assert regularization.main(argv) == 2
-    assert "a search trains each trial in one process" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        regularization.main(argv)
+    assert exit_.value.code == 2 and "unrecognized arguments: --workers-per-trial" in capsys.readouterr().err
     assert not (tmp_path / "mlflow.db").exists()

@@ -123,7 +123,8 @@ def build_plan(study: GridStudy, args: argparse.Namespace, preset: Preset) -> Sw
                            {**overrides_from_args(args), **parse_settings(args.set)})
     base["data.data_dir"] = str(Path(base["data.data_dir"]).expanduser().resolve())
     cpus = args.cpus_per_trial if args.cpus_per_trial is not None else preset.cpus_per_trial
-    workers = args.workers_per_trial if args.workers_per_trial is not None else preset.workers_per_trial
+    workers = getattr(args, "workers_per_trial", None)  # a search study has no --workers-per-trial
+    workers = preset.workers_per_trial if workers is None else workers
     base["run.threads"] = base["run.threads"] or max(1, int(cpus / max(workers, 1)))  # each worker's
     base = TrainConfig.from_dict(base).to_dict()  # validates every shared field, names the bad one
 
