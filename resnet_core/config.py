@@ -34,12 +34,17 @@ MODEL_KEYS = {"layout": "model.layout", "depth": "model.depth", "shortcut": "mod
               "width": "model.width", "dropout": "model.head_dropout"}
 
 
-def _opt(default: Any, help: str, default_help: str | None = None) -> Any:
+def _opt(default: Any, help: str, default_help: str | None = None, choices: tuple[str, ...] | None = None) -> Any:
     """A dataclass field carrying its help text (one place documents every option; the flags read it).
 
-    ``default_help`` describes the default where its bare value would mislead (e.g. a derived one).
+    ``default_help`` describes the default where its bare value would mislead (e.g. a derived one). ``choices``:
+    the field's allowed values, the same tuple ``validate`` checks, so the flag refuses anything else too.
     """
-    metadata = {"help": help} if default_help is None else {"help": help, "default_help": default_help}
+    metadata: dict[str, Any] = {"help": help}
+    if default_help is not None:
+        metadata["default_help"] = default_help
+    if choices is not None:
+        metadata["choices"] = choices
     if isinstance(default, tuple):
         return field(default_factory=lambda: default, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -49,31 +54,35 @@ def _opt(default: Any, help: str, default_help: str | None = None) -> Any:
 class ModelConfig:
     """Which network: layout, depth, plain or residual, shortcut option (§3.3), width."""
 
-    layout: str = _opt("cifar", "network layout: cifar (the paper's §4.2 nets for 32×32 images) or imagenet (§3.4)")
+    layout: str = _opt("cifar", "network layout: cifar (the paper's §4.2 nets for 32×32 images) or imagenet (§3.4)",
+                       choices=LAYOUTS)
     depth: int = _opt(20, "layers: 6n+2 for cifar (20, 32, 44, 56, 110, 1202, ...); 18/34/50/101/152 for imagenet")
     residual: bool = _opt(True, "residual net (y = F(x) + x); --no-residual / --plain gives the plain twin")
     shortcut: str = _opt("A", "shortcut option A (identity + zero-pad), B (projection where the shape changes), "
-                              "C (projection everywhere); ignored by plain nets, which have no shortcuts")
+                              "C (projection everywhere); ignored by plain nets, which have no shortcuts",
+                         choices=SHORTCUTS)
     width: float = _opt(1.0, "multiplies the stage widths (16/32/64 on cifar, 64..512 on imagenet)")
     zero_init_residual: bool = _opt(False, "zero-init the last BN of each block")
     head_dropout: float = _opt(0.0, "dropout before the classifier (the paper uses none)")
     bottleneck_stride: str = _opt("3x3", "which conv of a bottleneck block strides: 3x3 (torchvision's ResNet "
-                                         "v1.5) or 1x1 (the first 1×1, as the paper's released Caffe models)")
+                                         "v1.5) or 1x1 (the first 1×1, as the paper's released Caffe models)",
+                                choices=BOTTLENECK_STRIDES)
 
 
 @dataclass
 class DataConfig:
     """Which data set and how it is split and augmented."""
 
-    dataset: str = _opt("cifar10", f"data set: {', '.join(DATASETS)} (digits ships with scikit-learn: works offline)")
+    dataset: str = _opt("cifar10", f"data set: {', '.join(DATASETS)} (digits ships with scikit-learn: works offline)",
+                       choices=DATASETS)
     data_dir: str = _opt("data", "directory holding (or receiving) the CIFAR files, or holding ImageNet (train/, val/)")
     download: bool = _opt(False, "download CIFAR into --data-dir if it is missing (needs internet); with "
-                                 "--generated, write the generated set there if it is missing (never ImageNet "
+                                 "data.generated set, write that set there if it is missing (never ImageNet "
                                  "itself: it needs a licence)")
     generated: str = _opt("none", "imagenet only: what --data-dir holds: none (a tree you provide: ILSVRC-2012 or "
                                   "any class-folder tree) or digits (the ImageNet-layout digits set that "
                                   "python -m resnet_core.imagenet.sample writes; with --download it is written "
-                                  "there when missing)")
+                                  "there when missing)", choices=GENERATED)
     val_size: int = _opt(0, "training images held out for validation (5000 = the paper's 45k/5k split); imagenet: "
                             "at most 10 % of the tree's training images or one per class, whichever is more, so a "
                             "small tree holds out less than the recipe's 10000 (the run says so)")
@@ -82,11 +91,13 @@ class DataConfig:
     train_limit: int = _opt(0, "use only the first N training images (0 = all)")
     recipe: str = _opt("paper", "imagenet only: the input recipe, paper (shorter side random in [256, 480], "
                                 "224 crop, flip, PCA lighting, mean subtracted) or torchvision (random resized "
-                                "crop, flip, mean/std); tests on the centre crop of a 256 resize, and 10 crops")
+                                "crop, flip, mean/std); tests on the centre crop of a 256 resize, and 10 crops",
+                       choices=IMAGENET_RECIPES)
     crop_size: int = _opt(224, "imagenet only: the crop size; every size of the recipe scales with it "
                                "(256 and 480 for 224), so a small one is the same recipe at a lower resolution")
     verify_images: str = _opt("ends", "imagenet only: before training, check that every file is a whole JPEG "
-                                      "or PNG by its first and last bytes (ends), or not (none)")
+                                      "or PNG by its first and last bytes (ends), or not (none)",
+                              choices=VERIFY_IMAGES)
 
 
 @dataclass
@@ -108,7 +119,8 @@ class OptimConfig:
     warmup_until_error: float = _opt(80.0, "training error (%) that ends warm-up")
     schedule: str = _opt("steps", "lr schedule: steps (×gamma at each milestone) or plateau (×gamma when the "
                                   "validation error, on images held out of the training set by --val-size, has "
-                                  "not improved by --plateau-threshold for --plateau-patience evaluations)")
+                                  "not improved by --plateau-threshold for --plateau-patience evaluations)",
+                         choices=SCHEDULES)
     plateau_patience: int = _opt(3, "plateau schedule: evaluations without improvement before the lr drops")
     plateau_threshold: float = _opt(0.5, "plateau schedule: the improvement (error points, %) that counts")
 
@@ -118,16 +130,19 @@ class RunConfig:
     """How a run executes: seed, device, precision, evaluation cadence."""
 
     seed: int = _opt(0, "random seed (weights, data order, augmentation, validation split)")
-    device: str = _opt("auto", "auto (cuda when present, else cpu), cpu, cuda, cuda:N or mps")
+    device: str = _opt("auto", "auto (cuda when present, else cpu), cpu, cuda, cuda:N (the GPU of index N) or mps; "
+                              "under torchrun, auto and cuda mean each process's cuda:LOCAL_RANK")
     precision: str = _opt("auto", "auto (bf16 autocast where the hardware computes bf16: Ampere or newer "
                                   "GPUs, CPUs with AVX512-BF16 or AMX; fp32 elsewhere), fp32 (IEEE: TF32 off), "
-                                  "tf32 (TF32 matmuls and convolutions on CUDA; fp32 elsewhere) or bf16")
+                                  "tf32 (TF32 matmuls and convolutions on CUDA; fp32 elsewhere) or bf16",
+                          choices=PRECISIONS)
     deterministic: bool = _opt(False, "deterministic GPU kernels and no cuDNN autotuning, for runs that must repeat "
                                       "bit for bit on a GPU (slower; CPU runs repeat either way)")
     channels_last: bool = _opt(True, "channels-last memory format for the model and batches")
     compile: bool = _opt(False, "torch.compile the model")
     compile_mode: str = _opt("default", "torch.compile mode with --compile: " + ", ".join(COMPILE_MODES)
-                                        + " (reduce-overhead and max-autotune capture CUDA graphs on a GPU)")
+                                        + " (reduce-overhead and max-autotune capture CUDA graphs on a GPU)",
+                             choices=COMPILE_MODES)
     eval_every: int = _opt(2000, "iterations between evaluations (the last iteration is always evaluated)")
     eval_batch_size: int = _opt(1000, "batch size for evaluation")
     probe_images: int = _opt(256, "the first N test images, one fixed batch, on which the layer responses of "
@@ -141,7 +156,7 @@ class RunConfig:
                                   "the augmentation; the training process decodes each batch with nvJPEG on a CUDA "
                                   "device, on the CPU elsewhere, and cuts the crops there; files nvJPEG cannot "
                                   "take, such as PNG or CMYK, fall back to the CPU decoder); evaluation always "
-                                  "decodes in the workers")
+                                  "decodes in the workers", choices=DECODES)
 
 
 # The paper's ImageNet recipe (§3.4) and torchvision's, as overrides of the defaults: ``imagenet_recipe``.
