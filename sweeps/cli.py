@@ -35,6 +35,7 @@ from sweeps.driver.security import check_ray_security, check_tracking_security, 
 from sweeps.study import GridStudy, Preset, SearchStudy
 from sweeps.trial.trainable import TrialHooks
 from sweeps.tracking.store import TrackingError
+from sweeps.tracking.system_metrics import DEFAULT_EVERY_S
 from sweeps.tracking.sweep_run import ConcurrentSweepError, close_interrupted_sweep
 
 
@@ -92,6 +93,10 @@ def study_arg_parser(study: GridStudy) -> argparse.ArgumentParser:
     tracking.add_argument("--insecure-ray", action="store_true", help=(
         "join a Ray cluster (RAY_ADDRESS) that does not use token authentication (refused by default: anyone who "
         "reaches such a cluster can run code on its nodes; see cluster/README.md)"))
+    tracking.add_argument("--system-metrics-every", type=float, default=DEFAULT_EVERY_S, metavar="SECONDS", help=(
+        "sample each trial's CPU, memory, disk, network and GPU use into its MLflow run every SECONDS (MLflow's "
+        f"system-metrics monitor; GPUs need the `gpu` extra, nvidia-ml-py); 0 turns it off (default: "
+        f"{DEFAULT_EVERY_S:g})"))
     tracking.add_argument("--mlflow-ui-url", help="link each run in the report to its page in this MLflow UI, "
                                                   "e.g. http://127.0.0.1:5000")
     return parser
@@ -99,7 +104,7 @@ def study_arg_parser(study: GridStudy) -> argparse.ArgumentParser:
 
 # The flag of each plan field that may change on --resume (sweeps.driver.plan.SAFE_ON_RESUME).
 RESUME_FLAGS = {"resume": "--resume", "report": "--no-report", "report_path": "--report-path",
-                "mlflow_ui_url": "--mlflow-ui-url"}
+                "mlflow_ui_url": "--mlflow-ui-url", "system_metrics_every": "--system-metrics-every"}
 
 
 def choose_preset(study: GridStudy, name: str | None) -> tuple[Preset, str]:

@@ -184,6 +184,17 @@ def test_a_restored_searcher_reissues_what_the_dead_driver_asked_for_and_refuses
         searcher().on_trial_result("b", {"iteration": 100, "val/error": 9.0})
 
 
+def test_a_finished_optuna_trial_links_to_its_mlflow_run_page_where_a_ui_is_known(tmp_path):
+    search = plan_from_argv(STUDY, ["--preset", "smoke"]).search
+    searcher = FullBudgetOptunaSearch(search.knobs(), f"sqlite:///{tmp_path / 'optuna.db'}", "s", 0, 2, "plain-20",
+                                      "val/error", str, run_url=lambda run_id: f"http://ui:5000/#/runs/{run_id}")
+    searcher.suggest("a")
+    searcher.on_trial_complete("a", {"status": "completed", "val/error": 5.0, "iteration": 400,
+                                     "mlflow_run_id": "r1"})
+    (trial,) = searcher._ot_study.get_trials()
+    assert trial.user_attrs["mlflow_run_id"] == "r1" and trial.user_attrs["mlflow_run_url"] == "http://ui:5000/#/runs/r1"
+
+
 # --- a tiny search where ASHA stops some trials -------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -243,6 +254,17 @@ def test_the_optuna_study_holds_every_evaluation_and_why_each_pruned_trial_stopp
             "lr drop at 18): its val/error there was outside the best 1/4 of the values the trials before it "
             "recorded at that rung")
     assert all("stop_reason" not in t.user_attrs for t in study.trials if t.state == TrialState.COMPLETE)
+
+
+def test_optuna_dashboard_names_the_objective_and_links_each_trial_to_its_mlflow_run(asha_search):
+    """It showed "Objective 0" and nothing that leads back to the run in MLflow."""
+    tmp_path, plan, _, client = asha_search
+    study = studies(tmp_path)["residual-8"]
+    assert study.metric_names == [plan.search.metric]
+    runs = {r[0].data.tags["optuna_trial"]: r[0] for r in search_runs(client, "asha", "search").values()}
+    assert {t.user_attrs["mlflow_run_id"] for t in study.trials} == {r.info.run_id for r in runs.values()}
+    assert all(t.user_attrs["mlflow_run_id"] == runs[str(t.number)].info.run_id for t in study.trials)
+    assert all("mlflow_run_url" not in t.user_attrs for t in study.trials)  # a local store: no UI address known
 
 
 def test_the_parent_run_says_where_each_rung_lies_against_the_lr_drops(asha_search):

@@ -25,6 +25,7 @@ from resnet_core.device import check_device_assignment
 from resnet_core.flags import overrides_from_args
 from sweeps.study import GridStudy, Preset
 from sweeps.tracking.spool import SPOOL_DIRNAME
+from sweeps.tracking.system_metrics import DEFAULT_EVERY_S
 from sweeps.tracking.store import (TrackingError, absolute_tracking_uri, check_tracking_uri, refuse_password,
                                    sqlite_path)
 from sweeps.tracking.sweep_run import (ConcurrentSweepError, EarlierSweep, concurrent_sweep_message,
@@ -32,7 +33,8 @@ from sweeps.tracking.sweep_run import (ConcurrentSweepError, EarlierSweep, concu
 from sweeps.trial.identity import trial_config
 
 PLAN_FILE = "sweep.json"  # in the sweep's Tune directory: what --resume compares its flags with
-SAFE_ON_RESUME = ("resume", "report", "report_path", "mlflow_ui_url")  # may differ on --resume
+# What may differ on --resume (how the sweep reports and is watched, not what it trains).
+SAFE_ON_RESUME = ("resume", "report", "report_path", "mlflow_ui_url", "system_metrics_every")
 MIN_FREE_BYTES = 1 << 30  # free space a sweep needs where it writes (a paper-preset checkpoint is ~10 MB)
 NOT_RECIPE = ("data.data_dir", "data.download")  # where data lives, not what the recipe is
 # What the Tune trial's own process holds while its Ray Train workers train (sweeps/trial/workers.py): it only
@@ -65,11 +67,13 @@ class SweepPlan:
     report_path: str = ""
     report_sections: tuple[str, ...] = ()
     mlflow_ui_url: str | None = None
+    system_metrics_every: float = DEFAULT_EVERY_S  # seconds between a trial's system-metrics samples; 0: off
     extra_params: dict[str, Any] = field(default_factory=dict)  # the parent run's params beyond the config
 
     def configs(self) -> list[TrainConfig]:
         """The TrainConfig of every trial (validates each one)."""
-        return [trial_config({**self.base, **cell, "run.seed": seed}) for cell in self.cell_overrides for seed in self.seeds]
+        return [trial_config({**self.base, **cell, "run.seed": seed})
+                for cell in self.cell_overrides for seed in self.seeds]
 
     def data_configs(self) -> list[DataConfig]:
         """Each distinct data set the trials read (most sweeps: one)."""
@@ -156,6 +160,7 @@ def build_plan(study: GridStudy, args: argparse.Namespace, preset: Preset) -> Sw
         max_concurrent=args.max_concurrent, max_failures=args.max_failures, resume=args.resume,
         report=args.report, report_path=args.report_path or str(home / "reports" / f"{args.experiment}.html"),
         report_sections=study.report_sections, mlflow_ui_url=args.mlflow_ui_url,
+        system_metrics_every=args.system_metrics_every,
     )
 
 
@@ -225,6 +230,8 @@ def check_trials(plan: SweepPlan) -> None:
     check_workers(plan, configs)
     if plan.max_concurrent is not None and plan.max_concurrent < 1:
         raise ValueError(f"--max-concurrent must be >= 1; got {plan.max_concurrent}")
+    if plan.system_metrics_every < 0:
+        raise ValueError(f"--system-metrics-every must be >= 0 (0: off); got {plan.system_metrics_every:g}")
 
 
 def download_data(plan: SweepPlan) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import subprocess
 import sys
 import time
@@ -20,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ray
 from mlflow.exceptions import MlflowException
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search import BasicVariantGenerator
 
 from sweeps.driver.forecast import SweepForecast
@@ -29,6 +32,7 @@ from sweeps.driver.plan import COORDINATOR_CPUS, SweepPlan
 from sweeps.driver.resources import concurrent_trials, worker_placement
 from sweeps.driver.security import scrubbed
 from sweeps.tracking import operations
+from sweeps.tracking.run_source import source_tags, sweep_description
 from sweeps.tracking.spool import Spool, resend
 from sweeps.tracking.store import TrackingError, bound_http_retries, is_transient, sqlite_path
 from sweeps.tracking.sweep_run import (HEARTBEAT_EVERY, close_orphaned_trial_runs, finish_run, heartbeat,
@@ -65,9 +69,12 @@ def tracked_sweep(plan: SweepPlan, hooks: TrialHooks | None = None) -> Iterator[
     bound_http_retries(plan.tracking_uri)
     if (store := sqlite_path(plan.tracking_uri)) is not None:
         store.parent.mkdir(parents=True, exist_ok=True)
-    experiment_id, parent_run_id = _open_parent_run(plan)
-    tracking = TrialTracking(plan.tracking_uri, experiment_id, parent_run_id,
-                             tags=(("preset", plan.preset), ("study", plan.study)), spool_dir=plan.spool_dir)
+    source = source_tags(sys.argv, git_state()["git_commit"])
+    experiment_id, parent_run_id = _open_parent_run(plan, source)
+    print_where_to_look(plan, experiment_id)
+    tracking = TrialTracking(plan.tracking_uri, experiment_id, parent_run_id, spool_dir=plan.spool_dir,
+                             tags=(("preset", plan.preset), ("study", plan.study), *source.items()),
+                             system_metrics_every=plan.system_metrics_every)
     sweep = TrackedSweep(experiment_id, parent_run_id, tracking, trainable(plan, tracking, hooks))
     try:
         yield sweep
@@ -101,14 +108,15 @@ def end_of_sweep(plan: SweepPlan, experiment_id: str) -> None:
     print_mlflow_hint(plan, experiment_id)
 
 
-def _open_parent_run(plan: SweepPlan) -> tuple[str, str]:
+def _open_parent_run(plan: SweepPlan, source: dict[str, str]) -> tuple[str, str]:
     """Create the parent run (or reopen it on --resume, closing the trial runs the dead driver left open)."""
     params = {"depths": sorted({a.get("model.depth", plan.base["model.depth"]) for a in plan.cell_overrides}),
               "seeds": len(plan.seeds), "cpus_per_trial": plan.cpus_per_trial, "gpus_per_trial": plan.gpus_per_trial,
               **({"workers_per_trial": plan.workers_per_trial} if plan.workers_per_trial > 1 else {}),
               **plan.extra_params, **plan.base}
     tags = {"study": plan.study, "preset": plan.preset, "recipe": plan.recipe, "dataset": str(plan.base["data.dataset"]),
-            "report_sections": ",".join(plan.report_sections)}
+            "report_sections": ",".join(plan.report_sections), **source,
+            **sweep_description(plan.study, plan.preset, plan.recipe, scrubbed(sys.argv))}
     experiment_id, parent_run_id = start_parent_run(plan.tracking_uri, plan.experiment, plan.sweep_id,
                                                     f"sweep {plan.study} {plan.preset}", tags, params,
                                                     resume=plan.resume)
@@ -146,13 +154,20 @@ def trial_settings() -> dict[str, Any]:
 
 def run_config(plan: SweepPlan, sweep: TrackedSweep, name: str | None = None, storage_path: str | None = None,
                callbacks: Iterable[tune.Callback] = ()) -> tune.RunConfig:
-    """Where a Tune run keeps its state (default: the sweep's own), its retries, checkpoints and callbacks."""
+    """Where a Tune run keeps its state (default: the sweep's own), its retries, checkpoints and callbacks.
+
+    Tune's own loggers are its JSON and CSV files only: its TensorBoard logger needs tensorboardX, which is not
+    installed, yet Tune would print a `tensorboard` command for it (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=0 and
+    ``pip install tensorboardX`` bring it back). MLflow is where the runs are.
+    """
+    own_loggers = os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1") == "1"
     return tune.RunConfig(
         name=name or plan.experiment, storage_path=storage_path or plan.storage_path, verbose=1,
         failure_config=tune.FailureConfig(max_failures=plan.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         callbacks=[CloseDeadTrialRuns(sweep.tracking), DriverHeartbeat(sweep.tracking),
-                   SweepForecast(plan.gpus_per_trial, plan.cpus_per_trial), *callbacks])
+                   SweepForecast(plan.gpus_per_trial, plan.cpus_per_trial),
+                   *([JsonLoggerCallback(), CSVLoggerCallback()] if own_loggers else []), *callbacks])
 
 
 def _trial_name(trial: tune.experiment.Trial) -> str:
@@ -272,14 +287,35 @@ def _close_tracking(plan: SweepPlan, sweep: TrackedSweep) -> str | None:
             f"    {resend_here}")
 
 
+def print_where_to_look(plan: SweepPlan, experiment_id: str) -> None:
+    """At the start: where the runs appear as they train (MLflow) and the Ray dashboard, when there is one."""
+    print_mlflow_hint(plan, experiment_id)
+    with contextlib.suppress(Exception):  # an embedded Ray without its dashboard has no address
+        if dashboard := ray._private.worker.get_dashboard_url():
+            print(f"Ray dashboard: http://{dashboard}", flush=True)
+
+
+def mlflow_ui_base(plan: SweepPlan) -> str | None:
+    """Where an MLflow UI shows this sweep's store: --mlflow-ui-url, or the tracking server (which serves the UI
+    itself); None for a local store nobody serves yet."""
+    server = plan.tracking_uri if plan.tracking_uri.startswith(("http://", "https://")) else None
+    return plan.mlflow_ui_url or server
+
+
+def mlflow_run_url(plan: SweepPlan, experiment_id: str, run_id: str) -> str | None:
+    from dashboards.mlflow_ui import run_url
+
+    base = mlflow_ui_base(plan)
+    return run_url(base, experiment_id, run_id) if base else None
+
+
 def print_mlflow_hint(plan: SweepPlan, experiment_id: str) -> None:
     """How to browse the runs: the `mlflow ui` command and the address of this experiment's training runs."""
     from dashboards.mlflow_ui import experiment_url
 
-    server = plan.tracking_uri if plan.tracking_uri.startswith(("http://", "https://")) else None
-    base = plan.mlflow_ui_url or server or "http://127.0.0.1:5000"  # a tracking server serves the UI itself
-    command = "" if plan.mlflow_ui_url or server else f"mlflow ui --backend-store-uri {plan.tracking_uri}, then open "
-    print(f"\nMLflow: {command}{experiment_url(base, experiment_id)}")
+    base = mlflow_ui_base(plan)
+    command = "" if base else f"mlflow ui --backend-store-uri {plan.tracking_uri}, then open "
+    print(f"\nMLflow: {command}{experiment_url(base or 'http://127.0.0.1:5000', experiment_id)}", flush=True)
 
 
 def _build_report(plan: SweepPlan) -> None:

@@ -45,6 +45,7 @@ class TrialTracking:
     parent_run_id: str
     tags: tuple[tuple[str, str], ...] = ()  # sweep-wide tags (preset, study)
     spool_dir: str = ""  # where unsent tracking calls are kept (see Spool); empty: a temporary directory
+    system_metrics_every: float = 0.0  # seconds between system-metrics samples (sweeps/tracking/system_metrics.py)
 
 
 def find_trial_run(client: MlflowClient, tracking: TrialTracking, trial_id: str):

@@ -16,6 +16,7 @@ DIVERGED_KEY = "diverged"  # a boolean beside the status, for Tune's table
 MINUTES_LEFT = "eta_min"  # the trial's own estimate of its remaining wall time, from its pace so far
 UNSENT = "tracking_unsent"  # tracking calls the trial keeps in its spool, not yet in the store (0: none)
 SPOOL = "tracking_spool"  # the spool file they are kept in, on the trial's node
+MLFLOW_RUN = "mlflow_run_id"  # the trial's MLflow run (the searcher records it on the Optuna trial)
 
 
 def reported_status(metrics: Mapping[str, Any] | None) -> str | None:

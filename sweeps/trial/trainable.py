@@ -34,8 +34,10 @@ from resnet_core import Result, TrainConfig, fit, save_checkpoint
 from resnet_core.checkpoint import CheckpointError, load_latest_checkpoint
 from resnet_core.data_identity import data_identity
 from resnet_core.device import assigned_device, device_record, prepare_device
+from sweeps.tracking.system_metrics import system_metrics
 from sweeps.tracking.trial_run import TrialRun, TrialTracking
-from sweeps.trial.progress import DIVERGED, DIVERGED_KEY, ITERATION, MINUTES_LEFT, SPOOL, STATUS, UNSENT
+from sweeps.trial.progress import (DIVERGED, DIVERGED_KEY, ITERATION, MINUTES_LEFT, MLFLOW_RUN, SPOOL, STATUS,
+                                   UNSENT)
 from sweeps.trial.identity import trial_config, trial_meta, trial_name, trial_tags
 
 log = logging.getLogger(__name__)
@@ -121,9 +123,10 @@ def run_trial(config: dict[str, Any], tracking: TrialTracking, sweep_env: dict[s
         run_config = train_config.replace(**{"run.device": device})
         state, history = _start(run, train_config, sweep_env, session, prepare_device(run_config.run))
         pace = Pace(train_config.optim.iterations)
-        for result in fit(run_config, resume=state):
-            # the last one closes the run before its report
-            _evaluation(run, result, history, name, hooks, pace.minutes_left(result.iteration), session)
+        with system_metrics(tracking.tracking_uri, run.run_id, tracking.system_metrics_every):
+            for result in fit(run_config, resume=state):
+                # the last one closes the run before its report
+                _evaluation(run, result, history, name, hooks, pace.minutes_left(result.iteration), session)
         if run.ended is None:  # resumed from the final checkpoint: fit had nothing left to do
             run.finish("completed")
     except SystemExit:  # Tune stopped the trial at a report: a scheduler's early stop, or the sweep ending
@@ -193,7 +196,7 @@ def _evaluation(run: TrialRun, result: Result, history: dict, name: str, hooks: 
     report = evaluation_report(result, minutes_left)
     if result.status == DIVERGED:  # no checkpoint of non-finite weights: the previous one stays the newest
         _close(run, result, history, None)
-        session.report({**report, **_unsent(run)})
+        session.report({**report, **_tracking_state(run)})
         return
     with tempfile.TemporaryDirectory() as directory:
         with hooks.checkpoint_write(name, result.iteration, Path(directory)) if hooks else contextlib.nullcontext():
@@ -201,7 +204,7 @@ def _evaluation(run: TrialRun, result: Result, history: dict, name: str, hooks: 
         (Path(directory) / PROBES_FILE).write_text(json.dumps(history))
         if result.done:
             _close(run, result, history, Path(directory))
-        session.report({**report, **_unsent(run)}, checkpoint=session.checkpoint_of(directory))
+        session.report({**report, **_tracking_state(run)}, checkpoint=session.checkpoint_of(directory))
     if hooks:
         hooks.after_report(name, result.iteration)
 
@@ -214,9 +217,10 @@ def evaluation_report(result: Result, minutes_left: float) -> dict[str, Any]:
             DIVERGED_KEY: result.status == DIVERGED}
 
 
-def _unsent(run: TrialRun) -> dict[str, Any]:
-    """What the trial's spool still holds, for the driver: a spool on a node's own disk is out of its reach."""
-    return {UNSENT: run.spool.count(), SPOOL: str(run.spool.path)}
+def _tracking_state(run: TrialRun) -> dict[str, Any]:
+    """The trial's MLflow run and what its spool still holds, for the driver (a spool on a node's own disk is
+    out of its reach)."""
+    return {MLFLOW_RUN: run.run_id, UNSENT: run.spool.count(), SPOOL: str(run.spool.path)}
 
 
 def _shown_first(metrics: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:

@@ -35,13 +35,14 @@ from ray.tune.search.optuna import OptunaSearch
 
 from sweeps.study import Knob
 from sweeps.tracking.search_params import optuna_distribution
-from sweeps.trial.progress import COMPLETED, DIVERGED, ITERATION, RUNNING, reported_status
+from sweeps.trial.progress import COMPLETED, DIVERGED, ITERATION, MLFLOW_RUN, RUNNING, reported_status
 from sweeps.trial.identity import META_KEY, TrialMeta
 
 TUNE_TRIAL_ID = "tune_trial_id"  # user attribute of each Optuna trial: the Tune trial it ran as
 OUTCOME = "outcome"  # user attribute of each finished Optuna trial: as the MLflow tag (docs/tracking.md)
 STOP_REASON = "stop_reason"  # user attribute of a PRUNED trial: why and where ASHA stopped it, in words
 RESTORES = "tune_restores"  # user attribute of the study: how often Tune restored its searcher
+MLFLOW_RUN_URL = "mlflow_run_url"  # user attribute of each finished Optuna trial, beside its MLflow run id
 
 
 def distribution(knob: Knob) -> BaseDistribution:
@@ -66,11 +67,15 @@ class FullBudgetOptunaSearch(OptunaSearch):
     """OptunaSearch (TPE, seeded) on an RDB storage that records early-stopped trials as PRUNED."""
 
     def __init__(self, knobs: list[Knob], storage_url: str, study_name: str, seed: int, startup_trials: int,
-                 net: str, metric: str, stop_reason: Callable[[int], str]):
-        """``stop_reason``: the words for a trial stopped early at an iteration (``SearchSettings.stop_reason``)."""
+                 net: str, metric: str, stop_reason: Callable[[int], str],
+                 run_url: Callable[[str], str | None] | None = None):
+        """``stop_reason``: the words for a trial stopped early at an iteration (``SearchSettings.stop_reason``);
+        ``run_url``: the MLflow UI page of a run id, or None (a function Tune can pickle with the searcher)."""
         super().__init__(space={knob.key: distribution(knob) for knob in knobs}, metric=metric, mode="min",
                          sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials),
                          study_name=study_name, storage=optuna.storages.RDBStorage(storage_url))
+        self._ot_study.set_metric_names([metric])  # optuna-dashboard shows it instead of "Objective 0"
+        self._run_url = run_url
         self._net = net  # names trials, e.g. "residual-56 trial 3"
         self._stop_reason = stop_reason
         self._reissue: list[int] = []  # numbers of Optuna trials whose Tune trials a dead driver lost
@@ -115,6 +120,10 @@ class FullBudgetOptunaSearch(OptunaSearch):
         state, value, outcome = judge(result, error, self.metric)
         ot_trial = self._ot_trials[trial_id]
         ot_trial.set_user_attr(OUTCOME, outcome)
+        if run_id := (result or {}).get(MLFLOW_RUN):
+            ot_trial.set_user_attr(MLFLOW_RUN, run_id)
+            if self._run_url and (url := self._run_url(run_id)):
+                ot_trial.set_user_attr(MLFLOW_RUN_URL, url)
         if state == TrialState.PRUNED:
             ot_trial.set_user_attr(STOP_REASON, self._stop_reason(int(result[ITERATION])))
         self._ot_study.tell(ot_trial, value, state=state)

@@ -33,8 +33,8 @@ from sweeps.driver.search.asha import AshaRungs, asha_scheduler
 from sweeps.driver.plan import save_plan
 from sweeps.driver.search.settings import SearchPlan
 from sweeps.driver.search.searcher import FullBudgetOptunaSearch
-from sweeps.driver.sweep import (TrackedSweep, completed_results, end_of_sweep, parent_status, points_tuner,
-                                 run_config, trial_settings, tracked_sweep)
+from sweeps.driver.sweep import (TrackedSweep, completed_results, end_of_sweep, mlflow_run_url, parent_status,
+                                 points_tuner, run_config, trial_settings, tracked_sweep)
 from sweeps.trial.progress import COMPLETED, ITERATION, RUNNING, reported_status
 from sweeps.trial.trainable import TrialHooks
 from resnet_core.config import config_net_name
@@ -144,7 +144,8 @@ def _search_tuner(plan: SearchPlan, sweep: TrackedSweep, cell: dict[str, Any], n
     iterations = plan.base["optim.iterations"]
     searcher = FullBudgetOptunaSearch(search.knobs(), search.optuna_storage, study_name(plan, sweep, net),
                                       search.search_seed, startup_trials(search.num_samples), net, search.metric,
-                                      partial(search.stop_reason, iterations=iterations))
+                                      partial(search.stop_reason, iterations=iterations),
+                                      partial(mlflow_run_url, plan, sweep.experiment_id))
     scheduler = asha_scheduler(search, iterations)
     return tune.Tuner(
         sweep.trainable,
