@@ -264,10 +264,22 @@ def test_config_from_args_applies_the_milestone_rule() -> None:
     assert config_from_args(parser.parse_args(["--lr", "0.5"]), base).optim.milestones == (100,)
 
 
+@pytest.mark.parametrize(("argv", "choices"), [
+    (["--shortcut", "D"], ["'A'", "'B'", "'C'"]),
+    (["--layout", "mnist"], ["'cifar'", "'imagenet'"]),
+    (["--dataset", "mnist"], ["'cifar10'", "'imagenet'"]),
+])
+def test_an_enumerated_flag_refuses_a_value_outside_its_choices(argv: list[str], choices: list[str],
+                                                                capsys: pytest.CaptureFixture) -> None:
+    """The field's choices (config.py metadata, the tuple validate checks) are the flag's: argparse refuses the rest."""
+    with pytest.raises(SystemExit) as info:
+        _parser().parse_args(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"invalid choice: '{argv[1]}'" in err
+    assert all(choice in err for choice in choices), err
+
+
 @pytest.mark.parametrize(("argv", "fragments"), [
-    (["--shortcut", "D"], ["model.shortcut='D'", "'A'", "'B'", "'C'"]),
-    (["--layout", "mnist"], ["model.layout='mnist'", "'cifar'", "'imagenet'"]),
-    (["--dataset", "mnist"], ["data.dataset='mnist'", "'cifar10'", "'imagenet'"]),
     (["--milestones", "1,x"], ["optim.milestones", "'1,x'"]),
 ])
 def test_a_bad_flag_value_is_refused_naming_value_and_choices(argv: list[str], fragments: list[str]) -> None:
