@@ -6,7 +6,8 @@ line is never trusted: it is sent only to the spool's own tracking store (never 
 and an artifact line naming anything but a plain file in the spool is refused (``operations.check_entry``), as is
 one whose file or folder is a symbolic link; files are written only as new files, so a planted link is never
 written through. Trials spool their own calls (one file per trial); the driver spools the sweep's end.
-``python -m sweeps.resend`` sends what is left.
+``python -m sweeps.resend`` sends what is left. Within one process, a thread may append while another flushes
+(a trial's background sender, ``sender.Sender``): the line is added at once and the flush keeps it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import json
 import logging
 import os
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +40,8 @@ class Spool:
         self.path = Path(path)
         self.files = self.path.with_suffix(".files")
         self.tracking_uri = tracking_uri
+        self._mutex = threading.Lock()  # this process's appends against its own flush's reading and rewriting
+        self._flushing = False  # this process holds the lock and flushes: an append goes on, and is kept
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -56,25 +61,55 @@ class Spool:
         return len(self.entries()) if self.pending() else 0
 
     def entries(self) -> list[Entry]:
+        return self._read()[0]
+
+    def _read(self, offset: int = 0) -> tuple[list[Entry], int]:
+        """The entries from byte ``offset`` on, and where the file ends."""
         if not self.path.exists():
-            return []
+            return [], offset
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
         entries = []
-        for line in self.path.read_text().splitlines():
+        for line in data.decode().splitlines():
             try:
                 entries.append(json.loads(line))
             except json.JSONDecodeError:  # a line cut short by a kill mid-append: its call is lost, not the rest
                 log.warning("skipping an unreadable line in %s", self.path)
-        return entries
+        return entries, offset + len(data)
 
     def append(self, entry: Entry) -> None:
-        """Keep ``entry`` (an artifact's file is copied here first: the original may be temporary)."""
+        """Keep ``entry`` (an artifact's file is copied here first: the original may be temporary).
+
+        Never waits for this process's own flush (it keeps the line); waits while another process holds the spool.
+        """
+        while True:
+            with self._mutex:
+                if self._flushing:
+                    self._write(entry)
+                    return
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path.with_suffix(".lock"), "a") as lock:
+                    try:
+                        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:  # another process flushes (or this one is about to): try again
+                        pass
+                    else:
+                        try:
+                            self._write(entry)
+                        finally:
+                            fcntl.flock(lock, fcntl.LOCK_UN)
+                        return
+            time.sleep(0.01)
+
+    def _write(self, entry: Entry) -> None:
         if entry["op"] == "artifact":
             self.files.mkdir(parents=True, exist_ok=True)
             kept = self.files / f"{len(list(self.files.iterdir())):04d}-{entry['name']}"
             with open(entry["path"], "rb") as source, _new_file(kept, "wb") as copy:
                 shutil.copyfileobj(source, copy)
             entry = {**entry, "path": kept.name}  # relative: the spool directory may be moved before resend
-        with self._locked(), open(self.path, "a") as f:
+        with open(self.path, "a") as f:
             f.write(json.dumps(entry) + "\n")  # no URI: a line is sent only to this spool's own store
             f.flush()
             os.fsync(f.fileno())
@@ -88,11 +123,13 @@ class Spool:
         """
         if not self.pending():
             return 0
+        if client is None:
+            bound_http_retries(self.tracking_uri)
+            client = MlflowClient(self.tracking_uri)
         with self._locked():
-            entries = self.entries()
-            if client is None:
-                bound_http_retries(self.tracking_uri)
-                client = MlflowClient(self.tracking_uri)
+            with self._mutex:
+                self._flushing = True
+                entries, read_to = self._read()
             sent = 0  # entries done: sent, or refused
             try:
                 for entry in entries:
@@ -109,7 +146,9 @@ class Spool:
                 log.warning("tracking store still unreachable (%s); %d spooled call(s) kept in %s",
                             short_error(exc), len(entries) - sent, self.path)
             finally:
-                self._rewrite(entries[sent:])
+                with self._mutex:  # keep what this process appended meanwhile, behind what is left
+                    self._flushing = False
+                    self._rewrite(entries[sent:] + self._read(read_to)[0])
             return len(entries) - sent
 
     def _checked(self, entry: Entry) -> Entry:

@@ -1,18 +1,16 @@
 """A trial's one MLflow run: created on first use, found again by the Tune trial id on retries and restores.
 
 Runs in the trial's process (possibly on another machine). Steps already in the run are not logged twice.
-Opening the run needs the store (with retries, else it raises and Tune retries the trial); after that no
-call blocks training for long: a call the store does not take is spooled, and sent, in order, at the next
-call that reaches the store.
+Opening the run needs the store (with retries, else it raises and Tune retries the trial); after that the calls
+go through a background sender (``sender.Sender``), so none holds training up for more than ``sender.WAIT``
+seconds: a call the store does not take is spooled, and sent, in order, once the store answers again.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +21,10 @@ from mlflow.tracking import MlflowClient
 
 from sweeps.tracking import operations
 from sweeps.tracking.operations import Entry, param_value
+from sweeps.tracking.sender import Sender
 from sweeps.tracking.spool import Spool
-from sweeps.tracking.store import STORE_ERRORS, bound_http_retries, is_transient, short_error, with_retries
+from sweeps.tracking.store import bound_http_retries, with_retries
 
-log = logging.getLogger(__name__)
 
 ROLE_TRIAL = "trial"
 PROGRESS_METRIC = "train/error"  # logged at every evaluation: its last step is how far a run's log got
@@ -73,10 +71,11 @@ class TrialRun:
         self.attempts = attempts
         spool_dir = Path(tracking.spool_dir or Path(tempfile.gettempdir()) / "resnet-studies-spool")
         self.spool = Spool(spool_dir / f"{trial_id}.jsonl", tracking.tracking_uri)
-        self._retry_at, self._backoff = 0.0, 1.0
         self.ended: str | None = None  # the outcome this attempt closed the run with
         self.run_id, self.last_logged_step, self.attempt = with_retries(
             lambda: self._open(trial_id, run_name, tags, params, adopts), "open trial run", patience=OPEN_PATIENCE)
+        # Sends with ``self.client`` as it is at each call (a test may swap it for a client of a dead store).
+        self.sender = Sender(self.spool, lambda: self.client, attempts, tracking.tracking_uri)
 
     def _open(self, trial_id: str, run_name: str, tags: dict[str, str], params: dict[str, Any],
               adopts: str | None) -> tuple[str, int, int]:
@@ -100,41 +99,12 @@ class TrialRun:
         self.client.log_batch(run.info.run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
         return run.info.run_id, -1, 1
 
-    def _call(self, what: str, entry: Entry, attempts: int | None = None) -> bool:
-        """Send one tracking call, or spool it behind what is already spooled. True if it reached the store."""
-        if self.spool.pending():  # keep the order: nothing overtakes what is already spooled
-            if time.monotonic() < self._retry_at or self.spool.flush(self.client, attempts=1):
-                self._keep(what, entry, None)
-                return False
-        try:
-            with_retries(lambda: operations.send(self.client, entry), what, attempts=attempts or self.attempts)
-        except STORE_ERRORS as exc:
-            if not is_transient(exc):
-                raise
-            self._keep(what, entry, exc)
-            return False
-        self._backoff = 1.0
-        return True
+    def _call(self, what: str, entry: Entry, wait: bool = True) -> None:
+        """Hand one tracking call to the sender: sent in order, or spooled behind what is already spooled.
 
-    def _keep(self, what: str, entry: Entry, exc: BaseException | None) -> None:
-        """Spool a call the store did not take. If the spool cannot be written either (a full disk), the call is
-        lost: said in the trial's log, and training goes on (its checkpoints are Tune's, not the spool's)."""
-        try:
-            self.spool.append(entry)
-        except OSError as error:
-            log.error("MLflow %s: LOST, neither sent nor kept: the tracking store %s is unreachable and the spool "
-                      "%s cannot be written (%s)", what, self.tracking.tracking_uri, self.spool.path, error)
-            return
-        self._failed(what, exc)
-
-    def _failed(self, what: str, exc: BaseException | None) -> None:
-        if exc is not None or time.monotonic() >= self._retry_at:
-            log.warning("MLflow %s: tracking store %s unreachable%s; kept in %s, re-sent when it is back "
-                        "(or run: python -m sweeps.resend %s)", what, self.tracking.tracking_uri,
-                        f" ({short_error(exc)})" if exc else "", self.spool.path, self.spool.path.parent)
-        if time.monotonic() >= self._retry_at:
-            self._retry_at = time.monotonic() + self._backoff
-            self._backoff = min(self._backoff * 2, 60.0)
+        ``wait``: wait for it, at most ``sender.WAIT`` seconds, if the store has been keeping up.
+        """
+        self.sender.submit(what, entry, wait)
 
     def log_metrics(self, step: int, metrics: dict[str, float]) -> bool:
         """Log one evaluation's metrics at ``step`` unless that step is already in the run; True if logged.
@@ -169,13 +139,13 @@ class TrialRun:
         """Close the run with a true status: FINISHED when completed, KILLED when Tune stopped it before its
         last iteration ("stopped", see ``FINISH_STATUS``), FAILED when diverged or crashed.
 
-        Returns False when the store was unreachable: the end is then spooled with everything before it.
+        Waits at most ``sender.WAIT`` seconds for what is still queued; returns False when not everything reached
+        the store: the end is then spooled with everything before it.
         """
         self.ended = outcome
         tags = {"outcome": outcome, **({"diverged": "true"} if outcome == "diverged" else {})}
         status = RunStatus.to_string(FINISH_STATUS.get(outcome, RunStatus.FAILED))
-        if self.spool.pending():  # one last, slightly more patient try to deliver what waits
-            self._retry_at = 0.0
-            self.spool.flush(self.client, attempts=self.attempts)
-        self.set_tags(tags)
-        return self._call("finish run", operations.status_entry(self.run_id, status))
+        self.sender.retry_now(self.attempts)  # one last, slightly more patient try to deliver what is spooled
+        self._call("set tags", operations.tags_entry(self.run_id, tags), wait=False)
+        self._call("finish run", operations.status_entry(self.run_id, status), wait=False)
+        return self.sender.close()
