@@ -16,6 +16,7 @@ import logging
 import shutil
 import sys
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from dashboards.html import CSS, escape
 from dashboards.loader import (ExperimentData, ExperimentNotFoundError, default_tracking_uri, load_experiment,
                                open_client)
 from dashboards.sections import SECTIONS, runs
+from dashboards.verdict import verdict_record, verdicts
 
 log = logging.getLogger("dashboards.report")
 
@@ -73,7 +75,8 @@ def history_metrics(runs) -> tuple[str, ...]:
 
 
 def log_report(data: ExperimentData, path: Path) -> str | None:
-    """Log ``path`` as ``report.html`` of the newest sweep run; returns its run id (None if there is none)."""
+    """Log ``path`` as ``report.html`` of the newest sweep run, and the depth verdicts as its tags and metrics
+    (``verdict_record``); returns its run id (None if there is none)."""
     parent = data.parent_run_id
     if parent is None:
         log.warning("experiment %r has no sweep run (tag role=sweep); the report was not logged", data.name)
@@ -87,6 +90,12 @@ def log_report(data: ExperimentData, path: Path) -> str | None:
             shutil.copyfile(path, copy)
             client.log_artifact(parent, str(copy))
     log.info("logged %s to sweep run %s", ARTIFACT_NAME, parent)
+    from mlflow.entities import Metric, RunTag
+
+    _, found = verdicts(data.history, data.runs) if len(data.runs) else (None, [])
+    tags, metrics = verdict_record(found)
+    client.log_batch(parent, metrics=[Metric(k, float(v), int(time.time() * 1000), 0) for k, v in metrics.items()],
+                     tags=[RunTag(k, v) for k, v in tags.items()])
     return parent
 
 

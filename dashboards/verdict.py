@@ -217,6 +217,20 @@ class Verdict:
         return f"{head}{':' if self.label in (DEGRADES, IMPROVES) else ''} {change} ({basis}).{lost} {tail}"
 
 
+def verdict_record(found: Sequence[Verdict]) -> tuple[dict[str, str], dict[str, float]]:
+    """The depth verdicts as the sweep run's tags and metrics, so sweeps compare in the MLflow runs table:
+    ``verdict.<family>`` (the label) and its sentence; the effect, its interval's ends (pp) and p where there
+    is a test."""
+    tags, metrics = {}, {}
+    for v in found:
+        key = f"verdict.{v.family}"
+        tags[key], tags[f"{key}.sentence"] = v.label, v.sentence[:5000]  # MLflow's tag value limit is 8000
+        if (c := v.comparison) is not None:
+            metrics.update({f"{key}.effect_pp": c.effect, f"{key}.ci_low_pp": c.low, f"{key}.ci_high_pp": c.high,
+                            f"{key}.p_value": c.p})
+    return tags, metrics
+
+
 def _counted(text: str) -> str:
     return " (counted at chance error)" if "diverged" in text else " (left out)"
 

@@ -8,6 +8,8 @@ a confirm stage), so the whole module runs in about a minute.
 
 from __future__ import annotations
 
+import html
+
 import os
 import re
 import subprocess
@@ -419,6 +421,21 @@ def test_build_report_logs_to_newest_parent_and_cli(store, tmp_path):
     assert main(["--experiment", "relaunched", "--tracking-uri", uri, "--out", str(cli_out)]) == 0
     logged = client.download_artifacts(newer.info.run_id, "report.html", str(tmp_path))
     assert open(logged, encoding="utf-8").read() == cli_out.read_text(encoding="utf-8")
+
+
+def test_the_sweep_run_carries_the_pages_verdicts_as_tags_and_metrics(store, tmp_path):
+    """So sweeps compare in the MLflow runs table: the label and sentence the page shows, the effect, interval, p."""
+    from dashboards.verdict import css_class
+
+    uri, _ = store
+    fx = write_fixture_experiment(uri, "verdict_tags")
+    page = build_report("verdict_tags", uri, out=tmp_path / "report.html").read_text(encoding="utf-8")
+    parent = MlflowClient(uri).get_run(fx.parent_run_id).data
+    for family in ("plain", "residual"):
+        label, sentence = parent.tags[f"verdict.{family}"], parent.tags[f"verdict.{family}.sentence"]
+        assert f'<li class="verdict verdict-{css_class(label)}">{html.escape(sentence)}</li>' in page
+        m = {k.rsplit(".", 1)[1]: v for k, v in parent.metrics.items() if k.startswith(f"verdict.{family}.")}
+        assert m["ci_low_pp"] <= m["effect_pp"] <= m["ci_high_pp"] and 0 <= m["p_value"] <= 1
 
 
 def test_missing_browser_says_how_to_install(monkeypatch, tmp_path):
