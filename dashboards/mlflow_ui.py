@@ -13,5 +13,6 @@ def experiment_url(mlflow_ui_url: str, experiment_id: str) -> str:
 
 
 def run_url(mlflow_ui_url: str, experiment_id: str, run_id: str) -> str:
-    """The MLflow UI page of one run: ``{url}/#/experiments/{experiment_id}/runs/{run_id}``."""
-    return f"{mlflow_ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    """The MLflow UI page of one run, in the model-training view (as ``experiment_url``; without it MLflow 3.17
+    shows a run under GenAI's "Evaluations")."""
+    return f"{mlflow_ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"

@@ -594,7 +594,8 @@ def test_runs_link_to_the_mlflow_ui(store, smoke, tmp_path):
     uri, fx = store
     html = render_report(smoke, mlflow_ui_url="http://127.0.0.1:5000/")
     links = dict(re.findall(r'<a class="mlflow-run" href="([^"]+)"[^>]*>([^<]+)</a>', html))
-    expected = {f"http://127.0.0.1:5000/#/experiments/{smoke.experiment_id}/runs/{run_id}": name
+    expected = {f"http://127.0.0.1:5000/#/experiments/{smoke.experiment_id}/runs/{run_id}"
+                f"?workflowType=machine_learning": name
                 for run_id, name in fx["smoke"].runs.items()}
     assert links == expected  # one link per run, on its name (the run id links there too)
     assert 'class="mlflow-run"' not in render_report(smoke)  # no URL, no links

@@ -264,7 +264,7 @@ def test_report_links_open_the_runs_page_in_the_mlflow_ui(browser, fixture_store
     ui = popup_info.value
     ui.wait_for_load_state()
     run_id = fx.run_id("plain-20 seed 0")
-    assert ui.url == f"{mlflow_server}/#/experiments/{fx.experiment_id}/runs/{run_id}"
+    assert ui.url == f"{mlflow_server}/#/experiments/{fx.experiment_id}/runs/{run_id}?workflowType=machine_learning"
     ui.get_by_text("plain-20 seed 0").first.wait_for(timeout=60_000)  # the run's own page, by its name
     assert run_id in ui.inner_text("body")
     ui.close()
