@@ -339,7 +339,8 @@ def test_dockerfile_runs_as_the_user_of_the_ray_image_without_sudo():
     assert dockerfile_user() == (1000, 100)  # the rayproject/ray images' user `ray` and group `users`
     assert "COPY --chown=1000:100" in text
     assert "NOPASSWD" in text and "/etc/sudoers" in text  # its passwordless sudo is removed
-    assert "pip install --no-cache-dir -e ." in text  # the pins of pyproject.toml, nothing else
+    # pyproject.toml's ranges at the versions the suite passed with (tests/test_dependencies.py checks the file)
+    assert "pip install --no-cache-dir -c cluster/constraints.txt -e ." in text
 
 
 # --- a stopped job gets time to close its sweep -------------------------------------------------------------
