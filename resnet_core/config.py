@@ -159,9 +159,6 @@ class RunConfig:
                                   "decodes in the workers", choices=DECODES)
 
 
-# Decoding processes of an ImageNet run: a GPU training a ResNet-50 at ~2 500 images/s needs 7-8 cores decoding
-# and augmenting at ~350 images/s each (docs/benchmarks.md); torchvision's reference script starts 16.
-IMAGENET_DATA_WORKERS = 8
 # The paper's ImageNet recipe (§3.4) and torchvision's, as overrides of the defaults: ``imagenet_recipe``.
 # Iterations are counted for the full ILSVRC-2012 (1 281 167 images: 5004 iterations per epoch at batch 256).
 IMAGENET_RECIPE_OVERRIDES: dict[str, dict[str, Any]] = {
@@ -172,15 +169,14 @@ IMAGENET_RECIPE_OVERRIDES: dict[str, dict[str, Any]] = {
         # ÷10 when the error on 10 000 training images held out has not improved by 0.5 points over 3
         # evaluations of 5 000 iterations (about 3 epochs): the paper's "when the error plateaus", made explicit.
         "optim.schedule": "plateau", "optim.plateau_patience": 3, "optim.plateau_threshold": 0.5,
-        "data.val_size": 10_000, "run.eval_every": 5_000, "run.eval_batch_size": 250,
-        "run.data_workers": IMAGENET_DATA_WORKERS,
+        "data.val_size": 10_000, "run.eval_every": 5_000, "run.eval_batch_size": 250, "run.data_workers": 8,
     },
     "torchvision": {
         "data.dataset": "imagenet", "data.recipe": "torchvision", "model.layout": "imagenet", "model.depth": 50,
         "model.shortcut": "B", "model.bottleneck_stride": "3x3", "optim.batch_size": 256, "optim.lr": 0.1,
         "optim.momentum": 0.9, "optim.weight_decay": 1e-4, "optim.iterations": 90 * 5004,
         "optim.milestones": [30 * 5004, 60 * 5004], "optim.schedule": "steps", "data.val_size": 0,
-        "run.eval_every": 5004, "run.eval_batch_size": 250, "run.data_workers": IMAGENET_DATA_WORKERS,
+        "run.eval_every": 5004, "run.eval_batch_size": 250, "run.data_workers": 8,
     },
 }
 

@@ -154,7 +154,8 @@ def test_recipes_hold_the_papers_and_torchvisions_numbers() -> None:
     assert tv.optim.milestones == (30 * 5004, 60 * 5004) and tv.optim.iterations == 90 * 5004
     assert tv.model.bottleneck_stride == "3x3" and tv.data.recipe == "torchvision"
     assert set(IMAGENET_RECIPE_OVERRIDES) == {"paper", "torchvision"}
-    # enough decoding processes to feed a GPU (it was 2: the CPU default, a quarter of what a ResNet-50 needs)
+    # enough decoding processes to feed a GPU: a ResNet-50 at ~2 500 images/s needs 7-8 at ~350 images/s each
+    # (docs/benchmarks.md); it was 2, the CPU default
     assert paper.run.data_workers == tv.run.data_workers >= 7
     with pytest.raises(ValueError, match="held out of the training set"):
         paper.replace(**{"data.val_size": 0})
