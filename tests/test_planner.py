@@ -37,6 +37,8 @@ def test_table_2_fits_exactly_one_8_gpu_64_core_node():
         "plain-34 seed 0: 8 worker(s) on 64cpu8gpu", "residual-34 seed 0: 8 worker(s) on 64cpu8gpu",
         "plain-18 seed 0: 8 worker(s) on 64cpu8gpu", "residual-18 seed 0: 8 worker(s) on 64cpu8gpu"]
     assert "at most 1 trial(s), in 4 wave(s)" in run.stdout and "fits: every trial can be placed" in run.stdout
+    forecast = next(line for line in run.stdout.splitlines() if line.startswith("forecast"))
+    assert "an estimate from docs/benchmarks.md" in forecast and "GPU-hours" in forecast and "at 1 at a time" in forecast
 
 
 def test_a_node_one_core_short_is_refused_in_seconds_naming_the_flags():
@@ -108,3 +110,21 @@ def test_a_trials_workers_and_coordinator_never_ask_for_more_than_the_trial(tmp_
     units = round(plan.worker_request["CPU"] * 1e4) * workers + round(COORDINATOR_CPUS * 1e4)
     assert units <= cpus * 1e4 and round(plan.worker_request["CPU"] * 1e4) * workers <= (cpus - workers * 0.01) * 1e4
     assert plan.worker_request["CPU"] > cpus / workers - 0.0102
+
+
+def test_the_forecast_scales_the_bench_figures_and_says_where_it_has_none(tmp_path):
+    """Table 2's four nets on 8 GPUs each: 4 × 600k iterations × 256 images at NVIDIA's published ResNet-50 rate,
+    by FLOPs; the paper's CIFAR preset on a GPU: no figure is measured, so no time is claimed."""
+    from sweeps.driver.forecast import GPU_IMAGENET, IMAGENET_GFLOPS, planned_line, trial_seconds
+
+    table_2 = plan_from_argv(depth_vs_error.STUDY, ["--preset", "imagenet"])
+    expected = sum(600_000 * 256 / (GPU_IMAGENET[0] * GPU_IMAGENET[1] / IMAGENET_GFLOPS[c.model.depth] * 8)
+                   for c in table_2.configs())
+    assert sum(trial_seconds(c, 64, 8) for c in table_2.configs()) == pytest.approx(expected)
+    line = planned_line(table_2.configs(), 1, 64, 8, now=0)
+    assert f"≈ {expected * 8 / 3600:.1f} GPU-hours" in line
+    paper = plan_from_argv(depth_vs_error.STUDY, ["--preset", "paper"])
+    assert planned_line(paper.configs(), 2, 1, 0.5, now=0).startswith("forecast: none")
+    smoke = plan_from_argv(depth_vs_error.STUDY, [*tiny_args(), *store_args(tmp_path), "--dataset", "digits"])
+    shallow, deep = (trial_seconds(c, 1, 0) for c in (smoke.configs()[-1], smoke.configs()[0]))
+    assert deep / shallow == pytest.approx(smoke.configs()[0].model.depth / smoke.configs()[-1].model.depth)

@@ -1,4 +1,5 @@
-"""The sweep's expected cost and finish time, printed once after its first evaluations. Driver only.
+"""The sweep's expected cost and finish time: before it starts, from the bench figures (``planned_line``, what
+--plan-only prints), and once after its first evaluations, from its own pace. Driver only.
 
 Each running trial's seconds per iteration are measured between its first and its latest evaluation (the first
 one includes start-up). A trial not started yet is assumed to cost what the measured ones cost per iteration
@@ -13,6 +14,7 @@ from typing import Any
 
 from ray import tune
 
+from resnet_core import TrainConfig
 from sweeps.trial.identity import trial_config
 from sweeps.trial.progress import ITERATION
 
@@ -63,6 +65,46 @@ def forecast_line(paces: list[TrialPace], running: int, gpus_per_trial: float, c
     return (f"forecast: {len(paces)} trials ≈ {(spent + left) * devices / 3600:.2f} {unit} in all; about "
             f"{_duration(wall)} left at {max(running, 1)} trial(s) at a time, finishing around {finish} (from "
             f"the first evaluations; trials not started yet are estimated by depth)")
+
+
+# The figures a plan's estimate starts from (docs/benchmarks.md), as (training images/s, the reference net's cost):
+# a CIFAR net on 2 CPU threads, ResNet-20 in fp32 at 32×32 measured here (a net's cost grows with its depth and
+# its image's pixels: ResNet-56 measured 177.7, the rule says 186); an ImageNet net per GPU, NVIDIA's published A100 figure for a ResNet-50 with
+# AMP (2 470 images/s; not measured here), scaled by the paper's FLOPs (Table 1). CIFAR nets on a GPU: none yet.
+CPU_CIFAR = (521.8, 20)  # images/s, depth
+GPU_IMAGENET = (2470.0, 3.8)  # images/s, GFLOPs of a ResNet-50
+IMAGENET_GFLOPS = {18: 1.8, 34: 3.6, 50: 3.8, 101: 7.6, 152: 11.3}
+IMAGE_SIDE = {"cifar10": 32, "cifar100": 32, "digits": 8}  # the CIFAR-layout data sets' image sizes
+
+
+def trial_seconds(config: TrainConfig, cpus: float, gpus: float) -> float | None:
+    """A trial's training time by the bench figures, None where there is none for its net and device."""
+    images = config.optim.iterations * config.optim.batch_size
+    layout, depth = config.model.layout, config.model.depth
+    if gpus and layout == "imagenet" and depth in IMAGENET_GFLOPS:
+        rate, gflops = GPU_IMAGENET
+        return images / (rate * gflops / IMAGENET_GFLOPS[depth] * gpus)  # data-parallel GPUs scale linearly
+    if not gpus and layout == "cifar" and config.data.dataset in IMAGE_SIDE:
+        rate, reference = CPU_CIFAR
+        pixels = (32 / IMAGE_SIDE[config.data.dataset]) ** 2
+        return images / (rate * reference / depth * pixels * max(cpus, 1) / 2)
+    return None
+
+
+def planned_line(configs: list[TrainConfig], at_once: int, cpus: float, gpus: float, now: float) -> str:
+    """The forecast --plan-only prints: device-hours and wall time at ``at_once`` trials at a time, or why not."""
+    seconds = [trial_seconds(c, cpus, gpus) for c in configs]
+    if any(s is None for s in seconds):
+        return ("forecast: none — no bench figure for these nets on this device yet (GPU figures for CIFAR nets "
+                "come from bench/gpu_proof.py, not run on a GPU so far); the sweep prints one after its first "
+                "evaluations")
+    devices, unit = (gpus, "GPU-hours") if gpus else (cpus, "CPU core-hours")
+    wall = sum(seconds) / at_once
+    finish = time.strftime("%H:%M %Z", time.localtime(now + wall))
+    source = "NVIDIA's published A100 ResNet-50 rate, by FLOPs" if gpus else "this repository's 2-core CPU figure"
+    return (f"forecast (an estimate from docs/benchmarks.md: {source}; training only): {len(configs)} trials ≈ "
+            f"{sum(seconds) * devices / 3600:.1f} {unit}, about {_duration(wall)} at {at_once} at a time, "
+            f"finishing around {finish} if started now")
 
 
 def _duration(seconds: float) -> str:

@@ -13,6 +13,7 @@ nothing is written, nothing is downloaded.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from ray.util.placement_group import PlacementGroup, placement_group, placement_
 
 from resnet_core import TrainConfig
 from sweeps.driver.cluster_shape import NodeType
+from sweeps.driver.forecast import planned_line
 from sweeps.driver.plan import COORDINATOR_CPUS, SweepPlan, check_trials
 from sweeps.driver.resources import check_cluster, worker_placement
 from sweeps.trial.identity import run_name
@@ -77,7 +79,7 @@ def plan_on_cluster(make_plan: Callable[[], SweepPlan], type_of_node: dict[str, 
         rest = len(plan.configs()) - sum(len(wave) for wave in waves)
         print(f"  waves {len(waves) + 1}-{len(waves) + more}: the other {rest} trials, {len(waves[-1])} at a time "
               f"(the same request as the waves above)", flush=True)
-    print(forecast_line(plan, at_once), flush=True)
+    print(planned_line(plan.configs(), at_once, plan.cpus_per_trial, plan.gpus_per_trial, time.time()), flush=True)
     print("fits: every trial can be placed", flush=True)
     return 0
 
@@ -89,16 +91,6 @@ def describe_request(plan: SweepPlan) -> str:
         return each
     return (f"{plan.workers_per_trial} workers of {each} each and a coordinator of {COORDINATOR_CPUS} CPU "
             f"({plan.cpus_per_trial:g} CPU, {plan.gpus_per_trial:g} GPU in all)")
-
-
-def forecast_line(plan: SweepPlan, at_once: int) -> str:
-    """The work the sweep is, as an estimate needs it; a time only where a figure for the device is measured."""
-    configs = plan.configs()
-    images = sum(c.optim.iterations * c.optim.batch_size for c in configs)
-    waves = -(-len(configs) // at_once)
-    return (f"forecast: {images / 1e6:,.1f} M training images over {len(configs)} trials, in {waves} wave(s) of at "
-            f"most {at_once}; no wall time is forecast before a trial has run (no GPU throughput is measured yet: "
-            f"bench/gpu_proof.py), the sweep prints one after its first evaluations")
 
 
 def place_in_waves(plan: SweepPlan, type_of_node: dict[str, str]) -> tuple[list[list[Placement]], int]:
