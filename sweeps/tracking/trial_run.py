@@ -91,13 +91,18 @@ class TrialRun:
             self.client.log_batch(run_id, tags=[RunTag("outcome", "running"), RunTag("attempts", str(attempt)),
                                                 RunTag("trial_id", trial_id)])
             self.client.update_run(run_id, status="RUNNING")
+            if not found.data.params:  # created, then its params batch failed: the run must not stay without
+                self._log_params(run_id, params)
             history = self.client.get_metric_history(run_id, PROGRESS_METRIC)
             return run_id, max((m.step for m in history), default=-1), attempt
         all_tags = {**dict(t.tags), **tags, "role": ROLE_TRIAL, "trial_id": trial_id,
                     "mlflow.parentRunId": t.parent_run_id, "outcome": "running", "attempts": "1"}
         run = self.client.create_run(t.experiment_id, run_name=run_name, tags=all_tags)
-        self.client.log_batch(run.info.run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
+        self._log_params(run.info.run_id, params)
         return run.info.run_id, -1, 1
+
+    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        self.client.log_batch(run_id, params=[Param(k, param_value(v)) for k, v in params.items()])
 
     def _call(self, what: str, entry: Entry, wait: bool = True) -> None:
         """Hand one tracking call to the sender: sent in order, or spooled behind what is already spooled.
