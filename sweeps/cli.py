@@ -198,10 +198,14 @@ def plan_only(study: GridStudy, args: argparse.Namespace) -> int:
 def announced_plan(study: GridStudy, args: argparse.Namespace) -> SweepPlan:
     """The plan of ``args`` on the preset they name or the connected cluster suits, saying which and why."""
     preset, why = choose_preset(study, args.preset)
-    plan = resolve_plan(study, args, preset)
     others = ", ".join(f"--preset {name}" for name in study.presets if name != preset.name)
-    print(f"preset: {preset.name} ({why}): {preset.description}; {len(plan.configs())} trials (or {others})",
-          flush=True)
+    announcement = f"preset: {preset.name} ({why}): {preset.description}"
+    try:
+        plan = resolve_plan(study, args, preset)
+    except ValueError:  # still say which preset the refused flags were read against
+        print(f"{announcement} (or {others})", flush=True)
+        raise
+    print(f"{announcement}; {len(plan.configs())} trials (or {others})", flush=True)
     return plan
 
 

@@ -26,33 +26,46 @@ BIN = Path(sys.executable).parent
 def head_node():
     """A real Ray head node in its own process group (so stopping it leaves other Ray runtimes alone)."""
     temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's unix socket paths have a length limit
-    dashboard = free_port()
     # Ray clusters require an auth token by default (~/.ray/auth_token); clients send it in "token" mode.
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_AUTH_MODE": "token", "RAY_JOB_STOP_WAIT_TIME_S": "120"}  # as cluster/start-head.sh sets it
     env.pop("RAY_ADDRESS", None)
+    for _ in range(3):  # a port free_port() found may be taken before Ray binds it (other runtimes on the machine)
+        process, log, address = start_head(env, Path(temp_dir))
+        try:
+            if wait_for_job_server(process, env, address, Path(temp_dir)):
+                yield address, env, Path(temp_dir)
+                return
+        finally:
+            stop_group(process, timeout=10)  # then SIGKILL: a blocking `ray start` takes ~30 s to stop by itself
+            log.close()
+    pytest.fail("the Ray head node lost its ports three times:\n" + (Path(temp_dir) / "head.log").read_text())
+
+
+def start_head(env: dict, temp_dir: Path):
+    """``ray start --head --block`` on fresh loopback ports: the process, its open log, its dashboard address."""
+    dashboard = free_port()
     command = [str(BIN / "ray"), "start", "--head", "--block", "--port", str(free_port()), "--num-cpus", "2",
                "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
                "--ray-client-server-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port()),
-               "--metrics-export-port", str(free_port()), "--temp-dir", temp_dir, "--disable-usage-stats"]
-    log = open(Path(temp_dir) / "head.log", "w")
+               "--metrics-export-port", str(free_port()), "--temp-dir", str(temp_dir), "--disable-usage-stats"]
+    log = open(temp_dir / "head.log", "w")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"http://127.0.0.1:{dashboard}"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            probe = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address], env=env,
-                                   capture_output=True, text=True)
-            if probe.returncode == 0:
-                break
-            assert process.poll() is None, (Path(temp_dir) / "head.log").read_text()
-            time.sleep(2)
-        else:
-            pytest.fail("the Ray head node's job server did not come up:\n" + (Path(temp_dir) / "head.log").read_text())
-        yield address, env, Path(temp_dir)
-    finally:
-        stop_group(process, timeout=10)  # then SIGKILL: a blocking `ray start` takes ~30 s to stop by itself
-        log.close()
+    return process, log, f"http://127.0.0.1:{dashboard}"
+
+
+def wait_for_job_server(process: subprocess.Popen, env: dict, address: str, temp_dir: Path) -> bool:
+    """True once the head answers ``ray job list``; False if it exited because a port was taken; fails otherwise."""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if ray(env, "job", "list", "--address", address).returncode == 0:
+            return True
+        if process.poll() is not None:
+            head_log = (temp_dir / "head.log").read_text()
+            assert "Failed to start the grpc server" in head_log or "already in use" in head_log, head_log
+            return False
+        time.sleep(2)
+    pytest.fail("the Ray head node's job server did not come up:\n" + (temp_dir / "head.log").read_text())
 
 
 def ray(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
