@@ -4,6 +4,10 @@ killed mid-trial (tests/support/faults.py)."""
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -80,3 +84,25 @@ def test_a_search_offers_no_multi_worker_trials(tmp_path, capsys):
         regularization.main(argv)
     assert exit_.value.code == 2 and "unrecognized arguments: --workers-per-trial" in capsys.readouterr().err
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_two_worker_trial_whose_newest_checkpoint_is_corrupt_resumes_from_the_older_one(ray_runtime, tmp_path):
+    """Rank 0 truncates the newest checkpoint Ray Train registered (iteration 6, named ``checkpoint_<date>``) and
+    raises: the retried trial refuses it for the older one beside it (3), not a fresh start, ends FINISHED, logs
+    every step exactly once, and the deterministic error costs one retry, not one per level."""
+    plan = plan_for([*tiny_args(), *store_args(tmp_path, "workers"), "--depths", "8", "--families", "residual",
+                     "--seeds", "1", "--workers-per-trial", "2", "--cpus-per-trial", "1"])
+    spec = write_faults(tmp_path, [{"trial": "residual-8 seed 0", "kind": "corrupt_checkpoint", "after": 6}])
+    (result,) = run_sweep(plan, hooks=FaultHooks.from_file(spec))
+    assert result.error is None and result.metrics["iteration"] == 12 and result.metrics["status"] == "completed"
+    corrupted = json.loads((tmp_path / "markers" / "0-corrupt_checkpoint.1").read_text())["checkpoint"]
+    assert re.fullmatch(r"checkpoint_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d\.\d+", Path(corrupted).name)  # Ray Train's
+
+    client = MlflowClient(plan.tracking_uri)
+    (run,) = trial_runs(client, "workers")["residual-8 seed 0"]
+    assert run.info.status == "FINISHED" and run.data.tags["outcome"] == "completed"
+    assert run.data.tags["checkpoint_refused"].startswith(f"{Path(corrupted).name}: ")
+    assert run.data.tags["resumed_from_iteration"] == "3"
+    assert run.data.tags["attempts"] == "2"  # one Tune retry: Ray Train's own FailureConfig retries nothing
+    for metric in METRICS:
+        assert steps(client, run, metric) == STEPS, metric

@@ -95,8 +95,7 @@ def trainable(plan: SweepPlan, tracking: TrialTracking, hooks: TrialHooks | None
         return tune.with_resources(tune.with_parameters(train_trial, **bound),
                                    {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
     request = plan.worker_request
-    workers = Workers(plan.workers_per_trial, request["CPU"], request["GPU"], plan.sweep_id, plan.max_failures,
-                      worker_placement(plan))
+    workers = Workers(plan.workers_per_trial, request["CPU"], request["GPU"], plan.sweep_id, worker_placement(plan))
     return tune.with_resources(tune.with_parameters(train_on_workers, workers=workers, **bound),
                                {"cpu": COORDINATOR_CPUS})
 

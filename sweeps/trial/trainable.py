@@ -21,6 +21,7 @@ import posixpath
 import re
 import tempfile
 import time
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any, ContextManager, Protocol
@@ -242,22 +243,41 @@ def environment_record(sweep_env: dict[str, Any], trial_id: str, device: torch.d
             "trial_id": trial_id}
 
 
-def _older_checkpoints(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
-    """The checkpoints Tune kept in the same trial directory before ``checkpoint`` (oldest first).
+# Checkpoint directory names, oldest to newest in order of their key: Tune's (``checkpoint_000003``) and Ray
+# Train's (``checkpoint_2026-12-07_03-10-11.123456``, a multi-worker trial's: sweeps/trial/workers.py).
+CHECKPOINT_NAMES = (
+    (re.compile(r"checkpoint_(\d+)"), int),
+    (re.compile(r"checkpoint_(\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d(?:\.\d+)?)"),
+     lambda stamp: datetime.strptime(stamp, "%Y-%m-%d_%H-%M-%S.%f" if "." in stamp else "%Y-%m-%d_%H-%M-%S")),
+)
 
-    Only older ones: a ``checkpoint_N`` newer than the one Tune hands back was never registered (its upload
-    may have been cut short by a kill).
+
+def _checkpoint_order(name: str) -> tuple[int, Any] | None:
+    """Where a checkpoint directory's name puts it among its siblings: (naming scheme, key); None if not one."""
+    for scheme, (pattern, key) in enumerate(CHECKPOINT_NAMES):
+        match = pattern.fullmatch(name)
+        if match:
+            return scheme, key(match[1])
+    return None
+
+
+def _older_checkpoints(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
+    """The checkpoints kept in the same directory before ``checkpoint`` (oldest first), named as it is: Tune's
+    (``num_to_keep``) or Ray Train's, ordered by number or by time.
+
+    Only older ones: a checkpoint newer than the one handed back was never registered (its upload may have been
+    cut short by a kill).
     """
     parent, name = posixpath.split(checkpoint.path.rstrip("/"))
-    newest = re.fullmatch(r"checkpoint_(\d+)", name)
+    newest = _checkpoint_order(name)
     if newest is None:
         return []
     older = []
     for info in checkpoint.filesystem.get_file_info(pyarrow.fs.FileSelector(parent)):
-        match = re.fullmatch(r"checkpoint_(\d+)", info.base_name)
-        if info.type == pyarrow.fs.FileType.Directory and match and int(match[1]) < int(newest[1]):
-            older.append((int(match[1]), info.path))
-    return [tune.Checkpoint(path, filesystem=checkpoint.filesystem) for _, path in sorted(older)]
+        order = _checkpoint_order(info.base_name)
+        if info.type == pyarrow.fs.FileType.Directory and order and order[0] == newest[0] and order < newest:
+            older.append((order, info.path))
+    return [type(checkpoint)(path, filesystem=checkpoint.filesystem) for _, path in sorted(older)]
 
 
 def restore(session: Session) -> tuple[dict | None, dict, list[str]]:

@@ -8,11 +8,13 @@ Tune trial id, and the only one to save checkpoints, into the sweep's storage; i
 ``TuneReportCallback``. The other ranks train and report only the evaluation, as Ray Train's collective
 ``report`` wants every rank to.
 
-Failures: a worker that dies (its process or its node) makes Ray Train restart every worker from the last
-checkpoint, up to ``max_failures`` times; rank 0 then reopens the same MLflow run and skips the steps it already
-holds. A Train run that still fails fails the Tune trial, which Tune retries (``--max-failures``): the new Train
-run has the same name and storage, so it starts from the same checkpoints (Ray Train reads its snapshot there),
-as does a trial continued by ``--resume`` after the driver died.
+Failures: a worker that dies (its process or its node), or raises, fails the Train run at once (Ray Train's
+``FailureConfig(max_failures=0)``) and so the Tune trial, which Tune retries (``--max-failures``): the new Train
+run has the same name and storage, so it restarts every worker from the last checkpoint Ray Train registered there
+(it reads its snapshot), as does a trial continued by ``--resume`` after the driver died; rank 0 then reopens the
+same MLflow run and skips the steps it already holds. Retrying at one level only: a deterministic error is tried
+``--max-failures`` + 1 times, not (``--max-failures`` + 1)² as with Ray Train retrying inside each Tune attempt.
+A newest checkpoint that cannot be read is refused for the older one kept beside it (``restore``).
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ class Workers:
     cpus_each: float
     gpus_each: float
     storage_path: str  # the sweep's storage: every node must reach it (checked by the driver)
-    max_failures: int  # restarts of the workers from the last checkpoint, within one Tune attempt
     placement_strategy: str = "PACK"  # Ray Train's (sweeps/driver/resources.py: worker_placement)
 
 
@@ -77,7 +78,7 @@ def train_on_workers(config: dict[str, Any], tracking: TrialTracking, sweep_env:
                                                placement_strategy=workers.placement_strategy),
         run_config=ray.train.RunConfig(
             name=f"workers-{trial_id}", storage_path=workers.storage_path,
-            failure_config=ray.train.FailureConfig(max_failures=workers.max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=0),  # Tune retries the trial (module docstring)
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2), callbacks=[TuneReportCallback()]),
         torch_config=ray.train.torch.TorchConfig(backend="nccl" if workers.gpus_each else "gloo"))
     trainer.fit()

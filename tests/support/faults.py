@@ -117,10 +117,7 @@ class FaultHooks:
             deadline = time.time() + float(held[0].get("timeout", 600))
             while not release.exists() and time.time() < deadline:
                 time.sleep(0.1)
-        from ray import tune
-
-        persisted = tune.get_checkpoint()
-        checkpoint_dir = persisted.path if persisted else None
+        checkpoint_dir = _persisted_checkpoint()
         fired = self._fire(trial, ("raise", "sigkill", "hang", "corrupt_checkpoint", "malicious_checkpoint"),
                            iteration, checkpoint=checkpoint_dir)
         if fired is None:
@@ -141,6 +138,21 @@ class FaultHooks:
                 pwned = marker.with_name(marker.name + ".pwned")
                 torch.save({"model": Exploit(f"touch {shlex.quote(str(pwned))}")}, path)
         raise RuntimeError(f"injected fault {kind!r} at iteration {iteration} (marker {marker})")
+
+
+def _persisted_checkpoint() -> str | None:
+    """The path of the newest persisted checkpoint: Tune's, or in a Ray Train worker the newest one Ray Train
+    registered (waiting until it registered the one just reported, so a retry is handed that one)."""
+    from ray import train, tune
+
+    persisted = tune.get_checkpoint()
+    if persisted is None:
+        try:
+            reported = train.get_all_reported_checkpoints()
+        except RuntimeError:  # neither a Tune nor a Ray Train session
+            return None
+        persisted = reported[-1].checkpoint if reported else None
+    return persisted.path if persisted else None
 
 
 def _ship_by_value() -> None:
