@@ -114,6 +114,48 @@ def test_a_bad_file_in_a_batch_is_decoded_file_by_file_and_named(tmp_path: Path)
     assert torch.equal(crops_of(good), worker_crops(good))
 
 
+def _decoder_failing(monkeypatch: pytest.MonkeyPatch, error: Exception, on_batches: bool, on_files: bool) -> None:
+    """torchcodec's decode_jpeg as the device path calls it, raising ``error`` for batches and/or single files."""
+    from resnet_core.imagenet import device_decode
+
+    real = device_decode.decode_jpeg
+
+    def decode(sources, **kwargs):
+        if (on_batches and isinstance(sources, list)) or (on_files and not isinstance(sources, list)):
+            raise error
+        return real(sources, **kwargs)
+
+    monkeypatch.setattr(device_decode, "decode_jpeg", decode)
+
+
+def test_decode_fallbacks_are_counted_and_logged_with_the_file(tmp_path: Path, monkeypatch, caplog) -> None:
+    """They were silent: a GPU whose files all went to the CPU decoder looked like a slow GPU."""
+    root = write_imagenet(tmp_path / "tree")
+    paths = [str(root / "train" / WNIDS[1] / f"{WNIDS[1]}_{i}.JPEG") for i in (0, 1)]
+    _decoder_failing(monkeypatch, RuntimeError("nvjpeg: unsupported\nmore"), on_batches=True, on_files=True)
+    images = EncodedImages([(p, 0) for p in paths], "paper", 32, seed=0)
+    decoder = DeviceDecoder(32, CPU)
+    with caplog.at_level("WARNING", logger="resnet_core.imagenet.device_decode"):
+        crops = decoder.crops(collate_encoded([images[(i, 0, i)] for i in range(2)]))
+    assert torch.equal(crops, worker_crops(paths))  # the CPU decoder's pixels, as the worker path's
+    assert decoder.fallbacks == {"batches": 1, "files": 2}
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("rejected a batch of 2 files (nvjpeg: unsupported)" in m for m in logged), logged
+    assert all(any(p in m and "the CPU decoder takes it" in m for m in logged) for p in paths), logged
+
+
+@pytest.mark.parametrize("on_batches", [True, False], ids=["batch", "file"])
+def test_running_out_of_device_memory_is_raised_not_decoded_around(tmp_path: Path, monkeypatch, on_batches) -> None:
+    root = write_imagenet(tmp_path / "tree")
+    paths = [str(root / "train" / WNIDS[1] / f"{WNIDS[1]}_{i}.JPEG") for i in (0, 1)]
+    if not on_batches:  # the batch is rejected for another reason, then a file runs out of memory
+        _decoder_failing(monkeypatch, RuntimeError("bad batch"), on_batches=True, on_files=False)
+    _decoder_failing(monkeypatch, torch.OutOfMemoryError("CUDA out of memory"), on_batches=on_batches,
+                     on_files=not on_batches)
+    with pytest.raises(torch.OutOfMemoryError):
+        crops_of(paths)
+
+
 def test_fit_with_device_decode_trains_as_the_worker_path_and_resumes_bit_for_bit(tree: Path, tmp_path: Path) -> None:
     # As tests/test_imagenet.py's resume test: 18 training images after holding out 3, 4 batches an epoch, the
     # checkpoint at iteration 3 is mid epoch 0, the run goes on into epoch 2.

@@ -36,6 +36,7 @@ of its seed and iteration. Evaluation (centre crop, 10 crops) and the probe batc
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,8 @@ from torchcodec.decoders import decode_jpeg
 
 from resnet_core.imagenet.decode import decode_rgb
 from resnet_core.imagenet.transforms import cut, train_draw
+
+log = logging.getLogger(__name__)
 
 DEVICE_SOF = (0xC0, 0xC1, 0xC2)  # baseline, extended and progressive Huffman JPEG: what nvJPEG decodes
 RGB_COMPONENT_IDS = (82, 71, 66)  # "R", "G", "B": libjpeg reads such a 3-component file as RGB, not YCbCr
@@ -202,6 +205,9 @@ class DeviceDecoder:
     def __init__(self, crop_size: int, device: torch.device):
         self.crop_size, self.device = crop_size, device
         self.decode_device = device if device.type == "cuda" else torch.device("cpu")
+        # Batches the device decoder rejected, and files it could not decode alone (the CPU decoder took them):
+        # each one logged, as a GPU that falls back often is not decoding at its speed.
+        self.fallbacks = {"batches": 0, "files": 0}
 
     def crops(self, batch: EncodedBatch) -> torch.Tensor:
         crops: list[torch.Tensor | None] = [None] * len(batch.kinds)
@@ -215,12 +221,18 @@ class DeviceDecoder:
         return stacked.to(self.device, non_blocking=True)
 
     def _decode(self, sources: list[torch.Tensor], paths: list[str], mode: str) -> list[torch.Tensor]:
-        """The images of ``sources`` in one decoder call; file by file if the decoder rejects the batch."""
+        """The images of ``sources`` in one decoder call; file by file if the decoder rejects the batch.
+        Running out of device memory is not a bad file: it is raised, never decoded around."""
         if not sources:
             return []
         try:
             return decode_jpeg(sources, mode=mode, device=self.decode_device)
-        except (RuntimeError, ValueError):
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, ValueError) as exc:
+            self.fallbacks["batches"] += 1
+            log.warning("the %s decoder rejected a batch of %d files (%s): decoding them one by one (%d batch(es) "
+                        "so far)", self.decode_device, len(sources), _first_line(exc), self.fallbacks["batches"])
             return [self._decode_one(source, path, mode) for source, path in zip(sources, paths)]
 
     def _decode_one(self, source: torch.Tensor, path: str, mode: str) -> torch.Tensor:
@@ -228,5 +240,14 @@ class DeviceDecoder:
         fails too)."""
         try:
             return decode_jpeg(source, mode=mode, device=self.decode_device)
-        except (RuntimeError, ValueError):
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, ValueError) as exc:
+            self.fallbacks["files"] += 1
+            log.warning("the %s decoder could not decode %s (%s): the CPU decoder takes it (%d file(s) so far)",
+                        self.decode_device, path, _first_line(exc), self.fallbacks["files"])
             return decode_rgb(source, path).to(self.decode_device)
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
