@@ -60,11 +60,14 @@ def build_report(experiment: str, tracking_uri: str | None = None, out: str | Pa
 def checked_tracking_uri(tracking_uri: str | None) -> str:
     """The store to read (``tracking_uri``, else the default); SecretInURIError when it holds credentials, which
     the page and its copy logged to the sweep run would publish to every reader of the server."""
-    from sweeps.tracking.store import refuse_password  # with MLflow, which reading the store imports anyway
+    from sweeps.tracking.store import bound_http_retries, check_tracking_uri, refuse_password
 
     uri = tracking_uri or default_tracking_uri()
     flag = "--tracking-uri" if tracking_uri else "--tracking-uri (here $MLFLOW_TRACKING_URI)"
     refuse_password(uri, flag, CREDENTIALS_ADVICE)
+    if uri.startswith(("http://", "https://")):  # a down server: one line in seconds, not minutes of retries
+        bound_http_retries(uri)
+        check_tracking_uri(uri)
     return uri
 
 
@@ -201,16 +204,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sweeps.tracking.store import SecretInURIError
+    from mlflow.exceptions import MlflowException
+
+    from sweeps.tracking.store import SecretInURIError, TrackingError, short_error
 
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         build_report(args.experiment, args.tracking_uri, args.out, log_to_parent=not args.no_log,
                      mlflow_ui_url=args.mlflow_ui_url, sweep_run=args.sweep_run)
-    except (ExperimentNotFoundError, FileNotFoundError, SecretInURIError) as error:
+    except (ExperimentNotFoundError, FileNotFoundError, SecretInURIError, TrackingError) as error:
         print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2
+    except MlflowException as error:  # the store failed mid-way (it went down, or refused a request)
+        print(f"error: the tracking store failed while the report was read: {short_error(error)}", file=sys.stderr)
+        return 3
     return 0
 
 
