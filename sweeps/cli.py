@@ -31,7 +31,8 @@ from sweeps.driver.planner import run_plan_only
 from sweeps.driver.resources import check_cluster
 from sweeps.driver.search.flags import add_search_arguments, check_search_plan, search_plan
 from sweeps.driver.search.stages import run_search
-from sweeps.driver.security import check_ray_security, check_tracking_security, security_lines
+from sweeps.driver.security import (check_private_storage, check_ray_security, check_tracking_security,
+                                    security_lines)
 from sweeps.study import GridStudy, Preset, SearchStudy
 from sweeps.trial.trainable import TrialHooks
 from sweeps.tracking.store import TrackingError
@@ -152,6 +153,7 @@ def main(study: GridStudy, argv: list[str] | None = None, hooks: TrialHooks | No
         plan = announced_plan(study, args)
         check_tracking_security(plan, args.insecure_tracking)
         check_ray_security(args.insecure_ray)
+        check_private_storage(plan)
         driver_for(study).check(plan)
         connect_ray()
         check_cluster(plan)

@@ -12,6 +12,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sweeps import depth_vs_error
+from sweeps.cli import plan_from_argv
+from sweeps.depth_vs_error import STUDY
+from sweeps.driver.sweep_lock import check_sweep_unlocked
 from sweeps.tracking import sweep_run
 from sweeps.tracking.store import experiment_id_for
 from sweeps.tracking.sweep_run import ConcurrentSweepError, start_parent_run
@@ -42,6 +45,8 @@ def test_a_second_sweep_of_a_running_experiment_is_refused_before_it_starts(tmp_
                              stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(lambda: evaluations_logged(store) >= 1, 300, "the first sweep's trial to log", first, log)
+        with pytest.raises(ConcurrentSweepError, match=f"pid {first.pid} on .* holds .*driver.lock"):  # its lock
+            check_sweep_unlocked(plan_from_argv(STUDY, [*LONG, *store_args(tmp_path, "busy")]))
         # Another storage path: another sweep, not a resume of the first; the same experiment.
         second = [*LONG, "--experiment", "busy", "--tracking-uri", f"sqlite:///{store}", "--storage-path",
                   str(tmp_path / "elsewhere")]

@@ -96,20 +96,22 @@ def test_every_tracking_operation_replays_from_the_spool(tmp_path):
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("ops", artifact_location=(tmp_path / "artifacts").as_uri())
     parent = client.create_run(experiment_id).info.run_id
-    child = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent}).info.run_id
+    child = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent, "trial_id": "trial"}).info.run_id
     artifact = tmp_path / "note.json"
     artifact.write_text('{"a": 1}')
-    spool = Spool(tmp_path / "spool" / "trial.jsonl", uri)
+    spool = Spool(tmp_path / "spool" / "trial.jsonl", uri)  # the trial's, then the sweep's own
+    sweep_spool = Spool(tmp_path / "spool" / f"sweep-{parent}.jsonl", uri)
     for entry in (operations.metrics_entry(child, 5, {"train/error": 12.5, "test/error": 20.0}, "train/error"),
                   operations.tags_entry(child, {"outcome": "completed"}),
                   operations.artifact_entry(child, artifact, "probes"),
                   operations.dataset_entry(child, "digits", "f900fd833f21cdd9", "code", "sklearn"),
-                  operations.dataset_entry(child, "digits", "f900fd833f21cdd9", "code", "sklearn"),  # twice: once
-                  operations.close_orphans_entry(parent, experiment_id),
-                  operations.status_entry(parent, "FINISHED")):
+                  operations.dataset_entry(child, "digits", "f900fd833f21cdd9", "code", "sklearn")):  # twice: once
         spool.append(entry)
+    for entry in (operations.close_orphans_entry(parent, experiment_id), operations.status_entry(parent, "FINISHED")):
+        sweep_spool.append(entry)
     artifact.unlink()  # the spool kept its own copy
     assert spool.flush() == 0 and not spool.path.exists()
+    assert sweep_spool.flush() == 0 and not sweep_spool.path.exists() and not spool.rejected.exists()
     run = client.get_run(child)
     assert run.data.metrics == {"train/error": 12.5, "test/error": 20.0}
     assert [m.step for m in client.get_metric_history(child, "train/error")] == [5]
@@ -161,7 +163,7 @@ def test_a_forged_spool_line_is_never_trusted(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("forged", artifact_location=(tmp_path / "artifacts").as_uri())
-    run = client.create_run(experiment_id).info.run_id
+    run = client.create_run(experiment_id, tags={"trial_id": "trial"}).info.run_id
     secret = tmp_path / "secret.txt"
     secret.write_text("the driver's private file")
     spool_dir = tmp_path / "ray_results" / "forged" / "tracking_spool"
@@ -192,7 +194,8 @@ def test_a_symbolic_link_planted_in_a_spool_is_never_followed(tmp_path):
     the files the links point at are neither read into the store nor overwritten, the honest calls arrive."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    run = client.create_run(client.create_experiment("links", artifact_location=(tmp_path / "a").as_uri())).info.run_id
+    run = client.create_run(client.create_experiment("links", artifact_location=(tmp_path / "a").as_uri()),
+                            tags={"trial_id": "trial"}).info.run_id
     secret, victim = tmp_path / "id_rsa", tmp_path / "victim.txt"
     secret.write_text("private key")
     victim.write_text("untouched")

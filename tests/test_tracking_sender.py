@@ -162,7 +162,7 @@ def test_a_call_spooled_while_the_spool_is_flushed_to_a_hung_server_returns_at_o
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
     client = MlflowClient(server)
-    run_id = client.create_run(client.create_experiment("flush")).info.run_id
+    run_id = client.create_run(client.create_experiment("flush"), tags={"trial_id": "trial-1"}).info.run_id
     spool = Spool(tmp_path / "spool" / "trial-1.jsonl", proxy.uri)
     spool.append(metrics_entry(run_id, 1, {"train/error": 9.0}, "train/error"))
     proxy.hang()

@@ -23,11 +23,12 @@ from resnet_core.config import DataConfig
 from resnet_core.data import DatasetUnavailableError, check_dataset, download_dataset
 from resnet_core.device import check_device_assignment
 from resnet_core.flags import overrides_from_args
+from sweeps.driver.sweep_lock import check_sweep_unlocked
 from sweeps.study import GridStudy, Preset
-from sweeps.tracking.spool import SPOOL_DIRNAME
+from sweeps.tracking.spool import SPOOL_DIRNAME, node_spool_root
 from sweeps.tracking.system_metrics import DEFAULT_EVERY_S
-from sweeps.tracking.store import (TrackingError, absolute_tracking_uri, check_tracking_uri, refuse_password,
-                                   sqlite_path)
+from sweeps.tracking.store import (TrackingError, absolute_tracking_uri, check_tracking_uri, filter_value,
+                                   refuse_password, sqlite_path)
 from sweeps.tracking.sweep_run import (ConcurrentSweepError, EarlierSweep, concurrent_sweep_message,
                                        earlier_sweep, running_sweeps)
 from sweeps.trial.identity import trial_config
@@ -101,7 +102,7 @@ class SweepPlan:
         """Where trials keep tracking calls the store did not take (sent later; see sweeps.resend)."""
         if self.is_local_storage:
             return str(Path(self.sweep_id) / SPOOL_DIRNAME)
-        return str(Path.home() / ".cache" / "resnet-studies" / SPOOL_DIRNAME / self.experiment)
+        return str(node_spool_root() / self.experiment)
 
     @property
     def is_local_storage(self) -> bool:
@@ -203,6 +204,7 @@ class InterruptedSweepError(ValueError):
 def check_plan(plan: SweepPlan) -> None:
     """Reject a plan that cannot run, before anything starts; reads only. Raises ValueError naming the problem
     (InterruptedSweepError when an earlier sweep of the same name needs --resume)."""
+    check_names(plan)
     check_trials(plan)
     try:
         for data in plan.data_configs():
@@ -211,9 +213,20 @@ def check_plan(plan: SweepPlan) -> None:
     except (DatasetUnavailableError, TrackingError) as exc:
         raise ValueError(str(exc)) from None
     check_disk_space(plan)
+    check_sweep_unlocked(plan)  # before the heartbeat's verdict: a live driver's may be old after an outage
     check_earlier_sweep(plan)
     if plan.resume:
         check_resume_matches(plan)
+
+
+def check_names(plan: SweepPlan) -> None:
+    """The experiment name and storage path as MLflow's search filters can match them: the sweep's parent run is
+    found by its sweep_id (``storage_path/experiment``), which must not hold both quote characters. Reads nothing."""
+    try:
+        filter_value(plan.sweep_id)
+    except ValueError as exc:
+        raise ValueError(f"--experiment {plan.experiment!r} under --storage-path {plan.storage_path!r}: the sweep's "
+                         f"id {exc}") from None
 
 
 def check_trials(plan: SweepPlan) -> None:

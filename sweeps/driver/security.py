@@ -7,6 +7,8 @@ import ipaddress
 import re
 import os
 import socket
+import stat
+from pathlib import Path
 from urllib.parse import urlparse
 
 from sweeps.driver.plan import SweepPlan
@@ -67,6 +69,40 @@ def check_ray_security(insecure: bool) -> None:
                      f"token (cluster/README.md), or pass --insecure-ray to join an unauthenticated cluster anyway")
 
 
+def check_private_storage(plan: SweepPlan) -> None:
+    """Refuse local storage that other users may write to. The storage is trusted as the sweep's user's own:
+    ``--resume`` unpickles Tune's state from it and ``resend`` sends its spooled calls with the user's tracking
+    credentials, so a stranger able to write there could run code or change runs as that user. The storage
+    directory and the sweep's directory in it, where they exist, must belong to this user and not be writable by
+    group or others; the nearest existing folder above them must not be writable by others unless sticky (/tmp).
+    Remote storage (s3://, gs://) is the bucket's permissions' job. Reads only."""
+    if not plan.is_local_storage:
+        return
+    sweep_dir, storage = Path(plan.sweep_id), Path(plan.storage_path)
+    for place in (sweep_dir, storage):
+        if place.exists():
+            info = place.stat()
+            if info.st_uid != os.getuid():
+                raise ValueError(f"the storage {place} belongs to uid {info.st_uid}, not to this user "
+                                 f"({os.getuid()}): a sweep's storage must be its user's own (--resume unpickles "
+                                 f"Tune's state from it); choose another --storage-path")
+            if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                raise ValueError(f"the storage {place} is writable by {_writers(info.st_mode)} (mode "
+                                 f"{stat.filemode(info.st_mode)}): a sweep's storage must be its user's own "
+                                 f"(--resume unpickles Tune's state from it); run chmod go-w {place}, or choose "
+                                 f"another --storage-path")
+    above = next(p for p in storage.parents if p.exists())
+    mode = above.stat().st_mode
+    if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+        raise ValueError(f"{above}, the folder the storage {storage} would be made in, is writable by anyone and not "
+                         f"sticky (mode {stat.filemode(mode)}): another user could make the storage first; choose "
+                         f"another --storage-path")
+
+
+def _writers(mode: int) -> str:
+    return " and ".join(who for who, bit in (("its group", stat.S_IWGRP), ("others", stat.S_IWOTH)) if mode & bit)
+
+
 def security_lines(plan: SweepPlan, insecure: bool) -> list[str]:
     """What protects this sweep, one line each (printed at its start)."""
     address = os.environ.get("RAY_ADDRESS")
@@ -83,4 +119,6 @@ def security_lines(plan: SweepPlan, insecure: bool) -> list[str]:
         auth = "credentials from the environment" if has_tracking_credentials() else "no credentials"
         warning = " -- INSECURE: --insecure-tracking given" if insecure and url.scheme == "http" else ""
         tracking = f"server {url.scheme}://{url.netloc} ({'TLS' if url.scheme == 'https' else 'no TLS'}, {auth}){warning}"
-    return [f"security: ray: {ray_line}", f"security: tracking: {tracking}"]
+    storage = (f"{plan.storage_path}, this user's own (Tune's state is unpickled from it on --resume)"
+               if plan.is_local_storage else f"{plan.storage_path} (its bucket's permissions keep it private)")
+    return [f"security: ray: {ray_line}", f"security: tracking: {tracking}", f"security: storage: {storage}"]

@@ -31,6 +31,7 @@ from sweeps.driver.forecast import SweepForecast
 from sweeps.driver.plan import COORDINATOR_CPUS, SweepPlan
 from sweeps.driver.resources import concurrent_trials, worker_placement
 from sweeps.driver.security import scrubbed
+from sweeps.driver.sweep_lock import holding_sweep_lock
 from sweeps.tracking import operations
 from sweeps.tracking.run_source import source_tags, sweep_description
 from sweeps.tracking.spool import Spool, resend
@@ -70,19 +71,20 @@ def tracked_sweep(plan: SweepPlan, hooks: TrialHooks | None = None) -> Iterator[
     if (store := sqlite_path(plan.tracking_uri)) is not None:
         store.parent.mkdir(parents=True, exist_ok=True)
     source = source_tags(sys.argv, git_state()["git_commit"])
-    experiment_id, parent_run_id = _open_parent_run(plan, source)
-    print_where_to_look(plan, experiment_id)
-    tracking = TrialTracking(plan.tracking_uri, experiment_id, parent_run_id, spool_dir=plan.spool_dir,
-                             tags=(("preset", plan.preset), ("study", plan.study), *source.items()),
-                             system_metrics_every=plan.system_metrics_every)
-    sweep = TrackedSweep(experiment_id, parent_run_id, tracking, trainable(plan, tracking, hooks))
-    try:
-        yield sweep
-    except KeyboardInterrupt:
-        sweep.status = "KILLED"
-        raise
-    finally:
-        tracking_problem = _close_tracking(plan, sweep)
+    with holding_sweep_lock(plan):
+        experiment_id, parent_run_id = _open_parent_run(plan, source)
+        print_where_to_look(plan, experiment_id)
+        tracking = TrialTracking(plan.tracking_uri, experiment_id, parent_run_id, spool_dir=plan.spool_dir,
+                                 tags=(("preset", plan.preset), ("study", plan.study), *source.items()),
+                                 system_metrics_every=plan.system_metrics_every)
+        sweep = TrackedSweep(experiment_id, parent_run_id, tracking, trainable(plan, tracking, hooks))
+        try:
+            yield sweep
+        except KeyboardInterrupt:
+            sweep.status = "KILLED"
+            raise
+        finally:
+            tracking_problem = _close_tracking(plan, sweep)
     if tracking_problem:
         raise TrackingError(tracking_problem)
 

@@ -19,6 +19,8 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from sweeps.tracking.store import filter_value
+
 Entry = dict[str, Any]
 
 
@@ -32,8 +34,10 @@ def metrics_entry(run_id: str, step: int, metrics: dict[str, float], last_key: s
     return {"op": "metrics", "run_id": run_id, "metrics": [[k, float(v), now, step] for k, v in ordered]}
 
 
-def tags_entry(run_id: str, tags: dict[str, Any]) -> Entry:
-    return {"op": "tags", "run_id": run_id, "tags": {k: str(v) for k, v in tags.items()}}
+def tags_entry(run_id: str, tags: dict[str, Any], attempt: int | None = None) -> Entry:
+    """``attempt``: the trial attempt that set them (a run's end), so that a resend after a later attempt skips them."""
+    return {"op": "tags", "run_id": run_id, "tags": {k: str(v) for k, v in tags.items()},
+            **({"attempt": attempt} if attempt is not None else {})}
 
 
 def artifact_entry(run_id: str, path: str | Path, artifact_path: str | None) -> Entry:
@@ -48,8 +52,9 @@ def dataset_entry(run_id: str, name: str, digest: str, source_type: str, source:
             "source": source}
 
 
-def status_entry(run_id: str, status: str) -> Entry:
-    return {"op": "status", "run_id": run_id, "status": status, "end_time": int(time.time() * 1000)}
+def status_entry(run_id: str, status: str, attempt: int | None = None) -> Entry:
+    return {"op": "status", "run_id": run_id, "status": status, "end_time": int(time.time() * 1000),
+            **({"attempt": attempt} if attempt is not None else {})}
 
 
 def close_orphans_entry(parent_run_id: str, experiment_id: str) -> Entry:
@@ -138,8 +143,8 @@ def close_running_children(client: MlflowClient, experiment_id: str, parent_run_
 
     Call only when none of them can still be running (their trials are gone). A resumed trial reopens its run.
     """
-    runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}' and "
-                                               f"attributes.status = 'RUNNING'", max_results=10_000)
+    runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = {filter_value(parent_run_id)} "
+                                               f"and attributes.status = 'RUNNING'", max_results=10_000)
     for run in runs:
         client.set_tag(run.info.run_id, "outcome", "interrupted")
         client.set_terminated(run.info.run_id, "KILLED")

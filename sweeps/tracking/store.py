@@ -155,6 +155,20 @@ def with_retries(action: Callable[[], T], what: str, attempts: int = 8, first_wa
             wait = min(wait * 2, 30.0)
 
 
+def filter_value(text: str) -> str:
+    """``text`` as a quoted string of an MLflow search filter (``f"tags.x = {filter_value(v)}"``).
+
+    MLflow's filter grammar has no escape inside a quoted string (it strips the outer quotes and keeps the
+    rest), so the value is quoted with the quote character it does not hold. Raises ValueError, naming the
+    value, when it holds both (check_names refuses such names before anything is created)."""
+    if "'" not in text:
+        return f"'{text}'"
+    if '"' not in text:
+        return f'"{text}"'
+    raise ValueError(f"{text!r} holds both quote characters (' and \"), which MLflow's search filters cannot "
+                     f"match: use a name with at most one kind of quote")
+
+
 def experiment_id_for(client: MlflowClient, name: str, create: bool) -> str | None:
     """The id of experiment ``name`` (restored if deleted); created, tagged with its kind, when ``create``."""
     experiment = client.get_experiment_by_name(name)

@@ -21,7 +21,7 @@ from mlflow.entities import Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from sweeps.tracking.operations import close_running_children, param_value
-from sweeps.tracking.store import experiment_id_for, with_retries
+from sweeps.tracking.store import experiment_id_for, filter_value, with_retries
 from sweeps.tracking.trial_run import TrialTracking, find_trial_run
 
 ROLE_SWEEP = "sweep"
@@ -86,7 +86,7 @@ def earlier_sweep(uri: str, experiment: str, sweep_id: str) -> EarlierSweep | No
     if experiment_id is None:
         return None
     found = with_retries(lambda: client.search_runs(
-        [experiment_id], f"tags.role = '{ROLE_SWEEP}' and tags.sweep_id = '{sweep_id}'",
+        [experiment_id], f"tags.role = {filter_value(ROLE_SWEEP)} and tags.sweep_id = {filter_value(sweep_id)}",
         order_by=["attributes.start_time DESC"], max_results=1), "find the sweep's parent run")
     if not found:
         return None
@@ -107,7 +107,8 @@ def running_sweeps(uri: str, experiment: str) -> list[EarlierSweep]:
     if experiment_id is None:
         return []
     found = with_retries(lambda: client.search_runs(
-        [experiment_id], f"tags.role = '{ROLE_SWEEP}' and attributes.status = 'RUNNING'", max_results=100),
+        [experiment_id], f"tags.role = {filter_value(ROLE_SWEEP)} and attributes.status = 'RUNNING'",
+        max_results=100),
         "find running sweeps")
     sweeps = [EarlierSweep(experiment_id, r.info.run_id, r.info.status, driver_alive(r.data.tags),
                              r.data.tags.get("driver_host", "")) for r in found]

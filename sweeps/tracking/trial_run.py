@@ -22,8 +22,8 @@ from mlflow.tracking import MlflowClient
 from sweeps.tracking import operations
 from sweeps.tracking.operations import Entry, param_value
 from sweeps.tracking.sender import Sender
-from sweeps.tracking.spool import Spool
-from sweeps.tracking.store import bound_http_retries, with_retries
+from sweeps.tracking.spool import Spool, node_spool_root
+from sweeps.tracking.store import bound_http_retries, filter_value, with_retries
 
 
 ROLE_TRIAL = "trial"
@@ -48,8 +48,9 @@ class TrialTracking:
 
 def find_trial_run(client: MlflowClient, tracking: TrialTracking, trial_id: str):
     """The run of Tune trial ``trial_id`` in this sweep, or None."""
-    found = client.search_runs([tracking.experiment_id], f"tags.mlflow.parentRunId = '{tracking.parent_run_id}' "
-                                                         f"and tags.trial_id = '{trial_id}'", max_results=2)
+    found = client.search_runs([tracking.experiment_id],
+                               f"tags.mlflow.parentRunId = {filter_value(tracking.parent_run_id)} "
+                               f"and tags.trial_id = {filter_value(trial_id)}", max_results=2)
     return found[0] if found else None
 
 
@@ -69,7 +70,7 @@ class TrialRun:
         self.client = MlflowClient(tracking.tracking_uri)
         self.tracking = tracking
         self.attempts = attempts
-        spool_dir = Path(tracking.spool_dir or Path(tempfile.gettempdir()) / "resnet-studies-spool")
+        spool_dir = Path(tracking.spool_dir or node_spool_root())
         self.spool = Spool(spool_dir / f"{trial_id}.jsonl", tracking.tracking_uri)
         self.ended: str | None = None  # the outcome this attempt closed the run with
         self.run_id, self.last_logged_step, self.attempt = with_retries(
@@ -151,6 +152,6 @@ class TrialRun:
         tags = {"outcome": outcome, **({"diverged": "true"} if outcome == "diverged" else {})}
         status = RunStatus.to_string(FINISH_STATUS.get(outcome, RunStatus.FAILED))
         self.sender.retry_now(self.attempts)  # one last, slightly more patient try to deliver what is spooled
-        self._call("set tags", operations.tags_entry(self.run_id, tags), wait=False)
-        self._call("finish run", operations.status_entry(self.run_id, status), wait=False)
+        self._call("set tags", operations.tags_entry(self.run_id, tags, self.attempt), wait=False)
+        self._call("finish run", operations.status_entry(self.run_id, status, self.attempt), wait=False)
         return self.sender.close()
