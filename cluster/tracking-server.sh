@@ -62,6 +62,9 @@ INI
 export MLFLOW_AUTH_CONFIG_PATH=$auth_config MLFLOW_DISABLE_TELEMETRY=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
 # The server's address, and the local end of an SSH tunnel (`ssh -N -L PORT:PRIVATE_IP:PORT ...`): a Host header
 # of 127.0.0.1 or localhost cannot come from a rebound DNS name. Never `*`.
+case ",${MLFLOW_ALLOWED_HOSTS:-}," in
+    *'*'*) die "MLFLOW_ALLOWED_HOSTS=$MLFLOW_ALLOWED_HOSTS holds '*': that admits any Host header (DNS rebinding); name the hosts" ;;
+esac
 allowed_hosts="$host:$port,$host,127.0.0.1:$port,localhost:$port${MLFLOW_ALLOWED_HOSTS:+,$MLFLOW_ALLOWED_HOSTS}"
 exec mlflow server --app-name basic-auth \
     --backend-store-uri "$MLFLOW_BACKEND_STORE_URI" \

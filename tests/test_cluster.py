@@ -41,9 +41,11 @@ def load(path: Path) -> list[dict]:
 
 
 def kuberay() -> dict[str, dict]:
-    """Every KubeRay manifest by kind (one object of each kind)."""
+    """Every KubeRay manifest by kind (one object of each kind; the submitter's NetworkPolicy as
+    ClientNetworkPolicy)."""
     docs = [doc for path in sorted((CLUSTER / "kuberay").glob("*.yaml")) for doc in load(path)]
-    by_kind = {doc["kind"]: doc for doc in docs}
+    by_kind = {"ClientNetworkPolicy" if doc["kind"] == "NetworkPolicy" and doc["metadata"]["name"].endswith("-clients")
+               else doc["kind"]: doc for doc in docs}
     assert len(by_kind) == len(docs), [doc["kind"] for doc in docs]
     return by_kind
 
@@ -290,10 +292,38 @@ def network_problems(manifests: dict[str, dict]) -> list[str]:
     return problems
 
 
+def client_network_problems(manifests: dict[str, dict]) -> list[str]:
+    """What the submitter's NetworkPolicy lets the token-holding pod reach beyond the head's Jobs API and DNS."""
+    policy = manifests.get("ClientNetworkPolicy")
+    if policy is None:
+        return ["no NetworkPolicy for the pods labelled " + CLIENT_LABEL]
+    spec, problems = policy["spec"], []
+    if spec.get("podSelector") != {"matchLabels": {CLIENT_LABEL: "true"}}:
+        problems.append(f"the client policy selects {spec.get('podSelector')}")
+    if sorted(spec.get("policyTypes", [])) != ["Egress", "Ingress"] or spec.get("ingress") != []:
+        problems.append("the client policy must restrict Ingress (to nothing) and Egress")
+    cluster_name = manifests["RayCluster"]["metadata"]["name"]
+    head = {"podSelector": {"matchLabels": {"ray.io/cluster": cluster_name, "ray.io/node-type": "head"}}}
+    dns = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+           "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+    allowed = {str(head): {("TCP", DASHBOARD)}, str(dns): {("UDP", 53), ("TCP", 53)}}
+    reached = set()
+    for rule in spec.get("egress", []):
+        ports = {(p.get("protocol", "TCP"), p["port"]) for p in rule.get("ports") or []}
+        for peer in rule.get("to") or [None]:
+            if str(peer) not in allowed or not ports or not ports <= allowed[str(peer)]:
+                problems.append(f"the client pods may reach {peer} on {sorted(ports) or 'every port'}")
+            reached.add(str(peer))
+    if str(head) not in reached:
+        problems.append("the client pods cannot reach the head's Jobs API")
+    return problems
+
+
 def test_kuberay_pods_are_hardened_and_fenced_off():
     manifests = kuberay()
     assert pod_problems(manifests) == []
     assert network_problems(manifests) == []
+    assert client_network_problems(manifests) == []  # the submitter holds the token: no way out but to the head
     uid, _ = dockerfile_user()
     assert uid != 0
 
@@ -324,14 +354,17 @@ SUBMITTER_POD = "RayJob.spec.submitterPodTemplate.spec"
     "NetworkPolicy.spec.policyTypes", "NetworkPolicy.spec.ingress.0", "NetworkPolicy.spec.ingress.1",
     "NetworkPolicy.spec.egress.0", "NetworkPolicy.spec.egress.1", "NetworkPolicy.spec.egress.2",
     "RayJob.spec.submitterPodTemplate.metadata.labels", "NetworkPolicy",
+    "ClientNetworkPolicy", "ClientNetworkPolicy.spec.policyTypes", "ClientNetworkPolicy.spec.ingress",
+    "ClientNetworkPolicy.spec.egress.0.ports", "ClientNetworkPolicy.spec.egress.1.to",
 ])
 def test_the_hardening_checks_notice_a_missing_setting(path):
     manifests = copy.deepcopy(kuberay())
-    if path == "NetworkPolicy":
-        del manifests["NetworkPolicy"]
+    if path in ("NetworkPolicy", "ClientNetworkPolicy"):
+        del manifests[path]
     else:
         _drop(path)(manifests)
-    assert pod_problems(manifests) + network_problems(manifests), f"nothing noticed without {path}"
+    problems = pod_problems(manifests) + network_problems(manifests) + client_network_problems(manifests)
+    assert problems, f"nothing noticed without {path}"
 
 
 def test_dockerfile_runs_as_the_user_of_the_ray_image_without_sudo():
@@ -479,7 +512,8 @@ def test_tracking_server_refuses_weak_or_leaky_settings(no_ray):
             "MLFLOW_AUTH_ADMIN_PASSWORD": "a" * 32, "MLFLOW_FLASK_SERVER_SECRET_KEY": "k" * 64}
     for change, message in (({"MLFLOW_AUTH_ADMIN_PASSWORD": "password1234"}, "shorter than 16"),
                             ({"MLFLOW_FLASK_SERVER_SECRET_KEY": "short"}, "shorter than 32"),
-                            ({"MLFLOW_BACKEND_STORE_URI": "postgresql://mlflow:hunter2@db/mlflow"}, "~/.pgpass")):
+                            ({"MLFLOW_BACKEND_STORE_URI": "postgresql://mlflow:hunter2@db/mlflow"}, "~/.pgpass"),
+                            ({"MLFLOW_ALLOWED_HOSTS": "mlflow.lab,*"}, "holds '*'")):
         result = run_script("tracking-server.sh", ["10.0.0.5"], {**no_ray, **good, **change})
         assert result.returncode == 2 and message in result.stderr, (change, result.stderr)
         assert "CALLED" not in result.stdout
