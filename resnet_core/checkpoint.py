@@ -8,6 +8,7 @@ cannot run code on load.
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from collections.abc import Callable
@@ -36,10 +37,19 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _sync_directory(path.parent)  # the rename itself survives a power loss only once its folder is synced
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def device_neutral(state: Any) -> Any:
@@ -81,10 +91,23 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist") from None
     except Exception as exc:  # truncated zip, bad magic, or a pickle asking for a forbidden global
-        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or unsafe and was refused: {exc}") from exc
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt or unsafe and was refused: "
+                              f"{_refusal_reason(path, exc)}") from exc
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {str(path)!r} is not a resnet_core checkpoint (format {FORMAT_VERSION})")
     return state
+
+
+def _refusal_reason(path: Path, exc: Exception) -> str:
+    """Why torch could not load ``path``, in one line, without torch's advice to retry with weights_only=False
+    (which would run whatever code the file holds)."""
+    if path.is_file() and path.stat().st_size == 0:
+        return "the file is empty (0 bytes: its write was cut short)"
+    if isinstance(exc, pickle.UnpicklingError):
+        return ("it holds Python objects that weights_only=True does not load; load it only if you trust where "
+                "it came from, never by turning weights_only off here")
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_latest_checkpoint(paths: list[str | os.PathLike], map_location: str | torch.device = "cpu",

@@ -114,9 +114,11 @@ def test_malicious_pickle_is_refused_without_running(tmp_path: Path, payload: ty
     assert marker.exists()
     marker.unlink()
 
-    with pytest.raises(CheckpointError, match="refused"):
+    with pytest.raises(CheckpointError, match="refused") as refused:
         load_checkpoint(path)
     assert not marker.exists()
+    # One line, and not torch's advice to re-run with weights_only=False, which would run the payload.
+    assert "\n" not in str(refused.value) and "weights_only=False" not in str(refused.value)
     with pytest.raises(CheckpointError):
         load_latest_checkpoint([path])
     assert not marker.exists()
@@ -131,6 +133,13 @@ def test_truncated_checkpoint_is_refused(tmp_path: Path, keep: float) -> None:
     bad.write_bytes(data[:cut])
     with pytest.raises(CheckpointError, match="bad.pt"):
         load_checkpoint(bad)
+
+
+def test_an_empty_checkpoint_says_so(tmp_path: Path) -> None:
+    """It was refused with an empty reason (torch raises a bare EOFError)."""
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty.pt.*refused: the file is empty \(0 bytes"):
+        load_checkpoint(tmp_path / "empty.pt")
 
 
 def test_missing_checkpoint(tmp_path: Path) -> None:
