@@ -374,8 +374,9 @@ def _loop(config: TrainConfig, saved: dict[str, Any] | None, start: int, shard: 
         except (ValueError, CheckpointError, DatasetUnavailableError) as exc:
             reports.fail(str(exc))
             return 2, "failed"
-    if last is None:
-        return 1, "failed"
+    if last is None:  # resumed at or past its last iteration
+        reports.say(f"nothing to train: the checkpoint is at iteration {start} of {config.optim.iterations}")
+        return 0, "completed"
     say = reports.say
     say(f"\n{name} {last.status} at iteration {last.iteration} in {time.perf_counter() - clock:.1f}s")
     if last.status == "diverged":

@@ -380,7 +380,11 @@ def check_resume_config(saved: dict[str, Any], config: TrainConfig) -> None:
                     and not (key.startswith("run.") and key != "run.seed"))
     if differ:
         details = ", ".join(f"{key}: checkpoint {saved[key]!r} vs now {current[key]!r}" for key in differ)
-        raise ValueError(f"cannot resume: the checkpoint was made with a different config ({details})")
+        hint = ""
+        if differ == ["optim.milestones"] and saved.get("optim.iterations") != current["optim.iterations"]:
+            hint = (f"; a new --iterations moves the milestones it implies: to train on with the checkpoint's "
+                    f"schedule, also pass --milestones {','.join(map(str, saved['optim.milestones']))}")
+        raise ValueError(f"cannot resume: the checkpoint was made with a different config ({details}){hint}")
 
 
 def _diverged(iteration: int, lr: float, loss: float, state: Callable[[], dict[str, Any]]) -> Result:

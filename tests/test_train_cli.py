@@ -153,6 +153,29 @@ def test_resume_cuts_metrics_back_to_the_checkpoint_and_needs_a_checkpoint_to_fi
     assert "--resume without a path" in capsys.readouterr().err
 
 
+def test_resuming_a_finished_run_says_there_is_nothing_to_train(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """It exited 1 without a word."""
+    run = tmp_path / "run"
+    assert main([*TINY, "--iterations", "10", "--output-dir", str(run)]) == 0
+    capsys.readouterr()
+    assert main([*TINY, "--iterations", "10", "--output-dir", str(run), "--resume"]) == 0
+    assert "nothing to train: the checkpoint is at iteration 10 of 10" in capsys.readouterr().out
+    assert [m["iteration"] for m in metrics(run)] == [10]
+
+
+def test_a_longer_resume_names_the_milestones_that_keep_the_checkpoints_schedule(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--iterations may change on a resume, but it also moves the paper-proportion milestones it implies: the
+    refusal said only that the milestones differ."""
+    run, scaled = tmp_path / "run", [a for a in TINY if a not in ("--milestones", "25")]
+    assert main([*scaled, "--iterations", "20", "--output-dir", str(run)]) == 0
+    capsys.readouterr()
+    assert main([*scaled, "--iterations", "40", "--output-dir", str(run), "--resume"]) == 2
+    assert "also pass --milestones 10,15" in capsys.readouterr().err
+    assert main([*scaled, "--iterations", "40", "--milestones", "10,15", "--output-dir", str(run), "--resume"]) == 0
+    assert [m["iteration"] for m in metrics(run)] == [10, 20, 30, 40]
+
+
 # --- torchrun --------------------------------------------------------------------------------------------
 
 
