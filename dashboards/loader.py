@@ -48,6 +48,7 @@ class ExperimentData:
     responses: pd.DataFrame  # run_id, layer_index, layer, std, iteration
     missing_probes: list[str] = field(default_factory=list)  # run ids without the response artifact
     other_runs: int = 0  # trial runs of the experiment's other sweeps (or of none), not reported
+    unreadable_probes: dict[str, str] = field(default_factory=dict)  # run id -> why its artifact could not be read
 
 
     @property
@@ -125,12 +126,12 @@ def load_experiment(experiment: str, tracking_uri: str | None = None, *,
         metrics = metrics(runs)
     keys = sorted({k for r in trial_runs for k in r.data.metrics}) if metrics is None else list(metrics)
     history = fetch_histories(client, runs["run_id"].tolist(), keys)
-    responses, missing = fetch_layer_responses(client, trial_runs)
+    responses, missing, unreadable = fetch_layer_responses(client, trial_runs)
 
     last = history.groupby("run_id")["step"].max() if not history.empty else pd.Series(dtype="int64")
     runs["last_step"] = runs["run_id"].map(last).astype("Int64")
     return ExperimentData(exp.name, exp.experiment_id, client.tracking_uri, sweeps, runs, history, responses, missing,
-                          other_runs)
+                          other_runs, unreadable)
 
 
 def reported_first(sweeps: pd.DataFrame, sweep_run: str | None, experiment: str) -> pd.DataFrame:
@@ -281,30 +282,42 @@ def _artifact_reader(client) -> Callable[[Any, str], str]:
     return lambda run, path: repository(run.info.artifact_uri, tracking_uri=client.tracking_uri).download_artifacts(path)
 
 
-def fetch_layer_responses(client, runs: list) -> tuple[pd.DataFrame, list[str]]:
-    """The final evaluation of each run's layer-response artifact; also the ids of runs that lack it."""
+def fetch_layer_responses(client, runs: list) -> tuple[pd.DataFrame, list[str], dict[str, str]]:
+    """The final evaluation of each run's layer-response artifact; the ids of runs that lack it (absent or not
+    usable); and why it could not be read where the store failed otherwise (a refused or failed download)."""
     read = _artifact_reader(client)
 
-    def load(run) -> dict | None:
+    def load(run) -> tuple[dict | None, str | None]:
         try:
-            return json.loads(Path(read(run, RESPONSE_ARTIFACT)).read_text())
-        except Exception:  # absent (MlflowException / OSError) or not JSON: the run is listed as lacking probes
-            return None
+            return json.loads(Path(read(run, RESPONSE_ARTIFACT)).read_text()), None
+        except json.JSONDecodeError:
+            return None, None  # there, but not JSON: unusable, as a payload of the wrong shape
+        except Exception as exc:  # noqa: BLE001 - absent, or the store failed: told apart below
+            return None, None if _is_absent(exc) else (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
     with _quiet_downloads(), ThreadPoolExecutor(_THREADS) as pool:
-        payloads = list(pool.map(load, runs))
+        loaded = list(pool.map(load, runs))
 
-    frames, missing = [], []
-    for run, payload in zip(runs, payloads):
+    frames, missing, unreadable = [], [], {}
+    for run, (payload, problem) in zip(runs, loaded):
         parsed = _final_responses(run.info.run_id, payload)
-        if parsed is None:
+        if problem is not None:
+            unreadable[run.info.run_id] = problem
+        elif parsed is None:
             missing.append(run.info.run_id)
         else:
             frames.append(parsed)
     columns = ["run_id", "layer_index", "layer", "std", "iteration"]
     responses = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     return responses.astype({"run_id": "str", "layer_index": "int64", "layer": "str", "std": "float64",
-                             "iteration": "int64"}), missing
+                             "iteration": "int64"}), missing, unreadable
+
+
+def _is_absent(exc: Exception) -> bool:
+    """Whether a download failed because the artifact is not there (not because the store failed)."""
+    if isinstance(exc, FileNotFoundError) or getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+        return True
+    return getattr(getattr(exc, "response", None), "status_code", None) == 404
 
 
 def _final_responses(run_id: str, payload: dict | None) -> pd.DataFrame | None:

@@ -8,6 +8,7 @@ a confirm stage), so the whole module runs in about a minute.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 
 import os
@@ -138,6 +139,22 @@ def test_loader_reads_the_same_without_mlflow_private_apis(store, smoke, monkeyp
     key = ["run_id", "metric", "step"]
     assert fallback.history.sort_values(key).reset_index(drop=True).equals(smoke.history.sort_values(key).reset_index(drop=True))
     assert fallback.responses.equals(smoke.responses) and fallback.missing_probes == smoke.missing_probes
+
+
+def test_a_store_that_fails_to_give_a_runs_probes_is_not_reported_as_probes_missing(tmp_path, smoke):
+    """Any download error read as "no probes": a store that failed looked like a run that never wrote them.
+    Here the artifact store cannot be opened at all (a scheme no artifact repository serves)."""
+    client = MlflowClient(sqlite_uri(tmp_path))
+    absent = client.create_run(client.create_experiment("absent", artifact_location=(tmp_path / "a").as_uri()))
+    failing = client.create_run(client.create_experiment("failing", artifact_location="nowhere://bucket/a"))
+    _, missing, unreadable = loader.fetch_layer_responses(client, [absent, failing])
+    assert missing == [absent.info.run_id] and list(unreadable) == [failing.info.run_id]
+    assert "nowhere://" in unreadable[failing.info.run_id]
+
+    first = smoke.runs["run_id"].iloc[0]
+    page = render_report(dataclasses.replace(smoke, unreadable_probes={first: "HTTP 503: the store is busy"}))
+    assert "could not be read from the store" in page and "HTTP 503: the store is busy" in page
+    assert "unreadable</td>" in page  # the run table says so too, not "missing"
 
 
 def test_loader_reads_only_requested_metrics(store):

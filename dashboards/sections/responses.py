@@ -22,6 +22,10 @@ def render(data: ExperimentData) -> str:
     missing = [described(r) for r in data.missing_probes]
     lacking = (f'<p class="note missing-probes">No layer-response data (<code>probes/layer_response_std.json</code>) '
                f'for {len(missing)} run(s): {"; ".join(missing)}.</p>') if missing else ""
+    if data.unreadable_probes:  # the store failed: not the same as a run that never wrote its probes
+        reasons = "; ".join(f"{described(r)}: {escape(why)}" for r, why in data.unreadable_probes.items())
+        lacking += (f'<p class="note unreadable-probes">The layer-response data of {len(data.unreadable_probes)} '
+                    f'run(s) could not be read from the store: {reasons}.</p>')
     if have.empty:
         return section("responses", "Layer responses (Fig. 7)", lacking,
                         '<p class="note">No layer-response data for the compared runs.</p>')

@@ -36,7 +36,8 @@ def render(data: ExperimentData, mlflow_ui_url: str | None = None) -> str:
         "train err (%)": metric("metrics.train/error"),
         "test err (%)": metric("metrics.test/error"),
         "duration": runs["duration_s"].map(format_duration),
-        "probes": ["missing" if r in missing else "yes" for r in runs["run_id"]],
+        "probes": ["unreadable" if r in data.unreadable_probes else "missing" if r in missing else "yes"
+                   for r in runs["run_id"]],
         "MLflow run id": [linked(r, f"<code>{escape(r)}</code>") for r in runs["run_id"]],
     })
     classes = [f"run-{o}" for o in runs["outcome"]]
