@@ -156,6 +156,30 @@ def test_trials_logging_one_data_set_at_the_same_moment_all_get_it(tmp_path):
     assert all(len(client.get_run(run_id).inputs.dataset_inputs) == 1 for run_id in runs)
 
 
+def test_a_duplicate_row_is_recognised_on_every_database_a_server_may_run_on(tmp_path):
+    """The race retry knew only SQLite's and PostgreSQL's words. A real SQLite duplicate insert (the error a local
+    store chains as its cause) and the messages MySQL and SQL Server send through a tracking server."""
+    import sqlalchemy
+    from mlflow.exceptions import MlflowException
+
+    engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'race.db'}")
+    with engine.begin() as db:
+        db.execute(sqlalchemy.text("CREATE TABLE datasets (digest TEXT PRIMARY KEY)"))
+        db.execute(sqlalchemy.text("INSERT INTO datasets VALUES ('f900')"))
+    try:
+        with engine.begin() as db:
+            db.execute(sqlalchemy.text("INSERT INTO datasets VALUES ('f900')"))
+    except sqlalchemy.exc.IntegrityError as integrity:
+        try:
+            raise MlflowException("the store could not log the inputs") from integrity
+        except MlflowException as wrapped:
+            assert operations.is_duplicate_key(wrapped)
+    for relayed in ("(pymysql.err.IntegrityError) (1062, \"Duplicate entry 'f900-digits' for key 'datasets.PRIMARY'\")",
+                    "Violation of UNIQUE KEY constraint 'uq_dataset'. Cannot insert duplicate key in object 'datasets'"):
+        assert operations.is_duplicate_key(MlflowException(relayed))
+    assert not operations.is_duplicate_key(MlflowException("Run 'abc' not found"))
+
+
 def test_a_forged_spool_line_is_never_trusted(tmp_path):
     """Spools may sit on shared storage. A forged line that names another store, or an artifact outside the
     spool (an absolute path, a ``..`` name), is not followed: the honest lines reach the spool's own store,

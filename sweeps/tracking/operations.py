@@ -82,8 +82,22 @@ def _send_artifact(client: MlflowClient, entry: Entry) -> None:
         client.log_artifact(entry["run_id"], str(named), entry["artifact_path"])
 
 
-# What a SQL store says when two inserts of one row race (SQLite; PostgreSQL).
-DUPLICATE_KEY = ("UNIQUE constraint failed", "duplicate key value violates unique constraint")
+# What a SQL store says when two inserts of one row race, as a tracking server relays it (SQLite; PostgreSQL;
+# MySQL; SQL Server). A local store's error also carries SQLAlchemy's IntegrityError as its cause.
+DUPLICATE_KEY = ("UNIQUE constraint failed", "duplicate key value violates unique constraint", "Duplicate entry",
+                 "Violation of UNIQUE KEY constraint", "Cannot insert duplicate key")
+
+
+def is_duplicate_key(exc: BaseException) -> bool:
+    """Whether ``exc`` says a row was inserted twice (whichever database the store runs on)."""
+    from sqlalchemy.exc import IntegrityError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, IntegrityError) or any(text in str(seen) for text in DUPLICATE_KEY):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _send_dataset(client: MlflowClient, entry: Entry) -> None:
@@ -95,7 +109,7 @@ def _send_dataset(client: MlflowClient, entry: Entry) -> None:
         # The trials of a sweep log the same data set as they start, often at the same moment. MLflow's SQL store
         # looks the data set up, then inserts it: of two racing inserts one fails on the unique key, and nothing of
         # that call is kept. The data set is there now, so the same call again only links it to this run.
-        if not any(text in str(exc) for text in DUPLICATE_KEY):
+        if not is_duplicate_key(exc):
             raise
         client.log_inputs(entry["run_id"], inputs)
 
