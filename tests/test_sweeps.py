@@ -214,6 +214,17 @@ def autoscaler_config(ray_runtime):
     internal_kv._internal_kv_del(GCS_AUTOSCALER_CLUSTER_CONFIG_KEY, namespace=GCS_AUTOSCALER_STATE_NAMESPACE)
 
 
+def test_multi_worker_trials_at_once_count_the_nodes_an_autoscaler_may_start(autoscaler_config, tmp_path):
+    """The limit is set at the start: counting only the nodes alive, a group at 0 replicas ran one trial at a time
+    all sweep. Here the 4 CPUs alive hold 2 trials of 2 workers × 1 CPU, and 4 nodes of 8 CPUs 16 more."""
+    from sweeps.driver.resources import concurrent_trials
+
+    plan = plan_for(sweep_args(tmp_path, "--workers-per-trial", "2", "--cpus-per-trial", "2"))
+    assert concurrent_trials(plan) == 2
+    autoscaler_config(gpus_per_node=0)
+    assert concurrent_trials(plan) == 2 + 16
+
+
 def test_an_autoscaler_that_can_add_a_fitting_node_is_not_refused(autoscaler_config, tmp_path):
     import ray
 

@@ -28,11 +28,17 @@ def concurrent_trials(plan: SweepPlan) -> int:
     """Tune's limit on trials at once (0: none): ``--max-concurrent`` if given; else none for single-process
     trials, whose wait for room Tune does itself; for multi-worker trials as many as the nodes alive hold side by
     side (at least one): a trial started without room would wait inside Ray Train, which retries every minute with
-    an error in the log, instead of PENDING in Tune's queue."""
+    an error in the log, instead of PENDING in Tune's queue. Nodes an autoscaler may start count too (the limit
+    is set once, at the start: a KubeRay group at 0 replicas ran one trial at a time all sweep); a group without
+    a most means no limit."""
     if plan.max_concurrent or plan.workers_per_trial == 1:
         return plan.max_concurrent or 0
-    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-    return max(1, sum(_room(plan, node) for node in nodes) // plan.workers_per_trial)
+    room = sum(_room(plan, node["Resources"]) for node in ray.nodes() if node.get("Alive"))
+    for resources, most in autoscaler_groups() or []:
+        if most < 0:
+            return 0
+        room += _room(plan, resources) * most
+    return max(1, room // plan.workers_per_trial)
 
 
 def _room_request(plan: SweepPlan) -> dict[str, float]:
