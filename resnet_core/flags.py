@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-from resnet_core.config import TrainConfig, apply_overrides, imagenet_recipe
+from resnet_core.config import DATASETS, TrainConfig, apply_overrides, imagenet_recipe
 
 
 def flag_name(key: str) -> str:
@@ -92,6 +92,18 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in vars(args).items() if key in known and value is not None}
 
 
+BUILT_IN_DATASETS = ("digits", "synthetic")  # read from no directory: scikit-learn's digits, random images
+
+
+def refuse_unused_data_dir(given: dict[str, Any], config: dict[str, Any]) -> None:
+    """ValueError when a data directory was given (``given``: the keys the user set) for a data set that reads
+    none (``config``: the flat config they make): it was silently ignored, so a typo in --dataset went unnoticed."""
+    if "data.data_dir" in given and config["data.dataset"] in BUILT_IN_DATASETS:
+        read = [name for name in DATASETS if name not in BUILT_IN_DATASETS]
+        raise ValueError(f"--data-dir {given['data.data_dir']!r} is not read by --dataset {config['data.dataset']} "
+                         f"(built in); drop it, or choose a data set read from it: {read}")
+
+
 def base_config(dataset: str | None = None, recipe: str | None = None) -> TrainConfig:
     """The config a run's flags apply to: the paper's CIFAR-10 recipe, or for ``dataset`` imagenet the ImageNet
     recipe ``recipe`` names (``paper`` unless given; config.IMAGENET_RECIPE_OVERRIDES)."""
@@ -108,4 +120,6 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
     overrides = overrides_from_args(args)
     if base is None:
         base = base_config(overrides.get("data.dataset"), overrides.get("data.recipe"))
-    return TrainConfig.from_dict(apply_overrides(base.to_dict(), overrides))
+    merged = apply_overrides(base.to_dict(), overrides)
+    refuse_unused_data_dir(overrides, merged)
+    return TrainConfig.from_dict(merged)

@@ -61,3 +61,16 @@ def test_the_first_line_says_which_preset_why_and_how_many_trials(tmp_path, caps
     line = capsys.readouterr().out.splitlines()[0]
     assert line.startswith("preset: smoke (--preset given)") and f"; {len(plan.configs())} trials" in line
     assert "--preset paper" in line
+
+
+@pytest.mark.parametrize("dataset", ["digits", "synthetic"])
+def test_a_data_dir_for_a_built_in_data_set_is_refused_not_ignored(dataset, tmp_path, capsys):
+    """It was silently ignored: `--dataset digits --data-dir ~/cifar` (a slip for cifar10) trained on digits."""
+    from resnet_core.train import main as train
+
+    assert train(["--dataset", dataset, "--data-dir", str(tmp_path / "cifar"), "--iterations", "5"]) == 2
+    assert f"--data-dir '{tmp_path / 'cifar'}' is not read by --dataset {dataset}" in capsys.readouterr().err
+    argv = [*tiny_args(), *store_args(tmp_path), "--dataset", dataset, "--set", f"data.data_dir={tmp_path}"]
+    assert depth_vs_error.main(argv) == 2
+    assert "'cifar10', 'cifar100', 'imagenet'" in capsys.readouterr().err
+    assert not (tmp_path / "mlflow.db").exists()

@@ -22,7 +22,7 @@ from resnet_core.config import TrainConfig, apply_overrides
 from resnet_core.config import DataConfig
 from resnet_core.data import DatasetUnavailableError, check_dataset, download_dataset
 from resnet_core.device import check_device_assignment
-from resnet_core.flags import overrides_from_args
+from resnet_core.flags import overrides_from_args, refuse_unused_data_dir
 from sweeps.driver.sweep_lock import check_sweep_unlocked
 from sweeps.study import GridStudy, Preset
 from sweeps.tracking.spool import SPOOL_DIRNAME, node_spool_root
@@ -124,8 +124,9 @@ def default_home() -> Path:
 def build_plan(study: GridStudy, args: argparse.Namespace, preset: Preset) -> SweepPlan:
     """Resolve the preset and the flags into a SweepPlan (raises ValueError on bad input; changes nothing)."""
     home = default_home()
-    base = apply_overrides({**TrainConfig().to_dict(), **preset.config},
-                           {**overrides_from_args(args), **parse_settings(args.set)})
+    given = {**overrides_from_args(args), **parse_settings(args.set)}
+    base = apply_overrides({**TrainConfig().to_dict(), **preset.config}, given)
+    refuse_unused_data_dir(given, base)
     base["data.data_dir"] = str(Path(base["data.data_dir"]).expanduser().resolve())
     cpus = args.cpus_per_trial if args.cpus_per_trial is not None else preset.cpus_per_trial
     workers = getattr(args, "workers_per_trial", None)  # a search study has no --workers-per-trial
