@@ -230,6 +230,11 @@ def pod_problems(manifests: dict[str, dict]) -> list[str]:
                 problems.append(f"{where}: allowPrivilegeEscalation is not false")
             if context.get("privileged"):
                 problems.append(f"{where}: privileged")
+            if context.get("readOnlyRootFilesystem") is not True:
+                problems.append(f"{where}: readOnlyRootFilesystem is not true")
+            empty_dirs = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
+            if not any(m["mountPath"] == "/tmp" and m["name"] in empty_dirs for m in container.get("volumeMounts", [])):
+                problems.append(f"{where}: no emptyDir at /tmp (Ray writes its sessions there)")
             capabilities = context.get("capabilities") or {}
             if capabilities.get("drop") != ["ALL"]:
                 problems.append(f"{where}: capabilities do not drop ALL")
@@ -350,7 +355,8 @@ SUBMITTER_POD = "RayJob.spec.submitterPodTemplate.spec"
     *(f"{pod}.securityContext.{key}" for pod in (HEAD_POD, WORKER_POD, SUBMITTER_POD)
       for key in ("runAsNonRoot", "runAsUser", "runAsGroup", "seccompProfile")),
     *(f"{pod}.containers.0.securityContext.{key}" for pod in (HEAD_POD, WORKER_POD, SUBMITTER_POD)
-      for key in ("allowPrivilegeEscalation", "capabilities")),
+      for key in ("allowPrivilegeEscalation", "capabilities", "readOnlyRootFilesystem")),
+    f"{SUBMITTER_POD}.volumes", f"{SUBMITTER_POD}.containers.0.volumeMounts",
     "NetworkPolicy.spec.policyTypes", "NetworkPolicy.spec.ingress.0", "NetworkPolicy.spec.ingress.1",
     "NetworkPolicy.spec.egress.0", "NetworkPolicy.spec.egress.1", "NetworkPolicy.spec.egress.2",
     "RayJob.spec.submitterPodTemplate.metadata.labels", "NetworkPolicy",
