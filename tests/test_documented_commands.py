@@ -13,6 +13,7 @@ import runpy
 import subprocess
 import sys
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -114,14 +115,19 @@ def test_every_documented_study_command_fits_the_machine_it_names(tmp_path):
     for command in filter(_needs_another_machine, COMMANDS):
         by_machine[_machine_of(command)].append(command)
     assert {"1x64cpu8gpu", "cluster/kuberay/raycluster.yaml", "cluster/ray-up.yaml"} <= set(by_machine)
-    failures = []
-    for machine, commands in by_machine.items():
-        listed = tmp_path / f"{len(failures)}-{abs(hash(machine))}.json"
+    def plan_on(index: int, machine: str, commands: list[Command]) -> subprocess.CompletedProcess:
+        listed = tmp_path / f"{index}.json"
         listed.write_text(json.dumps([{"entry": c.entry, "argv": _without_assume_cluster(c.argv), "env": c.env}
                                       for c in commands]))
-        run = subprocess.run([sys.executable, "tests/support/plan_commands.py", machine, str(listed)], cwd=ROOT,
-                             capture_output=True, text=True, timeout=300,
-                             env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+        return subprocess.run([sys.executable, "tests/support/plan_commands.py", machine, str(listed)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+
+    # Two simulated clusters at a time: each mostly waits for its Ray processes to start.
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(plan_on, range(len(by_machine)), by_machine, by_machine.values()))
+    failures = []
+    for (machine, commands), run in zip(by_machine.items(), runs):
         assert run.returncode == 0, run.stderr[-3000:]
         for command, line in zip(commands, run.stdout.splitlines(), strict=True):
             result = json.loads(line)
