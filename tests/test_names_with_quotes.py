@@ -4,7 +4,6 @@ value, so each value is quoted with the quote character it does not hold)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient

@@ -91,7 +91,8 @@ def test_a_two_worker_trial_whose_newest_checkpoint_is_corrupt_resumes_from_the_
     raises: the retried trial refuses it for the older one beside it (3), not a fresh start, ends FINISHED, logs
     every step exactly once, and the deterministic error costs one retry, not one per level."""
     plan = plan_for([*tiny_args(), *store_args(tmp_path, "workers"), "--depths", "8", "--families", "residual",
-                     "--seeds", "1", "--workers-per-trial", "2", "--cpus-per-trial", "1"])
+                     "--seeds", "1", "--workers-per-trial", "2", "--cpus-per-trial", "1",
+                     "--system-metrics-every", "0.5"])
     spec = write_faults(tmp_path, [{"trial": "residual-8 seed 0", "kind": "corrupt_checkpoint", "after": 6}])
     (result,) = run_sweep(plan, hooks=FaultHooks.from_file(spec))
     assert result.error is None and result.metrics["iteration"] == 12 and result.metrics["status"] == "completed"
@@ -106,3 +107,8 @@ def test_a_two_worker_trial_whose_newest_checkpoint_is_corrupt_resumes_from_the_
     assert run.data.tags["attempts"] == "2"  # one Tune retry: Ray Train's own FailureConfig retries nothing
     for metric in METRICS:
         assert steps(client, run, metric) == STEPS, metric
+    # Each worker samples its own machine: rank 0 as a single-process trial does, rank 1 under its own prefix.
+    sampled = set(client.get_run(run.info.run_id).data.metrics)
+    assert "system/cpu_utilization_percentage" in sampled, sorted(sampled)
+    assert "system/worker_1/cpu_utilization_percentage" in sampled, sorted(sampled)
+

@@ -18,13 +18,14 @@ STOP_WAIT_S = 5.0  # the most a trial's end waits for the monitor's last write
 
 
 @contextlib.contextmanager
-def system_metrics(tracking_uri: str, run_id: str, every: float) -> Iterator[None]:
-    """Sample every ``every`` seconds into run ``run_id`` while the body runs (``every`` 0: not at all)."""
+def system_metrics(tracking_uri: str, run_id: str, every: float, node_id: str | None = None) -> Iterator[None]:
+    """Sample every ``every`` seconds into run ``run_id`` while the body runs (``every`` 0: not at all), under
+    ``system/<node_id>/`` when given (the other workers of a multi-worker trial)."""
     if every <= 0:
         yield
         return
     logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # its start/stop lines, per trial
-    monitor = SystemMetricsMonitor(run_id, sampling_interval=every, tracking_uri=tracking_uri)
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=every, tracking_uri=tracking_uri, node_id=node_id)
     monitor.start()
     try:
         yield

@@ -19,7 +19,11 @@ A newest checkpoint that cannot be read is refused for the older one kept beside
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,14 +31,20 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
+from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from resnet_core import fit
 from resnet_core.device import assigned_device
-from sweeps.tracking.trial_run import TrialTracking
+from sweeps.tracking.store import bound_http_retries
+from sweeps.tracking.system_metrics import STOP_WAIT_S, system_metrics
+from sweeps.tracking.trial_run import TrialTracking, find_trial_run
 from sweeps.trial.identity import trial_config
 from sweeps.trial.trainable import TrialHooks, evaluation_report, quiet_checkpoint_logs, restore, run_trial
+
+FIND_RUN_S = 300.0  # how long another rank looks for the run rank 0 opens (rank 0 waits out outages itself)
+
 
 @dataclass(frozen=True)
 class Workers:
@@ -100,7 +110,39 @@ def _worker(loop_config: dict[str, Any]) -> None:
         run_trial(config, loop_config["tracking"], loop_config["sweep_env"], loop_config["hooks"],
                   TrainSession(loop_config["trial_id"]), device, tags)
     else:
-        _follow(config, TrainSession(loop_config["trial_id"]), device)
+        with _worker_system_metrics(loop_config["tracking"], loop_config["trial_id"], context.get_world_rank()):
+            _follow(config, TrainSession(loop_config["trial_id"]), device)
+
+
+@contextlib.contextmanager
+def _worker_system_metrics(tracking: TrialTracking, trial_id: str, rank: int) -> Iterator[None]:
+    """A rank other than 0 samples its own machine into the trial's run too, as ``system/worker_<rank>/...``,
+    once rank 0 has opened the run (found by trial id, for at most FIND_RUN_S); training never waits for it."""
+    if tracking.system_metrics_every <= 0:
+        yield
+        return
+    stop = threading.Event()
+
+    def sample() -> None:
+        bound_http_retries(tracking.tracking_uri)
+        client, run, deadline = MlflowClient(tracking.tracking_uri), None, time.monotonic() + FIND_RUN_S
+        while run is None and not stop.is_set() and time.monotonic() < deadline:
+            with contextlib.suppress(Exception):  # the store may be down: rank 0 copes with that, this only waits
+                run = find_trial_run(client, tracking, trial_id)
+            if run is None:
+                stop.wait(2.0)
+        if run is not None:
+            with system_metrics(tracking.tracking_uri, run.info.run_id, tracking.system_metrics_every,
+                                node_id=f"worker_{rank}"):
+                stop.wait()
+
+    thread = threading.Thread(target=sample, daemon=True, name="worker-system-metrics")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(STOP_WAIT_S + 1.0)
 
 
 def _follow(config: dict[str, Any], session: TrainSession, device: str) -> None:
