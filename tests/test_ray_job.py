@@ -37,7 +37,7 @@ def head_node():
                 yield address, env, Path(temp_dir)
                 return
         finally:
-            stop_group(process, timeout=10)  # then SIGKILL: a blocking `ray start` takes ~30 s to stop by itself
+            stop_group(process, timeout=3)  # then SIGKILL: a blocking `ray start` takes ~30 s to stop by itself
             log.close()
     pytest.fail("the Ray head node lost its ports three times:\n" + (Path(temp_dir) / "head.log").read_text())
 
