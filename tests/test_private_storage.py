@@ -22,13 +22,28 @@ def _refused(tmp_path, capsys, storage) -> str:
     return capsys.readouterr().err
 
 
-def test_a_group_writable_storage_is_refused_with_the_chmod_that_fixes_it(tmp_path, capsys):
+@pytest.mark.skipif(os.getuid() != 0, reason="giving a folder to another group needs root")
+def test_a_storage_another_group_may_write_is_refused_with_the_chmod_that_fixes_it(tmp_path, capsys):
     storage = tmp_path / "ray_results"
     storage.mkdir()
+    os.chown(storage, os.getuid(), 65534)
     storage.chmod(0o775)
     err = _refused(tmp_path, capsys, storage)
     assert f"the storage {storage} is writable by its group (mode drwxrwxr-x)" in err
     assert f"chmod go-w {storage}" in err
+
+
+def test_a_storage_writable_by_the_users_own_group_passes(tmp_path, capsys):
+    """As KubeRay's fsGroup leaves the shared volume: group-writable for the pods' own gid. The check passes and
+    the command goes on to the next one (here a refused experiment name)."""
+    storage = tmp_path / "ray_results"
+    storage.mkdir()
+    os.chown(storage, os.getuid(), os.getgid())
+    storage.chmod(0o2775)
+    argv = [*tiny_args(*ARGS), *store_args(tmp_path), "--storage-path", str(storage), "--experiment", """a'b"c"""]
+    assert depth_vs_error.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "writable by" not in err and "both quote characters" in err
 
 
 def test_a_world_writable_sweep_folder_inside_a_private_storage_is_refused(tmp_path, capsys):

@@ -74,7 +74,8 @@ def check_private_storage(plan: SweepPlan) -> None:
     ``--resume`` unpickles Tune's state from it and ``resend`` sends its spooled calls with the user's tracking
     credentials, so a stranger able to write there could run code or change runs as that user. The storage
     directory and the sweep's directory in it, where they exist, must belong to this user and not be writable by
-    group or others; the nearest existing folder above them must not be writable by others unless sticky (/tmp).
+    others, nor by a group other than the user's own primary group; the nearest existing folder above them must
+    not be writable by others unless sticky (/tmp).
     Remote storage (s3://, gs://) is the bucket's permissions' job. Reads only."""
     if not plan.is_local_storage:
         return
@@ -86,7 +87,10 @@ def check_private_storage(plan: SweepPlan) -> None:
                 raise ValueError(f"the storage {place} belongs to uid {info.st_uid}, not to this user "
                                  f"({os.getuid()}): a sweep's storage must be its user's own (--resume unpickles "
                                  f"Tune's state from it); choose another --storage-path")
-            if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            # Writable by its group only where that group is this user's own primary group (a per-user group,
+            # or KubeRay's fsGroup, which makes the shared volume group-writable for the pods' own gid).
+            group_may_write = info.st_mode & stat.S_IWGRP and info.st_gid != os.getgid()
+            if group_may_write or info.st_mode & stat.S_IWOTH:
                 raise ValueError(f"the storage {place} is writable by {_writers(info.st_mode)} (mode "
                                  f"{stat.filemode(info.st_mode)}): a sweep's storage must be its user's own "
                                  f"(--resume unpickles Tune's state from it); run chmod go-w {place}, or choose "
