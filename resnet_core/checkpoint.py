@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 from collections.abc import Callable
@@ -104,8 +105,10 @@ def _refusal_reason(path: Path, exc: Exception) -> str:
     if path.is_file() and path.stat().st_size == 0:
         return "the file is empty (0 bytes: its write was cut short)"
     if isinstance(exc, pickle.UnpicklingError):
-        return ("it holds Python objects that weights_only=True does not load; load it only if you trust where "
-                "it came from, never by turning weights_only off here")
+        asked = re.search(r"[^.\n]*GLOBAL [^\s.]+(?:\.[^\s.]+)*[^.\n]*", str(exc))  # what the file asked to load
+        return (f"it holds Python objects that weights_only=True does not load"
+                f"{f' ({asked[0].strip()})' if asked else ''}; load it only if you trust where it came from, never "
+                f"by turning weights_only off here")
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
