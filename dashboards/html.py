@@ -76,7 +76,8 @@ h1 { margin-bottom: 4px; } h2 { margin-top: 40px; border-bottom: 1px solid #ddd;
 .protocol { font-weight: 600; }
 ul.verdicts li { font-size: 17px; margin: 4px 0; }
 li.verdict-degrades { color: #b71c1c; } li.verdict-improves { color: #1b5e20; }
-li.verdict-one-seed { color: #8d6e00; }
+li.verdict-one-seed { color: #8d6e00; } li.verdict-turns, li.verdict-worsens { color: #6a1b9a; }
+li.verdict-removes, li.verdict-reduces { color: #0d47a1; font-weight: 600; }
 li.verdict-no-difference, li.verdict-not-measured { color: #37474f; }
 .rule { max-width: 900px; } ul.probe li { font-size: 14px; margin: 2px 0; }
 .table-wrap { overflow: auto; width: fit-content; max-width: 100%; margin: 8px 0; border: 1px solid #eee; }

@@ -1,16 +1,23 @@
 """Verdicts a reviewer would sign: which runs count, what the test says, and the sentence that says it.
 
-The statistics live in dashboards/inference.py (error counts on the logit scale, a guarded pooled-variance
-contrast, Holm); this module turns a sweep's runs into the values those tests take and their answers into words.
+The statistics live in dashboards/inference.py (error counts on the arcsine-root scale, a guarded
+pooled-variance contrast, Holm); this module turns a sweep's runs into the values those tests take and their
+answers into words.
 
 - **Depth verdict** (the degradation claim, §1 / Fig. 6): per family, the trend of training error against
   log2(depth) at the matched iteration, every depth with ≥ 2 seeds taking part (two depths: deepest −
-  shallowest). Log depth because the studied depths grow roughly geometrically (20 … 110, 1202).
+  shallowest). Log depth because the studied depths grow roughly geometrically (20 … 110, 1202). With ≥ 3
+  depths a curve that significantly rises and falls (pairs of depths, Holm) is called so, not a trend.
+- **The paper's claim** (``interaction_verdict``): plain trend − residual trend over the depths both families
+  have, one contrast of both families' groups — "residual learning removes the degradation" needs it, not two
+  separate verdicts.
 - **Shortcut verdicts** (options A / B / C): every pair of options at one depth, the variance pooled over the
   options of that depth.
 - **Words**, with X = ``EQUIVALENCE_PP``: *degrades* / *improves* (or *higher* / *lower*) when the interval
-  excludes 0; *no difference larger than X pp* only when the whole interval lies inside ±X; otherwise
-  *inconclusive*, saying about how many seeds would tell. One seed per group: *inconclusive (one seed)*.
+  excludes 0 — for the depth verdict, unless the whole interval lies inside ±X (a rise too small to be the
+  degradation problem); *no difference larger than X pp* only when every depth's interval against the
+  shallowest lies inside ±X; otherwise *inconclusive*, saying about how many seeds would tell. One seed per
+  group: *inconclusive (one seed)*.
 - **Runs that fail to train count**: a diverged run enters its depth at chance error (100 × (1 − 1/classes) %:
   a net whose loss became NaN predicts nothing better than a guess), and the sentence says how many diverged.
   Crashed or interrupted runs are missing data: left out, and counted in the sentence.
@@ -28,7 +35,8 @@ import numpy as np
 import pandas as pd
 
 from dashboards.inference import (ALPHA, MAX_SEEDS, POWER, Comparison, baseline_weights, group_comparison,
-                                  holm_levels, logit_counts, signed, trend_weights)
+                                  holm_levels, pair_weights, signed, stabilised, summarise, trend_weights,
+                                  turns)
 from dashboards.stats import FAMILIES, comparison_runs, like_for_like, matched_iteration, spread, value_at
 from resnet_core.config import net_name
 
@@ -39,6 +47,8 @@ DEFAULT_HELD_OUT_IMAGES = 10_000  # test/val images of runs logged before <split
 CLASSES = {"cifar100": 100, "imagenet": 1000}  # every other data set here has 10 classes
 DEGRADES, IMPROVES = "degrades", "improves"
 NO_DIFFERENCE = f"no difference larger than {EQUIVALENCE_PP:g} pp"
+TURNS = "rises and falls"
+REMOVES, REDUCES, WORSENS = "removes", "reduces", "worsens"
 INCONCLUSIVE = "inconclusive"
 ONE_SEED = "inconclusive (one seed)"
 NOT_MEASURED = "not measured"
@@ -139,9 +149,16 @@ def lost_runs(runs: pd.DataFrame, family: str) -> dict[int, str]:
 def _label(comparison: Comparison, higher: str, lower: str) -> str:
     if comparison.direction:
         return higher if comparison.direction > 0 else lower
-    if -EQUIVALENCE_PP <= comparison.low and comparison.high <= EQUIVALENCE_PP:
+    if comparison.within(EQUIVALENCE_PP):
         return NO_DIFFERENCE
     return INCONCLUSIVE
+
+
+def _change(pp: float | None, baseline_pct: float) -> str:
+    """"a rise of 3.21 pp (to 3.71 %)" — a change in the direction it can happen, with where it ends."""
+    if pp is None:
+        return "no change within 0–100 %"
+    return f"a {'rise' if pp >= 0 else 'fall'} of {abs(pp):.2f} pp (to {baseline_pct + pp:.2f} %)"
 
 
 def _seeds(comparison: Comparison) -> str:
@@ -151,21 +168,24 @@ def _seeds(comparison: Comparison) -> str:
 
 def _design_power(comparison: Comparison, unit: str) -> str:
     """The power of this design, in the sentence's words."""
-    return (f"With {_seeds(comparison)} seeds per {unit} a change of {comparison.detectable():.2f} pp is found "
-            f"{100 * POWER:.0f} % of the time.")
+    return (f"With {_seeds(comparison)} seeds per {unit}, {_change(comparison.detectable(), comparison.baseline_pct)}"
+            f" is found {100 * POWER:.0f} % of the time at the observed spread.")
 
 
 def _cannot_tell(comparison: Comparison, unit: str) -> str:
-    gap = max(abs(comparison.effect), EQUIVALENCE_PP)
+    sign = comparison.possible_sign(comparison.shift)
+    room = 100 - comparison.baseline_pct if sign > 0 else comparison.baseline_pct
+    gap = sign * min(max(abs(comparison.effect), EQUIVALENCE_PP), room)
     needed = comparison.seeds_needed(gap)
     more = f"about {needed} would" if needed else f"more than {MAX_SEEDS} would"
-    return (f"{_seeds(comparison)} seeds per {unit} cannot tell a change of {gap:.2f} pp from none; {more} "
-            f"({100 * POWER:.0f} % power at the observed spread).")
+    return (f"{_seeds(comparison)} seeds per {unit} cannot tell {_change(gap, comparison.baseline_pct)} from none; "
+            f"{more} ({100 * POWER:.0f} % power at the observed spread).")
 
 
 def css_class(label: str) -> str:
     """A label as an HTML class name."""
-    return {NO_DIFFERENCE: "no-difference", ONE_SEED: "one-seed", NOT_MEASURED: "not-measured"}.get(label, label)
+    return {NO_DIFFERENCE: "no-difference", ONE_SEED: "one-seed", NOT_MEASURED: "not-measured",
+            TURNS: "turns"}.get(label, label)
 
 
 # ---------------------------------------------------------------------------------- the depth verdict
@@ -182,10 +202,20 @@ class Verdict:
     lost: tuple[tuple[int, str], ...] = ()  # (depth, "2 of 3 diverged") for runs that did not complete
     gap: float | None = None  # without a test: the raw gap shallowest → deepest (pp)
     missing: str = ""  # NOT_MEASURED / ONE_SEED when there is no test
+    pairs: tuple[Comparison, ...] = ()  # every pair of tested depths (deeper − shallower), Holm levels
+    turning: bool = False  # the pairs rise and fall (≥ 3 depths)
 
     @property
     def label(self) -> str:
-        return self.missing or _label(self.comparison, DEGRADES, IMPROVES)
+        c = self.comparison
+        if self.missing:
+            return self.missing
+        if self.turning:
+            return TURNS
+        if c.direction and not c.within(EQUIVALENCE_PP):
+            return DEGRADES if c.direction > 0 else IMPROVES
+        shallowest = [p for p in self.pairs if p.groups[0] == self.depths[0]]
+        return NO_DIFFERENCE if all(p.within(EQUIVALENCE_PP) for p in [c, *shallowest]) else INCONCLUSIVE
 
     @property
     def css(self) -> str:
@@ -208,13 +238,30 @@ class Verdict:
                     f"{self.depths[-1]} layers {at}, but with one seed per depth the seed noise is unknown, so no "
                     f"test can tell this gap from chance. Run ≥ 2 seeds per depth (--seeds 2) for a verdict.{lost}")
         fitted = "fitted " if len(self.depths) > 2 else ""
-        change = f"{fitted}training error {signed(c.effect)} pp from {self.depths[0]} to {self.depths[-1]} layers"
+        change = (f"{fitted}training error {c.baseline_pct:.2f} % → {c.baseline_pct + c.effect:.2f} %, "
+                  f"{signed(c.effect)} pp from {self.depths[0]} to {self.depths[-1]} layers")
         basis = f"{c.sentence_tail('seeds per depth')}; {at}"
         if self.left_out:
             basis += f"; left out with one seed: {', '.join(map(str, self.left_out))} layers"
-        head = {DEGRADES: f"{noun} degrade", IMPROVES: f"{noun} improve"}.get(self.label, f"{noun}: {self.label} —")
+        head = {DEGRADES: f"{noun} degrade", IMPROVES: f"{noun} improve",
+                TURNS: f"{noun} rise and fall with depth"}.get(self.label, f"{noun}: {self.label} —")
         tail = _cannot_tell(c, "depth") if self.label == INCONCLUSIVE else _design_power(c, "depth")
-        return f"{head}{':' if self.label in (DEGRADES, IMPROVES) else ''} {change} ({basis}).{lost} {tail}"
+        if self.label == TURNS:
+            change = f"{self._turning_pairs()}; deepest − shallowest {signed(self._ends().effect)} pp"
+            basis = f"{self._ends().sentence_tail('seeds per depth')}; {at}"
+        elif self.label == NO_DIFFERENCE and c.direction:
+            tail = (f"The change is detectable but inside the ±{EQUIVALENCE_PP:g} pp margin, too small to be the "
+                    f"degradation problem. {tail}")
+        return f"{head}{':' if self.label in (DEGRADES, IMPROVES, TURNS) else ''} {change} ({basis}).{lost} {tail}"
+
+    def _ends(self) -> Comparison:
+        return next(p for p in self.pairs if p.groups == (self.depths[0], self.depths[-1]))
+
+    def _turning_pairs(self) -> str:
+        found = [p for p in self.pairs if p.direction]
+        listed = ", ".join(f"{p.groups[1]} vs {p.groups[0]} layers {signed(p.effect)} pp" for p in found)
+        return (f"{listed} (the {len(found)} of {len(self.pairs)} pairs of depths Holm's correction over all "
+                f"pairs finds)")
 
 
 def verdict_record(found: Sequence[Verdict]) -> tuple[dict[str, str], dict[str, float]]:
@@ -236,11 +283,12 @@ def _counted(text: str) -> str:
 
 
 def judge_depth(values: pd.DataFrame, family: str, iteration: int | None, value: str = "value",
-                group: str = "depth", lost: dict[int, str] | None = None) -> Verdict:
+                group: str = "depth", lost: dict[int, str] | None = None, fresh_draws: bool = True) -> Verdict:
     """The verdict for one family from its per-run values (columns ``group``, ``value`` and ``images``).
 
     Depths with one seed are left out of the test; with fewer than two depths of ≥ 2 seeds left the verdict is
-    ONE_SEED (two depths found) or NOT_MEASURED (fewer than two depths at all).
+    ONE_SEED (two depths found) or NOT_MEASURED (fewer than two depths at all). ``fresh_draws``: the errors are
+    over freshly drawn images (training error), not a fixed held-out set (inference.summarise).
     """
     values = values.dropna(subset=[value])
     counts = values.groupby(group)[value].size().sort_index()
@@ -256,20 +304,35 @@ def judge_depth(values: pd.DataFrame, family: str, iteration: int | None, value:
                        gap=float(means.loc[found[-1]] - means.loc[found[0]]), missing=ONE_SEED)
     x = np.log2(np.asarray(tested, dtype=float))
     name = "difference" if len(tested) == 2 else f"linear trend against log2 depth over {len(tested)} depths"
-    comparison = _comparison(values, group, value, tested, name, trend_weights(x), baseline_weights(x))
-    return Verdict(family, comparison, tested, iteration, left_out, lost_items)
+    comparison = _comparison(values, group, value, tested, name, trend_weights(x), baseline_weights(x), fresh_draws)
+    pairs = _pairs(values, group, value, tested, fresh_draws)
+    turning = len(tested) >= 3 and bool(turns(summarise(*_scaled(values, group, value, tested), fresh_draws)))
+    return Verdict(family, comparison, tested, iteration, left_out, lost_items, pairs=pairs, turning=turning)
+
+
+def _pairs(values: pd.DataFrame, group: str, value: str, keys: Sequence, fresh_draws: bool) -> tuple[Comparison, ...]:
+    """Every pair of groups (later − earlier), the variance pooled over all, each interval at its Holm level."""
+    found = [replace(_comparison(values, group, value, keys, "difference", w, np.eye(len(keys))[i], fresh_draws),
+                     groups=(keys[i], keys[j])) for i, j, w in pair_weights(len(keys))]
+    return tuple(c.at(level) for c, level in zip(found, holm_levels([c.p for c in found])))
+
+
+def _scaled(values: pd.DataFrame, group: str, value: str, keys: Sequence) -> tuple[list, list]:
+    """Per group (in the order of ``keys``): the runs' values on the arcsine-root scale and their counts' variance."""
+    scaled, count_variances = [], []
+    for key in keys:
+        rows = values[values[group].eq(key)]
+        y, count_variance = stabilised(rows[value].to_numpy(float), rows["images"].to_numpy(float))
+        scaled.append(y)
+        count_variances.append(count_variance)
+    return scaled, count_variances
 
 
 def _comparison(values: pd.DataFrame, group: str, value: str, keys: Sequence, name: str, weights: np.ndarray,
-                baseline: np.ndarray) -> Comparison:
+                baseline: np.ndarray, fresh_draws: bool) -> Comparison:
     """The inference module's test over per-run rows grouped by ``group`` (in the order of ``keys``)."""
-    logits, floors = [], []
-    for key in keys:
-        rows = values[values[group].eq(key)]
-        logit, floor = logit_counts(rows[value].to_numpy(float), rows["images"].to_numpy(float))
-        logits.append(logit)
-        floors.append(floor)
-    return group_comparison(name, tuple(keys), logits, floors, weights, baseline)
+    scaled, count_variances = _scaled(values, group, value, keys)
+    return group_comparison(name, tuple(keys), scaled, count_variances, weights, baseline, fresh_draws)
 
 
 def family_verdict(history: pd.DataFrame, runs: pd.DataFrame, family: str) -> Verdict:
@@ -278,12 +341,13 @@ def family_verdict(history: pd.DataFrame, runs: pd.DataFrame, family: str) -> Ve
     return judge_depth(values, family, iteration, lost=lost_runs(runs, family))
 
 
-def verdicts(history: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[Verdict]]:
-    """Per-depth training-error table for both families and one verdict per family present (each at 95 %).
+def verdicts(history: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[Verdict | InteractionVerdict]]:
+    """Per-depth training-error table for both families, one verdict per family present (each at 95 %) and,
+    with both families, the interaction verdict first: the depth study's headline.
 
     The table's ``lost`` column says which runs of each depth did not complete ("1 of 3 diverged"), or "—".
     """
-    tables, found = [], []
+    tables, found, values_of = [], [], {}
     for family in FAMILIES:
         if not runs["family"].eq(family).any():
             continue
@@ -293,9 +357,87 @@ def verdicts(history: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame, l
         tables.append(table.assign(family=family, iteration=iteration,
                                    lost=[lost.get(int(d), "—") for d in table["depth"]]))
         found.append(judge_depth(values, family, iteration, lost=lost))
+        values_of[family] = values
+    if len(values_of) == 2:
+        found.insert(0, interaction_verdict(values_of["plain"], values_of["residual"], *found))
     columns = ["family", "depth", "iteration", "mean", "std", "min", "max", "n", "diverged", "lost"]
     table = pd.concat(tables, ignore_index=True)[columns] if tables else pd.DataFrame(columns=columns)
     return table, found
+
+
+# ---------------------------------------------------------------------------- the paper's claim, tested
+
+@dataclass(frozen=True)
+class InteractionVerdict:
+    """"Does residual learning remove the degradation?": plain trend − residual trend, one contrast."""
+
+    comparison: Comparison | None
+    depths: tuple[int, ...]
+    plain: Verdict
+    residual: Verdict
+    family: str = "interaction"  # the key of its MLflow tags: verdict.interaction
+
+    @property
+    def label(self) -> str:
+        c = self.comparison
+        if c is None:
+            return NOT_MEASURED
+        if c.direction < 0:
+            return WORSENS
+        if c.direction > 0 and self.plain.label == DEGRADES:
+            flat = self.residual.label not in (DEGRADES, TURNS) and abs(self.residual.comparison.effect) < EQUIVALENCE_PP
+            return REMOVES if flat else REDUCES
+        return INCONCLUSIVE
+
+    @property
+    def css(self) -> str:
+        return css_class(self.label)
+
+    def at(self, confidence: float) -> InteractionVerdict:
+        return replace(self, comparison=self.comparison.at(confidence)) if self.comparison else self
+
+    @property
+    def sentence(self) -> str:
+        c = self.comparison
+        if c is None:
+            return (f"Residual learning and degradation: {NOT_MEASURED} — needs plain and residual nets at two or "
+                    f"more common depths with ≥ 2 seeds each (have: {', '.join(map(str, self.depths)) or 'none'}).")
+        head = {REMOVES: "Residual learning removes the degradation",
+                REDUCES: "Residual learning reduces the degradation, but residual nets still change with depth",
+                WORSENS: "Residual nets degrade more than plain nets",
+                }.get(self.label, "Residual learning and degradation: inconclusive —")
+        why = "" if self.label != INCONCLUSIVE or c.direction == 0 else " (plain nets do not degrade here)"
+        changes = "; ".join(f"{_NOUN[v.family]} {signed(v.comparison.effect)} pp ({v.label})"
+                            for v in (self.plain, self.residual) if v.comparison is not None)
+        test = c.sentence_tail("seeds per depth")
+        tail = _cannot_tell(c, "depth") if self.label == INCONCLUSIVE else _design_power(c, "depth")
+        return (f"{head}{':' if self.label != INCONCLUSIVE else ''} plain trend − residual trend "
+                f"{signed(c.effect)} pp from {self.depths[0]} to {self.depths[-1]} layers{why} ({test}; read from "
+                f"both families' mean fitted error at {self.depths[0]} layers, {c.baseline_pct:.2f} %). Each family "
+                f"alone: {changes}. {tail}")
+
+
+def interaction_verdict(plain: pd.DataFrame, residual: pd.DataFrame, plain_verdict: Verdict,
+                        residual_verdict: Verdict, fresh_draws: bool = True) -> InteractionVerdict:
+    """Plain trend − residual trend against log2 depth over the depths both families tested (≥ 2 seeds each):
+    each family's guarded test, combined by Welch (``inference.difference``), read from their mean baseline."""
+    depths = tuple(d for d in plain_verdict.depths if d in residual_verdict.depths) if (
+        plain_verdict.comparison and residual_verdict.comparison) else ()
+    if len(depths) < 2:
+        return InteractionVerdict(None, depths, plain_verdict, residual_verdict)
+    x = np.log2(np.asarray(depths, dtype=float))
+    trends = [_comparison(values, "depth", "value", depths, "trend", trend_weights(x), baseline_weights(x),
+                          fresh_draws) for values in (plain, residual)]
+    variance = trends[0].se ** 2 + trends[1].se ** 2
+    df = variance ** 2 / (trends[0].se ** 4 / trends[0].df + trends[1].se ** 4 / trends[1].df)
+    pooled = " (each family's seed variance pooled over its depths)" if all(
+        "pooled" in t.test for t in trends) else " (Welch's form within a family whose variances differ)"
+    name = "differences" if len(depths) == 2 else f"linear trends against log2 depth over {len(depths)} depths"
+    comparison = Comparison(f"Welch's t-test of the difference of the two families' {name} on the arcsine-root "
+                            f"scale{pooled}", depths, trends[0].seeds + trends[1].seeds,
+                            trends[0].shift - trends[1].shift, float(np.sqrt(variance)), float(df),
+                            (trends[0].baseline + trends[1].baseline) / 2)
+    return InteractionVerdict(comparison, depths, plain_verdict, residual_verdict)
 
 
 # --------------------------------------------------------------------------------- the shortcut verdict
@@ -348,7 +490,8 @@ def judge_pairs(values: pd.DataFrame, group: str, value: str = "value", subject:
         if a in testable and b in testable:
             weights = np.array([{a: -1.0, b: 1.0}.get(k, 0.0) for k in testable])
             baseline = np.array([1.0 if k == a else 0.0 for k in testable])
-            comparison = _comparison(values, group, value, testable, "difference", weights, baseline)
+            comparison = _comparison(values, group, value, testable, "difference", weights, baseline,
+                                     fresh_draws=False)
             out.append(PairVerdict(head, what, replace(comparison, groups=(a, b)), iteration))
             continue
         single = ", ".join(f"{group} {k}" for k in (a, b) if counts.get(k, 0) < 2)

@@ -29,7 +29,8 @@ from support.processes import free_port, stop_group  # noqa: E402
 pytestmark = pytest.mark.browser  # a real headless Chromium, and a real `mlflow server`
 
 EXPERIMENT = "depth_vs_error"
-FIGURES = ["fig-curves", "fig-depth", "fig-paper", "fig-responses", "fig-shortcuts", "fig-parcoords", "fig-importance"]
+FIGURES = ["fig-curves", "fig-depth", "fig-paper", "fig-responses", "fig-shortcuts", "fig-parcoords",
+           "fig-importance-residual-56"]
 
 # Per plotly graph: is its SVG there, and how many drawn marks (lines/markers with a path, bars, parcoords axes).
 DRAWN_MARKS = """() => [...document.querySelectorAll('.plotly-graph-div')].map(div => ({
@@ -71,7 +72,8 @@ def fixture_store(tmp_path_factory):
     """A store with one experiment that has every section: shortcuts, a search, failed/diverged/probe-less runs."""
     root = tmp_path_factory.mktemp("browser-store")
     uri = sqlite_uri(root)
-    fx = write_fixture_experiment(uri, EXPERIMENT, shortcuts=("A", "B"), search_trials=8,
+    # 18 search trials + 2 seeds: the 20 runs of one net that its importance needs
+    fx = write_fixture_experiment(uri, EXPERIMENT, shortcuts=("A", "B"), search_trials=18,
                                   missing_probes_for=["residual-56 seed 1"])
     return uri, fx, root
 
@@ -168,7 +170,7 @@ def test_verdict_sentences_name_their_test(browser, report):
     sentences = page.locator("#verdict li.verdict").all_inner_texts()
     assert len(sentences) == 2, sentences
     for sentence in sentences:
-        assert "logit scale" in sentence and "% CI" in sentence and " pp" in sentence, sentence
+        assert "arcsine-root scale" in sentence and "% CI" in sentence and " pp" in sentence, sentence
     assert page.locator("#verdict-rule").is_visible()
     assert "eval mode" in page.locator("#probe-description").inner_text()
     page.close()
@@ -301,7 +303,7 @@ def test_search_page_in_the_browser(browser, search_page, tmp_path):
     assert [h.split(":")[0] for h in headlines] == ["plain-20", "residual-20"]
     for headline in headlines:
         assert "best found (chosen on validation) − default recipe: " in headline and "95 % CI" in headline, headline
-        assert "paired t-test on the logit scale" in headline and " pp test error" in headline, headline
+        assert "paired t-test on the arcsine-root scale" in headline and " pp test error" in headline, headline
     assert "seed(s) 3 left out" in headlines[1]
     header = page.locator("#search table").first.locator("th").all_inner_texts()
     assert "chosen by validation rank" in header and not any("best" in h for h in header)

@@ -60,7 +60,7 @@ def test_the_report_has_the_shortcut_section_with_parameter_costs_and_table3_as_
     html = (tmp_path / "report.html").read_text()
     assert 'id="shortcuts"' in html and 'id="paper"' not in html and 'id="verdict"' not in html  # the study's sections
     section = html[html.index('id="shortcuts"'):html.index("</section>", html.index('id="shortcuts"'))]
-    assert "logit scale" in section and "shortcut B vs A" in section and "Holm" in section
+    assert "arcsine-root scale" in section and "shortcut B vs A" in section and "Holm" in section
     params = {r.data.tags["shortcut"]: int(r.data.tags["parameters"]) for r in runs}
     for option in "BC":  # what B and C cost over A, written as the paper writes counts
         assert f"{format_parameters(params[option] - params['A'], signed=True)} (+" in section

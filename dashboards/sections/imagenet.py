@@ -18,7 +18,8 @@ from dashboards.sections.paper import ours_text
 PROTOCOL = ("Ours: final iterate — each run's 10-crop error on the test split (the 4 corners and the centre of the "
             "resized image and of its flip, softmax scores averaged), logged once at the end of training; mean ± std "
             "over seeds. Never the best evaluation seen, which would select on the test set. The paper: Tables 2/3, "
-            "10-crop top-1 and top-5 error on ILSVRC-2012's validation images.")
+            "10-crop top-1 and top-5 error on ILSVRC-2012's validation images. Only runs that have ended count: a run "
+            "still training is left out; a diverged run counts at chance error, as in the verdicts.")
 
 
 def render(data: ExperimentData) -> str:
@@ -75,7 +76,7 @@ def _wide(long: pd.DataFrame, comparable: bool) -> pd.DataFrame:
     """One row per net: the table in the paper, then per measure the paper's value, ours and (if comparable) ours − paper."""
     rows = []
     for net, group in long.groupby("net", sort=False):
-        row = {"net": net, "table in the paper": group["source"].iloc[0]}
+        row = {"net": net, "table in the paper": group["source"].iloc[0], "runs counted": group["counted"].iloc[0]}
         for measure in group.itertuples(index=False):
             paper = "— (not in the paper)" if math.isnan(measure.paper) else f"{measure.paper:.2f}"
             row[f"{measure.measure} paper (%)"] = paper
@@ -105,7 +106,7 @@ def _seeds_note(data: ExperimentData) -> str:
     if tested:
         dfs = sorted(c.df for c in tested)
         ts = sorted(scipy_stats.t.ppf(0.975, df) for df in (dfs[0], dfs[-1]))
-        gaps = sorted(c.detectable() for c in tested)
+        gaps = sorted(abs(g) for g in (c.detectable() for c in tested) if g is not None) or [float("nan")]
         parts.append(f"Where nets have two or more seeds, each verdict estimates the seed variance from those few "
                      f"runs (pooled across the nets it compares when their variances agree): its test has "
                      f"{_span(dfs, '.1f')} degrees of freedom (t at 95 %: {_span(ts, '.1f')}), so it finds a change of "
@@ -127,8 +128,9 @@ def _binomial_clause(runs: pd.DataFrame) -> str:
     half = 196 * math.sqrt(rate * (1 - rate) / images)
     return (f" The test's binomial uncertainty (±{half:.2f} pp at {100 * rate:.1f} % error over {images:,} images, "
             f"95 %) counts only which test images were drawn; it says nothing about how far another seed (another "
-            f"initialisation and data order) would move a net, so the verdicts use it only as a floor under the "
-            f"seed variance, never in its place. Run ≥ 2 seeds per net (--seeds 2) for a test.")
+            f"initialisation and data order) would move a net; on a fixed test set the seed-to-seed spread of a "
+            f"count is at most binomial, so the verdicts use it only for a tie (seeds with equal counts), never in "
+            f"place of the seed variance. Run ≥ 2 seeds per net (--seeds 2) for a test.")
 
 
 def _smoke_note(data: ExperimentData) -> str:

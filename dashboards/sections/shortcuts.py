@@ -17,7 +17,8 @@ def render(data: ExperimentData) -> str:
                         for pairs in found.values() for v in pairs)
     tests = (f'<ul class="verdicts shortcut-verdicts">{sentences}</ul><p class="note rule">Same test as the '
              f'degradation verdict, per pair of options at one depth: the test error at the matched iteration '
-             f'across seeds, as counts on the logit scale, the seed variance pooled over the options of that depth '
+             f'across seeds, as counts on the arcsine-root scale (every seed scores the same test images, so no '
+             f'count noise is added but a tie\'s), the seed variance pooled over the options of that depth '
              f'(guarded as there). {escape(verdict.holm_note(tests))} Each sentence states the gap its seeds find '
              f'80 % of the time; a pair with a one-seed option is inconclusive.</p>') if sentences else ""
     options = shortcut_table(data.runs)

@@ -14,20 +14,28 @@ from resnet_core.config import net_name
 VERDICT_RULE = (
     "Test: training error of each run at the matched iteration (the last iteration every compared run of the "
     "family reached), seeds as replicates, as a count of wrong images out of the images it is over "
-    "(<code>train/images</code>), on the logit scale (log of wrong + ½ over right + ½), so that every interval, "
-    "turned back into percentage points, stays inside 0–100 %. Each depth's seed variance is floored at the "
-    "binomial variance of its counts, so a tie is not zero noise. Per family, the linear trend against "
-    "log<sub>2</sub>(depth), every depth with ≥ 2 seeds taking part (with two depths: deepest − shallowest), the "
-    "seed variance pooled across depths, guarded: when the depths' variances differ by more than an F-test at "
-    "level 0.25 allows, or the depths have unequal seeds, Welch's standard error with Hsu's df (min seeds − 1) "
-    "instead. Diverged runs count at chance error (the net failed to train); failed runs are left out and "
-    "counted. Words: <em>degrades</em> / <em>improves</em> when the interval excludes 0; <em>no difference larger "
-    f"than {verdict.EQUIVALENCE_PP:g} pp</em> only when it lies inside ±{verdict.EQUIVALENCE_PP:g} pp; otherwise "
-    "<em>inconclusive</em>, with about how many seeds would tell (80 % power at the observed spread). Each "
-    "family's verdict answers its own question at 95 %. Simulated "
-    "(tests/test_verdict_simulation.py; the table in docs/tracking.md) the false-verdict rate stays at or below "
-    "5 % for 2–5 seeds, unequal seeds, variances up to 5× apart, errors near 0 % and diverged runs. The min–max "
-    "columns are for looking only.")
+    "(<code>train/images</code>), on the arcsine-root scale (arcsin √((wrong + ⅜)/(images + ¾)), where a count's "
+    "own noise is the same at 0 % and at 50 %), so that every interval, turned back into percentage points, stays "
+    "inside 0–100 %. Training batches are drawn afresh, so each depth's seed variance is floored at its count's "
+    "binomial variance. Per family, the linear trend against log<sub>2</sub>(depth), every depth with ≥ 2 seeds "
+    "taking part (with two depths: deepest − shallowest), the seed variance pooled across depths unless "
+    "Bartlett's test of equal variances rejects at level 0.25 or the depths have unequal seeds; then Welch's form, "
+    "each depth's variance at least the pooled one, with Satterthwaite's df. With ≥ 3 depths, every pair of depths "
+    "is tested too (Holm over the pairs): a curve with both a significant rise and a significant fall "
+    "<em>rises and falls</em>, and no straight trend is claimed for it. Diverged runs count at chance error (the "
+    "net failed to train); failed runs are left out and counted. Words: <em>degrades</em> / <em>improves</em> "
+    f"when the interval excludes 0 and does not lie wholly inside ±{verdict.EQUIVALENCE_PP:g} pp (a smaller change "
+    f"is not the degradation problem); <em>no difference larger than {verdict.EQUIVALENCE_PP:g} pp</em> only when "
+    "the trend's and every depth's interval against the shallowest lie inside that margin; otherwise "
+    "<em>inconclusive</em>, with about how many seeds would tell (80 % power at the observed spread). Changes and "
+    "detectable gaps are stated in the direction that can happen from the shallowest net's fitted rate (a fall "
+    "from 0.5 % is at most 0.5 pp). The fitted change is the line's, turned back from the shallowest depth's fitted "
+    "rate, so it can differ from the difference of the table's means. The headline, <em>residual learning removes "
+    "the degradation</em>, is its own test: plain trend − residual trend over the depths both families have, each "
+    "family's test combined by Welch. Each of these answers its own question at 95 %. Simulated "
+    "(tests/test_verdict_simulation.py; the table in docs/tracking.md) the wrong-verdict rate stays at or below "
+    "5 % for 2–5 seeds and 2–5 depths, unequal seeds, variances up to 5× apart, errors near 0 %, curves that "
+    "turn, diverged runs and the CIFAR test-set regime. The min–max columns are for looking only.")
 
 
 def render(data: ExperimentData) -> str:
@@ -52,9 +60,11 @@ def _excluded_note(data: ExperimentData) -> str:
     if excluded.empty:
         return ""
     names = "; ".join(f"{escape(r.name)} ({escape(r.outcome)})" for r in excluded.itertuples(index=False))
-    return (f'<p class="note">Excluded from means and spreads: {len(excluded)} run(s) that failed, diverged, '
-            f'were interrupted or were stopped early — {names}. They are marked in the run table. The degradation '
-            f'verdict counts diverged runs at chance error (the net failed to train).</p>')
+    return (f'<p class="note">Not counted as trained: {len(excluded)} run(s) that failed, diverged, were '
+            f'interrupted or were stopped early — {names}. They are marked in the run table. Failed, interrupted '
+            f'and early-stopped runs are left out of means and spreads; the verdicts and every final value (error '
+            f'vs depth, shortcut options, the paper comparison) count diverged runs at chance error (the net '
+            f'failed to train).</p>')
 
 
 def _comparison_note(data: ExperimentData) -> str:
