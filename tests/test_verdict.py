@@ -316,3 +316,20 @@ def test_page_verdicts_correct_every_pair_of_options_at_every_depth_together():
     levels = inference.holm_levels([c.p for c in raw.values()])
     assert [corrected[k].confidence for k in raw] == levels and max(levels) == pytest.approx(1 - 0.05 / 6)
     assert all(c.high - c.low >= raw[k].high - raw[k].low for k, c in corrected.items())  # never narrower
+
+
+def test_the_interaction_is_the_headline_and_is_logged_with_the_verdicts(matrix):
+    _, found = verdict.verdicts(*_read(matrix, "large-3"))
+    assert [v.family for v in found] == ["interaction", "plain", "residual"]
+    tags, metrics = verdict.verdict_record(found)
+    assert tags["verdict.interaction"] == found[0].label and "verdict.interaction.p_value" in metrics
+    assert found[0].comparison.effect > 0 and found[0].label in (verdict.REMOVES, verdict.REDUCES)
+
+
+def test_no_interaction_is_claimed_without_common_depths():
+    plain = verdict.judge_depth(_values({20: [5.0, 5.2], 56: [9.0, 9.3]}), "plain", 100)
+    residual = verdict.judge_depth(_values({32: [5.0, 5.2], 110: [5.1, 5.0]}), "residual", 100)
+    both = verdict.interaction_verdict(_values({20: [5.0, 5.2], 56: [9.0, 9.3]}),
+                                       _values({32: [5.0, 5.2], 110: [5.1, 5.0]}), plain, residual)
+    assert both.label == verdict.NOT_MEASURED and both.sentence.startswith(
+        "Residual learning and degradation: not measured — needs plain and residual nets at two or more common")
