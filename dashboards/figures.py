@@ -14,8 +14,8 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from dashboards.stats import (FAMILIES, comparison_runs, curve_bands, final_errors, like_for_like,
-                              spread)
+from dashboards.stats import (FAMILIES, at_modal_setting, comparison_candidates, comparison_runs, curve_bands,
+                              final_errors, spread)
 from resnet_core.config import net_name
 
 SPLIT_DASH = {"train": "dash", "test": "solid"}  # the paper's Fig. 6 convention
@@ -140,9 +140,14 @@ def _add_diverged(fig: go.Figure, history: pd.DataFrame, runs: pd.DataFrame, fam
 
 
 def error_vs_depth(runs: pd.DataFrame) -> go.Figure:
-    """Final train (dashed) and test (solid) error vs depth per family; error bars = min–max over seeds."""
-    errors = final_errors(comparison_runs(runs))
+    """Final train (dashed) and test (solid) error vs depth per family; error bars = min–max over seeds.
+
+    Final values (``final_errors``): runs still training are left out, diverged runs count at chance error (the
+    hover says how many)."""
+    errors = final_errors(comparison_candidates(runs))
     summary = spread(errors, ["family", "split", "depth"], "error")
+    failed = errors.groupby(["family", "split", "depth"], observed=True)["diverged"].sum().rename("diverged")
+    summary = summary.merge(failed.astype(int).reset_index(), on=["family", "split", "depth"], how="left")
     fig = go.Figure()
     for (family, split), rows in summary.groupby(["family", "split"]):
         rows = rows.sort_values("depth")
@@ -152,9 +157,9 @@ def error_vs_depth(runs: pd.DataFrame) -> go.Figure:
             marker=dict(symbol="circle" if split == "test" else "circle-open", size=8),
             error_y=dict(type="data", symmetric=False, array=rows["max"] - rows["mean"],
                          arrayminus=rows["mean"] - rows["min"], thickness=1),
-            customdata=rows[["min", "max", "n"]],
+            customdata=rows[["min", "max", "n", "diverged"]],
             hovertemplate="depth %{x}<br>mean %{y:.2f} % (min %{customdata[0]:.2f}, max %{customdata[1]:.2f}, "
-                          "n=%{customdata[2]})<extra></extra>",
+                          "n=%{customdata[2]}; %{customdata[3]} diverged, at chance error)<extra></extra>",
             meta={"family": family, "depth": None, "metric": f"{split}/error", "kind": "mean"}))
     if not summary.empty:
         add_key(fig, "min–max over seeds (error bar)", "error bar", **ERROR_BAR_KEY)
@@ -223,8 +228,9 @@ def layer_responses(responses: pd.DataFrame, runs: pd.DataFrame) -> go.Figure:
 
 
 def shortcut_options(runs: pd.DataFrame) -> go.Figure:
-    """Final train and test error of residual nets per shortcut option (A/B/C), grouped by depth."""
-    table = like_for_like(runs)
+    """Final train and test error of residual nets per shortcut option (A/B/C), grouped by depth (runs still
+    training left out, diverged runs at chance error: ``final_errors``)."""
+    table = runs[at_modal_setting(runs)]
     errors = final_errors(table[table["family"].eq("residual")])
     summary = spread(errors, ["split", "shortcut", "depth"], "error")
     fig = make_subplots(rows=1, cols=2, subplot_titles=["training error", "test error"], horizontal_spacing=0.08)

@@ -3,7 +3,11 @@ our 10-crop errors, and whether a difference from the paper may be computed.
 
 - **Ours** is the final iterate's 10-crop top-1 / top-5 error on the test split (``test/error_10crop``,
   ``test/top5_error_10crop``, logged once, at the end of training), mean ± std over seeds — never the best
-  evaluation seen, which would select on the test set.
+  evaluation seen, which would select on the test set. As in every final value (dashboards/stats.py,
+  ``final_errors``): runs still training are left out, a diverged run counts at chance error (top-1
+  100·(1 − 1/classes), top-5 100·(1 − 5/classes)), as the verdicts count it, and the row's ``counted`` says
+  so ("2 of 2; 1 diverged (at chance error)"). Whether the runs trained to length is judged on those that
+  finished, by the fewest iterations any of them reached.
 - **A difference** (ours − paper) is computed only in the paper's setting (``paper_setting_caveats`` is empty):
   the sweep's recipe tag is ``paper``, every run trained on data set ``imagenet`` to the paper's 600k
   iterations, and its 10-crop test covered ILSVRC-2012's 50 000 validation images (``test/images_10crop``; the
@@ -22,14 +26,16 @@ import pandas as pd
 
 from dashboards.paper import (IMAGENET_DATASETS, IMAGENET_PAPER_ITERATIONS, IMAGENET_TOP1, IMAGENET_TOP5,
                               ILSVRC2012_CLASSES, ILSVRC2012_TEST_IMAGES, named_datasets, recipe_caveats)
-from dashboards.stats import FAMILIES, layout_column, like_for_like, spread
+from dashboards.stats import (FAMILIES, at_modal_setting, diverged, finished, layout_column, like_for_like,
+                              run_counts, spread, still_running)
+from dashboards.verdict import chance_error
 from resnet_core.config import net_name
 
 HISTORY_METRICS = ("val/error",)  # Fig. 4's bold curves, where the runs hold a validation split out
 TOP1, TOP5, TEN_CROP_IMAGES = "test/error_10crop", "test/top5_error_10crop", "test/images_10crop"
 MEASURES = (("top-1", TOP1, {k: v for k, (v, _) in IMAGENET_TOP1.items()}), ("top-5", TOP5, IMAGENET_TOP5))
 COLUMNS = ["net", "family", "depth", "shortcut", "source", "measure", "paper", "ours_mean", "ours_std", "ours_min",
-           "ours_max", "n"]
+           "ours_max", "n", "runs", "diverged", "running", "counted"]
 
 
 def imagenet_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -59,6 +65,14 @@ def members(runs: pd.DataFrame) -> pd.DataFrame:
     return table.assign(shortcut=table["shortcut"].fillna("none"))
 
 
+def candidates(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every ImageNet-layout plain and residual run, of any outcome, at the setting ``members`` keeps
+    (``members(runs)`` is its usable part): what the tables' "n of m" counts."""
+    table = runs[at_modal_setting(runs)]
+    table = table[layout_column(table).eq("imagenet") & table["family"].isin(FAMILIES) & table["depth"].notna()]
+    return table.assign(shortcut=table["shortcut"].fillna("none"))
+
+
 def held_out_split(history: pd.DataFrame, runs: pd.DataFrame) -> str:
     """``val`` when the ImageNet-layout runs logged a validation history (a held-out split), else ``test``."""
     ids = imagenet_runs(runs)["run_id"]
@@ -80,30 +94,43 @@ def data_dirs(runs: pd.DataFrame) -> list[str]:
 
 def paper_setting_caveats(sweep_tags: dict[str, str], runs: pd.DataFrame) -> list[str]:
     """Reasons this experiment is not the paper's ImageNet setting (recipe, full ILSVRC-2012, full length);
-    empty when it is. Reads the sweep's tags and the ImageNet-layout runs that count."""
+    empty when it is. Reads the sweep's tags and the ImageNet-layout runs that count; the length and the test
+    set are judged on the runs that have ended (runs still training are in no final value yet)."""
     table, caveats = members(runs), recipe_caveats(sweep_tags, "ImageNet recipe")
+    every = candidates(runs)
     datasets = named_datasets(sweep_tags, table)
     if not datasets <= set(IMAGENET_DATASETS) or not datasets:
         caveats.append(f"Dataset is {', '.join(sorted(datasets)) or 'unknown'}; Tables 2/3 are ILSVRC-2012.")
     if is_smoke(sweep_tags, runs):
         where = ", ".join(data_dirs(table)) or "a generated set"
         caveats.append(f"Preset '{sweep_tags.get('preset', '?')}' is a smoke run on {where}, not ILSVRC-2012.")
-    caveats += _length_caveats(table) + _test_set_caveats(table)
+    caveats += _length_caveats(every) + _test_set_caveats(every[finished(every)])
     return caveats
 
 
 def _length_caveats(table: pd.DataFrame) -> list[str]:
-    """Whether the runs were configured for, and reached, the paper's 600k iterations."""
-    if table.empty or not table["iterations"].notna().any():
+    """Whether the runs that ended (trained or diverged) were configured for the paper's 600k iterations (the
+    fewest any was set to), and whether every trained one reached its budget (the fewest reached, never the
+    most). Runs still training are not asked; a diverged run stops early by nature."""
+    ended = table[finished(table) | diverged(table)]
+    if ended.empty and still_running(table).any():
+        running = table[still_running(table)]
+        steps = running["last_step"].dropna() if "last_step" in running else pd.Series(dtype=float)
+        furthest = int(steps.max()) if not steps.empty else 0
+        return [f"No run has finished yet: {len(running)} still running (the furthest at {furthest:,} iterations)."]
+    if ended.empty or not ended["iterations"].notna().any():
         return ["No run says how many iterations it was configured for."]
-    configured = int(table["iterations"].max())
-    reached = int(table["last_step"].min()) if "last_step" in table and table["last_step"].notna().any() else None
-    if int(table["iterations"].min()) < IMAGENET_PAPER_ITERATIONS:
-        return [f"Runs trained for {int(table['iterations'].min()):,} iterations; the paper trains up to "
+    if int(ended["iterations"].min()) < IMAGENET_PAPER_ITERATIONS:
+        return [f"Runs trained for {int(ended['iterations'].min()):,} iterations; the paper trains up to "
                 f"{IMAGENET_PAPER_ITERATIONS:,} (60 × 10⁴)."]
-    if reached is None or reached < configured:
-        return [f"Some runs have reached only {reached or 0:,} of {configured:,} iterations (still running, or "
-                f"stopped early)."]
+    trained = ended[finished(ended)]
+    reached = trained["last_step"] if "last_step" in trained else pd.Series(pd.NA, index=trained.index)
+    short = trained[reached.isna() | reached.lt(trained["iterations"]).fillna(True)]
+    if not short.empty:
+        fewest = short["last_step"].min() if "last_step" in short else None
+        configured = int(short["iterations"].max())
+        return [f"Some runs have reached only {0 if pd.isna(fewest) else int(fewest):,} of {configured:,} "
+                f"iterations (stopped short of their budget)."]
     return []
 
 
@@ -138,10 +165,13 @@ class ImageNetComparison:
 
 def tables_2_3(runs: pd.DataFrame, sweep_tags: dict[str, str]) -> ImageNetComparison:
     """Per ImageNet-layout net in Table 2 or 3: the paper's 10-crop top-1 and top-5 error beside ours (final
-    iterate, mean ± std over seeds), and ours − paper only in the paper's setting."""
+    iterate, mean ± std over seeds; runs still training left out, diverged runs at chance error), and ours −
+    paper only in the paper's setting."""
     caveats = paper_setting_caveats(sweep_tags, runs)
     comparable, rows, notes = not caveats, [], []
-    for (family, depth, shortcut), group in members(runs).groupby(["family", "depth", "shortcut"]):
+    for (family, depth, shortcut), group in candidates(runs).groupby(["family", "depth", "shortcut"]):
+        if not (finished(group) | diverged(group) | still_running(group)).any():
+            continue  # every run failed or was interrupted: nothing to set beside the paper
         key, net = (family, int(depth), shortcut), imagenet_net(family, int(depth), shortcut)
         if key not in IMAGENET_TOP1:
             notes.append(f"{net} is in neither Table 2 nor Table 3: not compared.")
@@ -149,7 +179,8 @@ def tables_2_3(runs: pd.DataFrame, sweep_tags: dict[str, str]) -> ImageNetCompar
         if not group["dataset"].isin(IMAGENET_DATASETS).all():
             notes.append(f"{net} has the ImageNet layout but was not trained on ImageNet: not set beside Tables 2/3.")
             continue
-        if all(group.get(f"metrics.{metric}", pd.Series(dtype=float)).isna().all() for _, metric, _ in MEASURES):
+        trained = group[finished(group)]
+        if all(trained.get(f"metrics.{metric}", pd.Series(dtype=float)).isna().all() for _, metric, _ in MEASURES):
             notes.append(f"{net}: no 10-crop error logged yet (it is logged once, at the end of training).")
         for measure, metric, paper in MEASURES:
             rows.append(_row(net, key, measure, paper.get(key, math.nan), group, metric, comparable))
@@ -162,16 +193,32 @@ def imagenet_net(family: str, depth: int, shortcut: str) -> str:
     return net_name(family, depth) + (f" {shortcut}" if family == "residual" else "")
 
 
+def chance(dataset: str | None, measure: str) -> float:
+    """The error (%) of guessing: top-1 ``chance_error`` (100·(1 − 1/classes)), top-5 100·(1 − 5/classes)."""
+    top1 = chance_error(dataset)
+    if measure == "top-1":
+        return top1
+    classes = round(100 / (100 - top1))
+    return 100 * (1 - min(5, classes) / classes)
+
+
 def _row(net: str, key: tuple, measure: str, paper: float, group: pd.DataFrame, metric: str,
          comparable: bool) -> dict:
+    """One net and measure: the finished runs' final 10-crop error and the diverged runs' chance error."""
     column = f"metrics.{metric}"
-    values = group[column].dropna() if column in group else pd.Series(dtype=float)
+    trained = group[finished(group)]
+    logged = trained[column].dropna() if column in trained else pd.Series(dtype=float)
+    failed = group[diverged(group)]
+    datasets = failed["dataset"] if "dataset" in failed else pd.Series(None, index=failed.index, dtype=object)
+    values = pd.concat([logged, datasets.map(lambda d: chance(d, measure)).astype("float64")])
+    counts = run_counts(group, pd.DataFrame({"run_id": group.loc[values.index, "run_id"]}))
     stats = spread(pd.DataFrame({"g": 0, "e": values}), ["g"], "e")
     found = stats.iloc[0] if not stats.empty else pd.Series({k: math.nan for k in ("mean", "std", "min", "max")})
     source = IMAGENET_TOP1[key][1] if measure == "top-1" else "Table 3" if not math.isnan(paper) else "—"
     row = {"net": net, "family": key[0], "depth": key[1], "shortcut": key[2], "source": source, "measure": measure,
            "paper": paper, "ours_mean": found["mean"], "ours_std": found["std"], "ours_min": found["min"],
-           "ours_max": found["max"], "n": len(values)}
+           "ours_max": found["max"], "n": len(values), "runs": counts["runs"], "diverged": counts["diverged"],
+           "running": counts["running"], "counted": counts["words"]}
     if comparable:
         row["difference"] = row["ours_mean"] - paper
     return row

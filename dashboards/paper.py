@@ -12,6 +12,20 @@ Like is compared with like:
 
 Our number is the **final iterate**: each run's test error at its last iteration, mean ± std over seeds (with
 the min–max range) — never the best test error seen during training, which selects on the test set.
+
+Which runs make that number (dashboards/stats.py, ``final_errors``), and the row's ``counted`` words say it:
+- **Only runs that have ended.** A run still training (outcome ``running``, status RUNNING) is left out: its
+  last logged error is not a final value (at 20k of 64k iterations, before the learning-rate drops, it is
+  points above where the run will end). The row still shows the finished seeds' number — each of them is a
+  complete measurement, and when a seed finishes has nothing to do with its error — but says "2 of 3; 1 still
+  running (left out)", so it reads as provisional; a net with no finished run shows "—" ("0 of 3; 3 still
+  running (left out)"). Whether the runs trained to the paper's length is checked on the runs that finished,
+  by the **fewest** iterations any of them reached (``reproduction_caveats``), never the most.
+- **Diverged runs count, at chance error** (``chance_error``: 100·(1 − 1/classes), 90 % on CIFAR-10), as in the
+  verdicts: a net whose loss became NaN failed to train, an outcome of the recipe rather than missing data. So
+  they enter the mean, the std and the difference from the paper, and the row says "3 of 3; 1 diverged (at
+  chance error)". Failed (crashed), interrupted and early-stopped runs are missing data: left out, and counted
+  in the same words.
 """
 
 from __future__ import annotations
@@ -22,7 +36,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from dashboards.stats import comparison_runs, layout_column, spread
+from dashboards.stats import (comparison_candidates, diverged, final_errors, finished, layout_column, run_counts,
+                             spread, still_running)
 from dashboards.inference import reference_difference
 from dashboards.verdict import evaluated_images
 from resnet_core.config import net_name
@@ -73,7 +88,7 @@ IMAGENET_PAPER_ITERATIONS = 600_000
 ILSVRC2012_CLASSES, ILSVRC2012_TEST_IMAGES = 1000, 50_000
 
 COLUMNS = ["net", "layout", "depth", "shortcut", "source", "paper", "paper_std", "paper_runs", "paper_note",
-           "ours_mean", "ours_std", "ours_min", "ours_max", "n"]
+           "ours_mean", "ours_std", "ours_min", "ours_max", "n", "runs", "diverged", "running", "counted"]
 DIFFERENCE_COLUMNS = ["difference", "difference_low", "difference_high", "difference_test"]
 
 
@@ -96,14 +111,39 @@ def reproduction_caveats(sweep_tags: dict[str, str], runs: pd.DataFrame) -> list
     datasets = named_datasets(sweep_tags, runs)
     if datasets and datasets != {PAPER_DATASET}:
         caveats.append(f"Dataset is {', '.join(sorted(datasets))}; Table 6 is CIFAR-10.")
-    configured, reached = _max(runs, "iterations"), _max(runs, "last_step")
-    trained = configured if configured is not None else reached
-    if trained is not None and trained < PAPER_ITERATIONS:
-        caveats.append(f"Runs trained for {trained:,} iterations; the paper trains {PAPER_ITERATIONS:,}.")
-    elif configured is not None and reached is not None and reached < configured:
-        caveats.append(f"Runs have reached at most {reached:,} of {configured:,} iterations "
-                       f"(still running, or stopped early).")
-    return caveats
+    return caveats + length_caveats(runs)
+
+
+def length_caveats(runs: pd.DataFrame) -> list[str]:
+    """Whether the runs a final value is made of were configured for, and reached, the paper's 64k iterations.
+
+    Those runs are the ones that ended, trained or diverged (``final_errors``); runs still training are left
+    out of final values and so of this check. Configured: the **fewest** iterations any of them was set to.
+    Reached: every trained run must have logged its last iteration — judged by the run that reached the
+    fewest, never by the one that reached the most (a diverged run stops early by nature and is not asked).
+    """
+    ended = runs[finished(runs) | diverged(runs)]
+    if ended.empty:
+        running = runs[still_running(runs)]
+        if running.empty:
+            return []
+        furthest, configured = _max(running, "last_step"), _max(running, "iterations")
+        where = f" (the furthest at {furthest or 0:,}" + (f" of {configured:,} iterations)" if configured else
+                                                            " iterations)")
+        return [f"No run has finished yet: {len(running)} still running{where}."]
+    trained = ended[finished(ended)]
+    configured = _min(ended, "iterations")
+    if configured is None:  # no run says what it was configured for: how far the trained ones got
+        configured = _min(trained, "last_step")
+    if configured is not None and configured < PAPER_ITERATIONS:
+        return [f"Runs trained for {configured:,} iterations; the paper trains {PAPER_ITERATIONS:,}."]
+    if "last_step" in trained and "iterations" in trained:
+        short = trained[trained["last_step"].lt(trained["iterations"]).fillna(False)]
+        if not short.empty:
+            fewest = short.loc[short["last_step"].astype("float64").idxmin()]
+            return [f"{len(short)} finished run(s) stopped short of their budget: the fewest reached "
+                    f"{int(fewest['last_step']):,} of {int(fewest['iterations']):,} iterations."]
+    return []
 
 
 def recipe_caveats(sweep_tags: dict[str, str], recipe_name: str) -> list[str]:
@@ -120,22 +160,27 @@ def paper_comparison(runs: pd.DataFrame, sweep_tags: dict[str, str] | None = Non
     """Our final test error per net (mean ± std over seeds) beside the paper's table value.
 
     ``sweep_tags`` (the sweep run's ``recipe`` / ``dataset``) decide whether a difference may be computed;
-    without them the comparison is reference only.
+    without them the comparison is reference only. Each net's number is made of its runs that ended — trained,
+    or diverged at chance error — and never of a run still training (see the module's docstring); ``counted``
+    says how many of its runs that is, and why the others are not.
     """
     tags = sweep_tags or {}
     comparable = not reproduction_caveats(tags, runs)
-    members = comparison_runs(runs)
+    candidates = comparison_candidates(runs)
     notes: list[str] = []
-    if "metrics.test/error" not in members or members.empty:
+    if candidates.empty:
         return PaperComparison(_empty(comparable), comparable, notes)
-    members = members.assign(layout=layout_column(members), shortcut=members["shortcut"].fillna("none"))
+    candidates = candidates.assign(layout=layout_column(candidates), shortcut=candidates["shortcut"].fillna("none"))
+    errors = final_errors(candidates)
+    test_errors = errors[errors["split"].eq("test")]
     on_imagenet = bool(named_datasets(tags, runs) & set(IMAGENET_DATASETS))
-    rows = []
-    for (layout, family, depth, shortcut), group in members.groupby(["layout", "family", "depth", "shortcut"]):
+    rows, waiting = [], 0
+    for (layout, family, depth, shortcut), group in candidates.groupby(["layout", "family", "depth", "shortcut"]):
         depth = int(depth)
-        errors = group["metrics.test/error"].dropna()
-        if errors.empty:
-            continue
+        values = test_errors[test_errors["run_id"].isin(group["run_id"])]
+        counts = run_counts(group, values)
+        if counts["counted"] == 0 and counts["running"] == 0:
+            continue  # every run failed or logged no test error: nothing to set beside the paper
         net = net_name(family, depth)
         if layout == "imagenet":
             if (family, depth, shortcut) not in IMAGENET_TOP1:
@@ -151,9 +196,15 @@ def paper_comparison(runs: pd.DataFrame, sweep_tags: dict[str, str] | None = Non
                 notes.append(f"{net} uses shortcut option {shortcut}; Table 6 is option A, so it is not compared.")
                 continue
             mean, std, count = TABLE6_RESNET_MEAN_STD.get(depth, (TABLE6_RESNET_TEST_ERROR[depth], None, None))
-            images = group["run_id"].map(evaluated_images(group, "test/error"))[errors.index]
-            rows.append(_row(net, layout, depth, shortcut, "Table 6 (CIFAR-10)", mean, errors, std, count,
-                             TABLE6_NOTES.get(depth, ""), difference=comparable, images=images))
+            images = values["run_id"].map(evaluated_images(group, "test/error"))
+            rows.append({**_row(net, layout, depth, shortcut, "Table 6 (CIFAR-10)", mean, values["error"], std,
+                                count, TABLE6_NOTES.get(depth, ""), difference=comparable, images=images),
+                         **{k: counts[k] for k in ("runs", "diverged", "running")}, "counted": counts["words"]})
+            waiting += counts["running"]
+    if waiting:
+        notes.append(f"{waiting} run(s) still training are left out of the final values (a run's error before "
+                     f"its last iteration is not final): the rows that lack them say so, and their numbers are "
+                     f"provisional until those runs finish.")
     table = pd.DataFrame(rows, columns=COLUMNS + (DIFFERENCE_COLUMNS if comparable else []))
     return PaperComparison(table.sort_values(["layout", "net", "depth"], key=_natural).reset_index(drop=True),
                            comparable, notes)
@@ -162,8 +213,11 @@ def paper_comparison(runs: pd.DataFrame, sweep_tags: dict[str, str] | None = Non
 def _row(net: str, layout: str, depth: int, shortcut: str, source: str, paper: float, errors: pd.Series,
          paper_std: float | None = None, paper_runs: int | None = None, note: str = "",
          difference: bool = False, images: pd.Series | None = None) -> dict:
-    """One table row: the paper's value, ours (mean, std, min, max, n) and, if asked, the difference."""
-    stats = spread(pd.DataFrame({"g": 0, "e": errors}), ["g"], "e").iloc[0]
+    """One table row: the paper's value, ours (mean, std, min, max, n) and, if asked, the difference.
+    With no value yet (every run still training) ours and the difference are NaN."""
+    found = spread(pd.DataFrame({"g": 0, "e": errors}), ["g"], "e")
+    stats = found.iloc[0] if not found.empty else pd.Series({"mean": math.nan, "std": math.nan, "min": math.nan,
+                                                             "max": math.nan, "n": 0})
     row = {"net": net, "layout": layout, "depth": depth, "shortcut": shortcut, "source": source, "paper": paper,
            "paper_std": math.nan if paper_std is None else paper_std, "paper_runs": paper_runs, "paper_note": note,
            "ours_mean": stats["mean"], "ours_std": stats["std"], "ours_min": stats["min"], "ours_max": stats["max"],
@@ -172,7 +226,8 @@ def _row(net: str, layout: str, depth: int, shortcut: str, source: str, paper: f
         test = paper_difference(errors.to_numpy(), images.to_numpy(), paper, paper_runs)
         row.update(difference=test.effect if test else stats["mean"] - paper,
                    difference_low=test.low if test else math.nan, difference_high=test.high if test else math.nan,
-                   difference_test=test.test if test else "one seed: no interval")
+                   difference_test=test.test if test else ("one seed: no interval" if len(errors) else
+                                                           "no finished run: no difference"))
     return row
 
 
@@ -206,4 +261,11 @@ def _max(runs: pd.DataFrame, column: str) -> int | None:
     """The largest value of an integer column (configured or reached iterations), None when absent."""
     if column in runs and runs[column].notna().any():
         return int(runs[column].max())
+    return None
+
+
+def _min(runs: pd.DataFrame, column: str) -> int | None:
+    """The smallest value of an integer column (configured or reached iterations), None when absent."""
+    if column in runs and runs[column].notna().any():
+        return int(runs[column].min())
     return None

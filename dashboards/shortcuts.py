@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from dashboards.paper import IMAGENET_DATASETS, IMAGENET_TOP1
-from dashboards.stats import final_errors, layout_column, like_for_like, spread
+from dashboards.stats import at_modal_setting, final_errors, layout_column, run_counts, spread
 
 OPTIONS = ("A", "B", "C")
 NET_ORDER = ("plain", "residual A", "residual B", "residual C")
@@ -54,8 +54,11 @@ def shortcut_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per net (plain baseline, residual A/B/C) and depth: test and train error mean ± std over seeds,
     parameters (from the run tag ``parameters``) and extra parameters over option A, as ``format_parameters``
     writes them. ``TABLE3_COLUMN`` is there only when some row is an ImageNet-layout ResNet-34 trained on
-    ImageNet (and filled only on those rows); a ``layout`` column only when the nets have more than one layout."""
-    table = like_for_like(runs)
+    ImageNet (and filled only on those rows); a ``layout`` column only when the nets have more than one layout.
+
+    Final values as everywhere (dashboards/stats.py, ``final_errors``): runs still training are left out, diverged
+    runs count at chance error, and ``runs counted`` says so ("3 of 3; 1 diverged (at chance error)")."""
+    table = runs[at_modal_setting(runs)]
     nets = table.assign(option=table["shortcut"].where(table["family"].eq("residual"), "plain"),
                         layout=layout_column(table))
     errors = final_errors(nets).merge(nets[["run_id", "option", "layout"]], on="run_id")
@@ -65,7 +68,9 @@ def shortcut_table(runs: pd.DataFrame) -> pd.DataFrame:
         by_split = group.set_index("split")
         members = nets[nets["layout"].eq(layout) & nets["depth"].eq(depth) & nets["option"].eq(option)]
         net = option if option == "plain" else f"residual {option}"
+        counted = errors[errors["run_id"].isin(members["run_id"])].drop_duplicates("run_id")
         rows.append({"layout": layout, "depth": int(depth), "net": net, "seeds": int(by_split["n"].max()),
+                     "runs counted": run_counts(members, counted)["words"],
                      "test error % (mean ± std)": _mean_std(by_split, "test"),
                      "train error % (mean ± std)": _mean_std(by_split, "train"),
                      "parameter_count": _parameters(members), "table3": _table3(members, layout, int(depth), option)})

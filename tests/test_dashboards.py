@@ -266,6 +266,11 @@ def test_degradation_curves_dashed_train_solid_test_one_group_per_net(smoke):
 
 def test_error_vs_depth_and_paper_figures(smoke):
     fig = figures.error_vs_depth(smoke.runs)
+    plain_train = next(t for t in _traces(fig, kind="mean") if t.name == "plain train (mean)")
+    at56 = list(plain_train.x).index(56)
+    assert tuple(plain_train.customdata[at56][1:]) == (pytest.approx(90.0), 3, 1)  # max, n, diverged
+    # plain-56's diverged run counts, at chance error, as in the verdict: the bar reaches 90 %
+    assert plain_train.y[at56] + plain_train.error_y.array[at56] == pytest.approx(90.0)
     names = sorted(t.name for t in _traces(fig, kind="mean"))
     assert names == ["plain test (mean)", "plain train (mean)", "residual test (mean)", "residual train (mean)"]
     for trace in _traces(fig, kind="mean"):
@@ -281,6 +286,7 @@ def test_error_vs_depth_and_paper_figures(smoke):
     assert list(comparison["depth"]) == [20, 56]
     assert list(comparison["paper"]) == [8.75, 6.97]
     assert comparison["n"].tolist() == [2, 2]  # the failed residual-20 run is not counted
+    assert comparison["counted"].tolist() == ["2 of 3; 1 failed (left out)", "2 of 2"]
     assert comparison["ours_std"].notna().all()  # mean ± std over seeds
     fig = figures.paper_comparison(comparison, reference_only=True)
     assert [t.meta["kind"] for t in fig.data] == ["paper", "ours"] and "reference only" in fig.layout.title.text
@@ -392,7 +398,7 @@ def test_failed_diverged_and_probe_less_runs_are_marked(smoke_html):
     marked = {re.search(r"<td>(.*?)</td>", cells).group(1): outcome for outcome, cells in rows}
     assert marked["plain-56 seed 2"] == "diverged" and marked["residual-20 seed 2"] == "failed"
     assert sum(o == "completed" for o in marked.values()) == 8
-    assert "Excluded from means and spreads: 2 run(s)" in smoke_html and "counts diverged runs at chance error" in smoke_html
+    assert "Not counted as trained: 2 run(s)" in smoke_html and "count diverged runs at chance error" in smoke_html
     missing = re.search(r'<p class="note missing-probes">(.*?)</p>', smoke_html).group(1)
     assert MISSING in missing and "residual-20 seed 2 (failed)" in missing
 
@@ -526,6 +532,106 @@ def test_table6_difference_only_for_the_papers_setting_and_110_against_the_mean(
         result = paper.paper_comparison(the_runs, tags)
         assert not result.comparable and "difference" not in result.table, tags
         assert list(result.table["paper"]) == [8.75, 6.61]  # still shown, as reference
+
+
+def _ended(runs: pd.DataFrame, outcome: str, last_step: int | None = None, error: float | None = None,
+           index: int = -1) -> pd.DataFrame:
+    """``runs`` with one run (the last by default) given another end: ``running`` (status RUNNING),
+    ``diverged`` (status FAILED), and optionally the iteration it reached and the test error it logged last."""
+    runs = runs.copy()
+    at = runs.index[index]
+    runs.loc[at, ["outcome", "status"]] = [outcome, "RUNNING" if outcome == "running" else "FAILED"]
+    if last_step is not None:
+        runs.loc[at, "last_step"] = last_step
+    if error is not None:
+        runs.loc[at, "metrics.test/error"] = error
+    return runs
+
+
+def test_table6_leaves_out_a_run_still_training_and_its_row_says_so():
+    """Two seeds finished at 64k and one at 20k, still before its lr drops: before, the third entered the mean
+    ("+1.77 pp"-style differences from a run still training); now it is left out and the row says so."""
+    runs = _ended(_paper_runs([("residual", 20, "A", "cifar", [8.6, 8.8, 30.0])]), "running", last_step=20_000)
+    result = paper.paper_comparison(runs, PAPER_TAGS)
+    assert result.comparable  # the finished seeds trained the paper's 64k; the running one is not asked yet
+    row = result.table.iloc[0]
+    assert row["counted"] == "2 of 3; 1 still running (left out)"
+    assert (row["n"], row["runs"], row["running"], row["diverged"]) == (2, 3, 1, 0)
+    assert row["ours_mean"] == pytest.approx(8.7) and row["ours_max"] == 8.8  # 30.0, the running run's, is not in
+    assert row["difference"] == pytest.approx(8.7 - 8.75, abs=0.01)
+    assert any("1 run(s) still training are left out" in note and "provisional" in note for note in result.notes)
+
+    everything = _ended(_ended(runs, "running", 30_000, index=0), "running", 40_000, index=1)
+    result = paper.paper_comparison(everything, PAPER_TAGS)
+    row = result.table.iloc[0]
+    assert row["counted"] == "0 of 3; 3 still running (left out)" and row["n"] == 0 and pd.isna(row["ours_mean"])
+    assert not result.comparable and "difference" not in result.table  # no run has finished: nothing final yet
+    assert paper.reproduction_caveats(PAPER_TAGS, everything) == [
+        "No run has finished yet: 3 still running (the furthest at 40,000 of 64,000 iterations)."]
+
+
+def test_table6_counts_a_diverged_run_at_chance_error_and_its_row_says_so():
+    """As the verdicts do: a diverged run is a real outcome of the recipe. Before, it vanished from the mean."""
+    runs = _paper_runs([("residual", 20, "A", "cifar", [8.6, 8.8, 31.0]),
+                        ("residual", 56, "A", "cifar", [7.0, 7.2, 7.1])])
+    runs = _ended(runs, "diverged", last_step=12_000, error=31.0, index=2)  # logged 31 %, then its loss went NaN
+    result = paper.paper_comparison(runs, PAPER_TAGS)
+    assert result.comparable  # a diverged run stops early by nature: not a run short of its budget
+    r20 = result.table.set_index("net").loc["residual-20"]
+    assert r20["counted"] == "3 of 3; 1 diverged (at chance error)"
+    assert (r20["n"], r20["diverged"]) == (3, 1)
+    chance = verdict.chance_error("cifar10")
+    assert chance == pytest.approx(90.0) and r20["ours_max"] == chance  # at chance error, not its last 31 %
+    assert r20["ours_mean"] == pytest.approx((8.6 + 8.8 + chance) / 3)
+    assert r20["ours_std"] == pytest.approx(pd.Series([8.6, 8.8, chance]).std())
+    assert r20["difference"] > 20 and r20["difference_low"] < r20["difference"]  # the paper comparison counts it
+    assert result.table.set_index("net").loc["residual-56", "counted"] == "3 of 3"
+
+    every = _ended(_ended(_ended(runs, "diverged", index=0), "diverged", index=1), "diverged", index=2)
+    r20 = paper.paper_comparison(every, PAPER_TAGS).table.set_index("net").loc["residual-20"]  # not dropped
+    assert r20["counted"] == "3 of 3; 3 diverged (at chance error)" and r20["ours_mean"] == pytest.approx(chance)
+
+
+def test_the_length_check_goes_by_the_run_that_reached_the_fewest_iterations():
+    ok = _paper_runs([("residual", 20, "A", "cifar", [8.6, 8.8, 8.7])])
+    assert paper.reproduction_caveats(PAPER_TAGS, ok) == []
+    short = ok.assign(last_step=pd.array([64_000, 64_000, 30_000], dtype="Int64"))  # one ended at 30k
+    assert paper.reproduction_caveats(PAPER_TAGS, short) == [
+        "1 finished run(s) stopped short of their budget: the fewest reached 30,000 of 64,000 iterations."]
+    assert not paper.paper_comparison(short, PAPER_TAGS).comparable  # before: the largest (64k) passed
+    configured = ok.assign(iterations=pd.array([64_000, 64_000, 32_000], dtype="Int64"),
+                           last_step=pd.array([64_000, 64_000, 32_000], dtype="Int64"))
+    assert paper.reproduction_caveats(PAPER_TAGS, configured) == [
+        "Runs trained for 32,000 iterations; the paper trains 64,000."]  # the fewest configured, not the most
+    assert paper.reproduction_caveats(PAPER_TAGS, _ended(ok, "running", last_step=20_000)) == []  # not final yet
+    assert paper.reproduction_caveats(PAPER_TAGS, _ended(ok, "diverged", last_step=9_000)) == []  # stopped by NaN
+
+
+def test_report_of_runs_still_training_and_diverged_says_how_many_counted(tmp_path):
+    """The real path: a store with a residual-20 seed still RUNNING at 20k of 64k and a residual-56 seed diverged,
+    read by the loader and set beside Table 6 in the report."""
+    uri = sqlite_uri(tmp_path)
+    write_fixture_experiment(uri, "training", families=("residual",), depths=(20, 56), seeds=2, iterations=64_000,
+                             points=16, with_failed=False, with_diverged=False, artifacts=False,
+                             extra_trials=[{"family": "residual", "depth": 20, "seed": 2, "outcome": "running",
+                                            "reached": 20_000},
+                                           {"family": "residual", "depth": 56, "seed": 2, "outcome": "diverged"}])
+    data = load_experiment("training", uri)
+    running = data.runs[data.runs["outcome"].eq("running")]
+    assert running["status"].tolist() == ["RUNNING"] and running["last_step"].tolist() == [20_000]
+    result = paper.paper_comparison(data.runs, data.sweep_tags)
+    assert result.comparable
+    table = result.table.set_index("net")
+    assert table["counted"].to_dict() == {"residual-20": "2 of 3; 1 still running (left out)",
+                                          "residual-56": "3 of 3; 1 diverged (at chance error)"}
+    done = data.runs[data.runs["outcome"].eq("completed") & data.runs["depth"].eq(20)]
+    assert table.loc["residual-20", "ours_mean"] == pytest.approx(done["metrics.test/error"].mean())
+    assert table.loc["residual-20", "n"] == 2
+    assert table.loc["residual-56", "ours_max"] == pytest.approx(90.0) and table.loc["residual-56", "n"] == 3
+    section = render_report(data).split('id="paper"')[1].split("</section>")[0]
+    assert "<th>runs counted</th>" in section
+    assert "2 of 3; 1 still running (left out)" in section and "3 of 3; 1 diverged (at chance error)" in section
+    assert "still training are left out of the final values" in section
 
 
 def test_imagenet_layout_meets_tables_2_3_only_on_imagenet_and_table6_only_option_a():

@@ -13,7 +13,9 @@ from dashboards.loader import ExperimentData
 def render(data: ExperimentData) -> str:
     result = paper.paper_comparison(data.runs, data.sweep_tags)
     comparison = result.table
-    protocol = f'<p class="protocol">Selection protocol: {escape(paper.SELECTION_PROTOCOL)}.</p>'
+    protocol = (f'<p class="protocol">Selection protocol: {escape(paper.SELECTION_PROTOCOL)}. Only runs that have '
+                f'ended count: a run still training is left out; a diverged run counts at chance error, as in the '
+                f'verdicts (“runs counted” says how many of each net\'s runs that is).</p>')
     if comparison["depth"].eq(110).any() and comparison["source"].str.startswith("Table 6").any():
         protocol += ('<p class="note">ResNet-110 is compared with the paper\'s mean over 5 runs (6.61 ± 0.16), '
                      'not with its best run (6.43, the value Table 6 prints).</p>')
@@ -26,6 +28,7 @@ def render(data: ExperimentData) -> str:
         "paper (%)": [_paper_value(row) for row in comparison.itertuples(index=False)],
         "source": comparison["source"],
         "this experiment (%)": [ours_text(row) for row in comparison.itertuples(index=False)],
+        "runs counted": comparison["counted"],
     })
     if result.comparable:
         shown["difference, ours − paper (pp)"] = [_difference(row) for row in comparison.itertuples(index=False)]
@@ -63,6 +66,8 @@ def ours_text(row) -> str:
 
 
 def _difference(row) -> str:
+    if pd.isna(row.difference):
+        return f"— ({row.difference_test})"
     if pd.isna(row.difference_low):
         return f"{signed(row.difference)} (one seed: no interval)"
     return f"{signed(row.difference)} (95 % CI {signed(row.difference_low)} to {signed(row.difference_high)})"

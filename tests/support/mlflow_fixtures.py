@@ -58,7 +58,8 @@ class _Trial:
     depth: int
     seed: int
     shortcut: str = "A"
-    outcome: str = "completed"  # completed / diverged / failed
+    outcome: str = "completed"  # completed / diverged / failed / running (still training: status RUNNING)
+    reached: int | None = None  # running: the last iteration it has logged so far
     probes: bool = True
     overrides: dict = field(default_factory=dict)
     train_error: float | None = None  # the exact final training error (%), instead of the Fig. 6 shape + noise
@@ -98,6 +99,7 @@ def write_fixture_experiment(
     random_seed: int = 0,
     config: dict | None = None,
     ten_crop_images: int | None = None,
+    extra_trials: Iterable[dict] = (),
 ) -> FixtureExperiment:
     """Write one parent run (role=sweep) and its child runs (role=trial) into a new experiment.
 
@@ -121,6 +123,9 @@ def write_fixture_experiment(
             metrics matter (every run then lacks probes).
         artifact_root: where artifacts go; by default ``mlartifacts/`` beside a SQLite store.
         config: flat config overrides of every trial (``data.data_dir``, ``model.width``, ...).
+        extra_trials: more child runs, each as keywords of one trial: ``family``, ``depth``, ``seed``, ``shortcut``,
+            ``outcome`` (completed / diverged / failed / running), ``reached`` (running: the last iteration logged
+            so far; the run is left RUNNING, its outcome tag ``running``, as a trial still training is).
         ten_crop_images: log as an ImageNet trial does (resnet_core/imagenet/stream.py): ``test/top5_error`` and
             ``test/images`` (this many) at every evaluation, and at the last one the 10-crop metrics
             ``test/error_10crop`` (1 pp under the centre crop), ``test/top5_error_10crop``, ``test/images_10crop``.
@@ -144,6 +149,7 @@ def write_fixture_experiment(
                   for (family, depth), values in train_errors.items() for seed, value in enumerate(values)]
     else:
         trials = _trial_grid(families, depths, seeds, tuple(shortcuts or ("A",)), rng, search_trials)
+    trials += [_Trial(**extra) for extra in extra_trials]
     if with_diverged:
         trials.append(_Trial("plain", depths[-1], seeds, outcome="diverged"))
     if with_failed:
@@ -286,6 +292,8 @@ def _write_trial(client: MlflowClient, experiment_id: str, parent_id: str, trial
     steps = sorted({min(iterations, eval_every * k) for k in range(1, points + 1)} | {iterations})
     if trial.outcome == "failed":
         steps = steps[: max(2, len(steps) // 3)]
+    if trial.outcome == "running":
+        steps = [s for s in steps if s <= (trial.reached or steps[0])]
     diverge_at = len(steps) // 2 if trial.outcome == "diverged" else None
 
     overrides = {
@@ -361,8 +369,8 @@ def _write_trial(client: MlflowClient, experiment_id: str, parent_id: str, trial
         client.log_dict(run_id, {"layers": layers, "iterations": probe_iters, "std": grad_norms},
                         "probes/grad_norms.json")
     end_ms = start_ms + duration_ms
-    status = "FINISHED" if trial.outcome == "completed" else "FAILED"
-    client.set_terminated(run_id, status, end_time=end_ms)
+    if trial.outcome != "running":  # a run still training stays RUNNING
+        client.set_terminated(run_id, "FINISHED" if trial.outcome == "completed" else "FAILED", end_time=end_ms)
     return run_id, end_ms
 
 
