@@ -431,7 +431,7 @@ def interaction_verdict(plain: pd.DataFrame, residual: pd.DataFrame, plain_verdi
     variance = trends[0].se ** 2 + trends[1].se ** 2
     df = variance ** 2 / (trends[0].se ** 4 / trends[0].df + trends[1].se ** 4 / trends[1].df)
     pooled = " (each family's seed variance pooled over its depths)" if all(
-        "pooled" in t.test for t in trends) else " (Welch's form within a family whose variances differ)"
+        "seed variance pooled" in t.test for t in trends) else " (Welch's form within a family whose variances differ)"
     name = "differences" if len(depths) == 2 else f"linear trends against log2 depth over {len(depths)} depths"
     comparison = Comparison(f"Welch's t-test of the difference of the two families' {name} on the arcsine-root "
                             f"scale{pooled}", depths, trends[0].seeds + trends[1].seeds,

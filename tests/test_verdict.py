@@ -100,6 +100,7 @@ def test_the_main_commands_own_numbers_read_as_the_paper_says_on_every_machine(p
         assert both.label == verdict.REMOVES, both.sentence
         assert both.sentence.startswith("Residual learning removes the degradation: plain trend − residual trend +")
         assert "95 % CI" in both.sentence and "is found 80 % of the time at the observed spread" in both.sentence
+        assert ("seed variance pooled over its depths" in both.sentence) == ("seed variance pooled" in plain.sentence)
 
 
 def test_every_interval_stays_inside_the_metrics_range():
