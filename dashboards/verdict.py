@@ -37,7 +37,8 @@ import pandas as pd
 from dashboards.inference import (ALPHA, MAX_SEEDS, POWER, Comparison, baseline_weights, group_comparison,
                                   holm_levels, pair_weights, signed, stabilised, summarise, trend_weights,
                                   turns)
-from dashboards.stats import FAMILIES, comparison_runs, like_for_like, matched_iteration, spread, value_at
+from dashboards.stats import (FAMILIES, comparison_candidates, comparison_runs, diverged, like_for_like,
+                              matched_iteration, spread, value_at)
 from resnet_core.config import net_name
 
 METRIC = "train/error"  # the degradation claim is about training error, not overfitting
@@ -109,9 +110,12 @@ def _members(runs: pd.DataFrame, family: str) -> pd.DataFrame:
 
 
 def depth_values(history: pd.DataFrame, runs: pd.DataFrame, family: str) -> tuple[pd.DataFrame, int | None]:
-    """The family's training error per run at its matched iteration (diverged runs at chance error)."""
+    """The family's training error per run at its matched iteration; its diverged runs at the compared setting
+    at chance error — also at a depth where every run diverged (that depth failed to train, it is not absent)."""
     members = _members(runs, family)
-    return values_at_matched_iteration(history, members, METRIC, ["depth"], _diverged_like(runs, members))
+    candidates = comparison_candidates(runs)
+    failed = candidates[candidates["family"].eq(family) & diverged(candidates)]
+    return values_at_matched_iteration(history, members, METRIC, ["depth"], failed)
 
 
 def depth_table(history: pd.DataFrame, runs: pd.DataFrame, family: str) -> tuple[pd.DataFrame, int | None]:

@@ -334,3 +334,20 @@ def test_no_interaction_is_claimed_without_common_depths():
                                        _values({32: [5.0, 5.2], 110: [5.1, 5.0]}), plain, residual)
     assert both.label == verdict.NOT_MEASURED and both.sentence.startswith(
         "Residual learning and degradation: not measured — needs plain and residual nets at two or more common")
+
+
+def test_a_depth_where_every_run_diverged_counts_at_chance_error():
+    """Its nets failed to train: evidence about that depth, not a depth that was never run."""
+    runs, points = [], []
+    for depth, finals in {20: [5.0, 5.1, 4.9], 110: [None, None]}.items():
+        for seed, final in enumerate(finals):
+            run_id = f"plain-{depth}-{seed}"
+            runs.append({"run_id": run_id, "name": run_id, "status": "FINISHED" if final else "FAILED",
+                         "outcome": "completed" if final else "diverged", "family": "plain", "depth": depth,
+                         "shortcut": "none", "seed": seed, "dataset": "digits", "metrics.train/images": 16_000.0})
+            points += [{"run_id": run_id, "metric": "train/error", "step": step, "value": final or 90.0}
+                       for step in range(100, (1000 if final else 300) + 1, 100)]
+    runs, history = pd.DataFrame(runs).astype({"depth": "Int64", "seed": "Int64"}), pd.DataFrame(points)
+    v = verdict.family_verdict(history, runs, "plain")
+    assert v.depths == (20, 110) and v.comparison.seeds == (3, 2) and v.label == verdict.DEGRADES
+    assert "plain-110: 2 of 2 diverged (counted at chance error)." in v.sentence
