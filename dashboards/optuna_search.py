@@ -24,19 +24,14 @@ from plotly.subplots import make_subplots
 
 from dashboards import varied_runs
 from dashboards.inference import Comparison, paired_difference, signed
+from dashboards.varied_runs import MIN_IMPORTANCE_TRIALS
 from resnet_core.config import net_name
+from sweeps.study import expected_full_budget, samples_for_full_budget
 from sweeps.tracking.search_params import optuna_distribution, read_search_params
 
 VAL, TEST, TEST_IMAGES = "metrics.val/error", "metrics.test/error", "metrics.test/images"
 VALIDATION_ERROR = "final validation error (%)"  # what a search is scored on
 STOPPED = "stopped_early"
-# fANOVA fits a random forest to (knobs → validation error) and splits the variance it explains among the knobs;
-# normalised, the shares always sum to 1, so with few trials noise is handed out as "importance". Simulated on the
-# regularisation space (4 knobs drawn at random, only dropout matters, its effect over its range 3 or 5 times the
-# seed noise; 100 experiments per size), the knob without effect that fANOVA ranks highest gets a median share of
-# 30–32 % at 5 trials, 13–22 % at 10 and 5–13 % at 20, and the knob that matters comes first in 53–69 %, 76–93 %
-# and 97–100 % of experiments. Below 20 full-budget trials per net the bars too often rank noise.
-MIN_IMPORTANCE_TRIALS = 20
 DEFAULT_TEST_IMAGES = {"digits": 360}  # test images per data set when a run did not log test/images
 OTHER_TEST_IMAGES = 10_000  # CIFAR-10/100's test set
 
@@ -199,6 +194,33 @@ def optimisation_history(trials: pd.DataFrame) -> go.Figure:
     fig.update_layout(title="Optimisation history", height=400, template="plotly_white",
                       margin=dict(l=60, r=20, t=60, b=50))
     return fig
+
+
+@dataclass(frozen=True)
+class BudgetOutlook:
+    """What a search's budget lets importance expect per net: its trials, the full-budget trials ASHA lets
+    through on average (sweeps/study.py, ``expected_full_budget``), and the trials that would expect
+    ``MIN_IMPORTANCE_TRIALS`` of them."""
+
+    num_samples: int
+    expected: float
+    needed: int
+
+    def sentence(self) -> str:
+        if self.expected >= MIN_IMPORTANCE_TRIALS:
+            return (f"Its budget of {self.num_samples} trials per net expects about {self.expected:.1f} at full "
+                    f"budget; this search got fewer.")
+        return (f"Its budget of {self.num_samples} trials per net expects only about {self.expected:.1f} at full "
+                f"budget; --num-samples {self.needed} would expect {MIN_IMPORTANCE_TRIALS}.")
+
+
+def budget_outlook(settings: dict) -> BudgetOutlook | None:
+    """The outlook of the search ``settings`` (``search_settings``); None where it did not log its budget."""
+    if not all(key in settings for key in ("num_samples", "reduction_factor", "rungs")):
+        return None
+    samples, factor, rungs = int(settings["num_samples"]), float(settings["reduction_factor"]), len(settings["rungs"])
+    return BudgetOutlook(samples, expected_full_budget(samples, factor, rungs),
+                         samples_for_full_budget(MIN_IMPORTANCE_TRIALS, factor, rungs))
 
 
 def importance_for(trials: pd.DataFrame, space: dict[str, list], seed: int = 0) -> pd.DataFrame:

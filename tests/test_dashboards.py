@@ -423,7 +423,10 @@ def test_optional_sections_appear_only_with_their_data(store, smoke_html):
     assert pairs.count("<li") == 3 and pairs.count("seed variance pooled") + pairs.count("Hsu") == 3
     assert "Holm&#x27;s correction over all 3 pairs of options on this page" in shortcuts_html
     search_html = render_report(load_experiment("search", uri))
-    assert 'id="search"' in search_html and 'id="fig-parcoords"' in search_html and 'id="fig-importance"' in search_html
+    assert 'id="search"' in search_html and 'id="fig-parcoords"' in search_html
+    # 11 runs of one net: too few for an importance estimate, and it says so rather than drawing one
+    assert 'id="fig-importance' not in search_html
+    assert "over its 11 runs" in search_html and "it needs at least 20 runs of one net (9 more)" in search_html
 
 
 def test_build_report_logs_to_newest_parent_and_cli(store, tmp_path):

@@ -1,6 +1,8 @@
 """The search section: an Optuna search's trials, ASHA rungs, confirm stage and importances
 (dashboards/optuna_search.py), or, for runs that merely vary params, their views over test error
-(dashboards/varied_runs.py, for looking only)."""
+(dashboards/varied_runs.py, for looking only). Importance is per net and only from ``MIN_IMPORTANCE_TRIALS``
+full-budget trials (runs) of that net; below it the section says how many the net got, and for a search what its
+budget expected."""
 
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ import pandas as pd
 from dashboards import figures, varied_runs
 from dashboards.html import escape, figure, section, table
 from dashboards.loader import ExperimentData
-from dashboards.optuna_search import (MIN_IMPORTANCE_TRIALS, STOPPED, VALIDATION_ERROR, best_vs_default,
+from dashboards.optuna_search import (STOPPED, VALIDATION_ERROR, BudgetOutlook, best_vs_default, budget_outlook,
                                       confirm_runs, confirm_table, importance_for, is_search, optimisation_history,
                                       rung_survival, search_settings, search_trials)
+from dashboards.varied_runs import MIN_IMPORTANCE_TRIALS
 
 
 def render(data: ExperimentData) -> str:
@@ -27,12 +30,29 @@ def render(data: ExperimentData) -> str:
     parts = [f'<p class="note">Nets in which {", ".join(escape(p) for p in params)} were varied: {nets}. Target: '
              f'final test error (%). Choosing settings by test error is for looking only — select on validation.</p>',
              figure(figures.search_parallel_coordinates(rows, params, target), "fig-parcoords")]
+    for net, (net_rows, varied) in varied_runs.per_net(rows, params).items():
+        parts.append(_varied_importance_part(net_rows, varied, net, target))
+    return section("search", "Regularisation search", *parts)
+
+
+def _varied_importance_part(rows: pd.DataFrame, params: list[str], net: str, target: str) -> str:
+    """One net's importance over its own runs (never pooled across nets), or why there is none."""
+    note = (f"Parameter importance for {escape(net)} (fANOVA, {escape(target)}, for looking only) over its "
+            f"{len(rows)} runs; runs of other nets are not pooled in, as the net itself would pass for a param.")
+    if len(rows) < MIN_IMPORTANCE_TRIALS:
+        return (f'<p class="note importance-note">{note} Too few for an importance estimate: it needs at least '
+                f'{MIN_IMPORTANCE_TRIALS} runs of one net ({MIN_IMPORTANCE_TRIALS - len(rows)} more); with fewer, '
+                f'fANOVA hands much of the noise to params without effect.</p>')
+    if len(params) < 2:
+        return (f'<p class="note importance-note">{note} Only {escape(", ".join(params) or "no param")} varied '
+                f'among them: nothing to share the variance with.</p>')
     try:
         scores = varied_runs.importance(rows, params, target)
-        parts.append(figure(figures.parameter_importance(scores, target), "fig-importance"))
     except Exception as error:  # importance is a nicety; a degenerate search must not sink the report
-        parts.append(f'<p class="note">Parameter importance unavailable: {escape(error)}</p>')
-    return section("search", "Regularisation search", *parts)
+        return f'<p class="note importance-note">{note} Unavailable: {escape(error)}</p>'
+    return (f'<p class="note importance-note">{note}</p>'
+            + figure(figures.parameter_importance(scores, f"{target}, {net}"),
+                     f"fig-importance-{escape(net.replace(' ', '-'))}"))  # an id has no spaces: residual-20-B
 
 
 def _optuna_search(data: ExperimentData) -> str:
@@ -46,9 +66,10 @@ def _optuna_search(data: ExperimentData) -> str:
              '<p class="note">ASHA rungs: search trials that reached each rung (their last logged iteration at or '
              'past it), of the net\'s trials.</p>',
              table(rung_survival(trials, settings.get("rungs", []), iterations))]
+    outlook = budget_outlook(settings)
     for (family, depth, net), group in trials.groupby(["family", "depth", "net"], sort=False):
         parts += [_parcoords_part(group, space, net, f"fig-search-parcoords-{family}-{int(depth)}"),
-                  _importance_part(group, space, net)]
+                  _importance_part(group, space, net, outlook)]
     return section("search", "Regularisation search", *parts)
 
 
@@ -117,7 +138,7 @@ def _parcoords_part(trials: pd.DataFrame, space: dict[str, list], net: str, div_
     return figure(fig, div_id)
 
 
-def _importance_part(trials: pd.DataFrame, space: dict[str, list], net: str) -> str:
+def _importance_part(trials: pd.DataFrame, space: dict[str, list], net: str, outlook: BudgetOutlook | None) -> str:
     used = int(trials["outcome"].eq("completed").sum())
     stopped = int(trials["outcome"].eq(STOPPED).sum())
     other = len(trials) - used - stopped
@@ -127,7 +148,8 @@ def _importance_part(trials: pd.DataFrame, space: dict[str, list], net: str) -> 
     if used < MIN_IMPORTANCE_TRIALS:
         return (f'<p class="note importance-note">{note} Too few for an importance estimate: it needs at least '
                 f'{MIN_IMPORTANCE_TRIALS} full-budget trials per net ({MIN_IMPORTANCE_TRIALS - used} more); with '
-                f'fewer, fANOVA hands much of the noise to knobs without effect.</p>')
+                f'fewer, fANOVA hands much of the noise to knobs without effect.'
+                + (f' {escape(outlook.sentence())}' if outlook else '') + '</p>')
     try:
         scores = importance_for(trials, space)
     except Exception as error:  # importance is a nicety; a degenerate search must not sink the report

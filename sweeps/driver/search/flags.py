@@ -1,8 +1,9 @@
 """A search study's command line and settings: its flags, resolved into ``SearchSettings`` and checked.
 
 Runs in the driver, before anything is created: bad input (an unknown knob, an empty or negative range, a
-budget of no trials, a storage that is not a database URL) raises ValueError naming the flag, the value and
-what is valid, and the command exits 2 with no MLflow run, Tune directory or Optuna study made.
+budget of no trials, an lr schedule ASHA's rungs cannot follow, a storage that is not a database URL) raises
+ValueError naming the flag, the value and what is valid, and the command exits 2 with no MLflow run, Tune
+directory or Optuna study made.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sweeps.tracking.search_params import search_params as search_params_schema
 from sweeps.tracking.store import absolute_tracking_uri, refuse_password, sqlite_path, unwritable_directory
 
 OPTUNA_DB = "optuna.db"  # beside the MLflow store's SQLite file by default
+SEARCH_SCHEDULES = ("steps",)  # the lr schedules (optim.schedule) ASHA's rungs can be placed after the drops of
 
 
 def add_search_arguments(parser: argparse.ArgumentParser, study: SearchStudy) -> None:
@@ -65,6 +67,7 @@ def search_settings(study: SearchStudy, args: argparse.Namespace, preset: Search
     if base["data.val_size"] <= 0:
         raise ValueError("a search is scored on validation error, so it needs a validation split: "
                          f"data.val_size must be > 0 (e.g. --set data.val_size=5000); got {base['data.val_size']}")
+    _check_schedule(base["optim.schedule"])
     _check_grace_period(budget.grace_period, base["optim.milestones"], base["optim.iterations"])
     knobs = [knob.checked(base) for knob in _chosen_knobs(study, args)]
     return SearchSettings(
@@ -73,6 +76,18 @@ def search_settings(study: SearchStudy, args: argparse.Namespace, preset: Search
         top_k=budget.top_k, confirm_seeds=budget.confirm_seeds,
         optuna_storage=optuna_storage_url(args.optuna_storage, tracking_uri, home),
         lr_milestones=list(base["optim.milestones"]))
+
+
+def _check_schedule(schedule: str) -> None:
+    """ASHA's rungs are placed after the step schedule's last drop (``_check_grace_period``); the plateau schedule
+    drops the lr where each trial's validation error stalls instead, so its rungs would compare trials at learning
+    rates they do not finish with, each at its own. Raises ValueError naming the value and the valid ones."""
+    if schedule not in SEARCH_SCHEDULES:
+        raise ValueError(f"optim.schedule={schedule!r} cannot be searched with ASHA: its rungs are placed after the "
+                         f"step schedule's last lr drop (optim.milestones), which the {schedule} schedule ignores (it "
+                         f"drops the lr where a trial's validation error stalls, at iterations that differ from trial "
+                         f"to trial); use optim.schedule from {list(SEARCH_SCHEDULES)} (--set optim.schedule=steps), "
+                         f"or a grid study for {schedule}-scheduled nets")
 
 
 def _check_grace_period(grace_period: int, milestones: list[int], iterations: int) -> None:
