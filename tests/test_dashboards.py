@@ -341,9 +341,9 @@ def test_fixture_verdicts_count_the_diverged_run_and_leave_out_the_failed_one(sm
     plain = found["plain"]
     assert plain.label == verdict.INCONCLUSIVE and plain.comparison.seeds == (2, 3)
     assert "plain-56: 1 of 3 diverged (counted at chance error)." in plain.sentence
-    assert "Hsu's df (unequal seeds)" in plain.sentence and "cannot tell" in plain.sentence
+    assert "Satterthwaite's df (unequal seeds" in plain.sentence and "cannot tell" in plain.sentence
     for v in found.values():
-        assert "logit scale" in v.sentence and "95 % CI" in v.sentence
+        assert "arcsine-root scale" in v.sentence and "95 % CI" in v.sentence
 
 
 def test_search_view_keeps_only_nets_with_varied_params():
@@ -420,7 +420,7 @@ def test_optional_sections_appear_only_with_their_data(store, smoke_html):
     shortcuts_html = render_report(load_experiment("shortcuts", uri))
     assert 'id="shortcuts"' in shortcuts_html
     pairs = re.findall(r'<ul class="verdicts shortcut-verdicts">(.*?)</ul>', shortcuts_html)[0]
-    assert pairs.count("<li") == 3 and pairs.count("seed variance pooled") + pairs.count("Hsu") == 3
+    assert pairs.count("<li") == 3 and pairs.count("seed variance pooled") + pairs.count("Satterthwaite") == 3
     assert "Holm&#x27;s correction over all 3 pairs of options on this page" in shortcuts_html
     search_html = render_report(load_experiment("search", uri))
     assert 'id="search"' in search_html and 'id="fig-parcoords"' in search_html
@@ -520,7 +520,7 @@ def test_table6_difference_only_for_the_papers_setting_and_110_against_the_mean(
     r110 = result.table.set_index("net").loc["residual-110"]
     assert (r110["paper"], r110["paper_std"], r110["paper_runs"]) == (6.61, 0.16, 5)  # the mean, not the best 6.43
     assert "6.43" in r110["paper_note"] and "best" in r110["paper_note"]
-    assert r110["difference"] == pytest.approx(6.7 - 6.61, abs=0.01)  # on the logit scale, back in pp
+    assert r110["difference"] == pytest.approx(6.7 - 6.61, abs=0.01)  # on the arcsine-root scale, back in pp
     assert r110["difference_low"] < r110["difference"] < r110["difference_high"]
     assert "Welch" in r110["difference_test"]
     r20 = result.table.set_index("net").loc["residual-20"]
@@ -709,9 +709,10 @@ def test_probe_keeps_3x3_layers_and_the_report_says_what_it_measures(store, smok
 
 def test_verdict_section_states_its_test(smoke_html):
     sentences = re.findall(r'<li class="verdict verdict-(\w[\w-]*)">(.*?)</li>', smoke_html)
-    assert [label for label, _ in sentences] == ["inconclusive", "improves"]
+    assert [label for label, _ in sentences] == ["inconclusive", "inconclusive", "improves"]
+    assert sentences[0][1].startswith("Residual learning and degradation: inconclusive — plain trend − residual trend")
     for _, sentence in sentences:
-        assert "logit scale" in sentence and "% CI" in sentence and "seeds per depth" in sentence
+        assert "arcsine-root scale" in sentence and "% CI" in sentence and "seeds per depth" in sentence
     rule = re.search(r'<p class="note rule" id="verdict-rule">(.*?)</p>', smoke_html).group(1)
     assert "pooled" in rule and "inconclusive" in rule and "at or below 5 %" in rule and "own question" in rule
 

@@ -36,7 +36,7 @@ def render(data: ExperimentData) -> str:
                   'the difference is ours − paper with a 95 % interval that counts the paper\'s own seed noise: a '
                   f'published number is one run (or, for ResNet-110, the mean of 5), with a per-run std of '
                   f'{paper.PAPER_RUN_STD} pp — the spread of ResNet-110\'s 5 runs in Table 6, the paper\'s only '
-                  'measure of it. Welch\'s t-test on the logit scale of the error counts.</p>')
+                  'measure of it. Welch\'s t-test on the arcsine-root scale of the error counts.</p>')
     else:
         status = ('<p class="note reference-only" id="paper-reference-only"><strong>Reference only.</strong> This '
                   'experiment is not the paper\'s setting (see the banner at the top), so the paper\'s numbers '
