@@ -5,7 +5,6 @@ through a real Ray node that claims a GPU torch cannot find, a trial that fails 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

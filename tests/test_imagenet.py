@@ -117,7 +117,7 @@ def _mismatched_classes(root: Path) -> None:
 
 
 def _unreadable(root: Path) -> None:
-    (root / "val" / f"ILSVRC2012_val_00000003.JPEG").write_bytes(b"not an image at all")
+    (root / "val" / "ILSVRC2012_val_00000003.JPEG").write_bytes(b"not an image at all")
 
 
 @pytest.mark.parametrize("layout, spoil, fragments", [
