@@ -351,3 +351,30 @@ def test_a_depth_where_every_run_diverged_counts_at_chance_error():
     v = verdict.family_verdict(history, runs, "plain")
     assert v.depths == (20, 110) and v.comparison.seeds == (3, 2) and v.label == verdict.DEGRADES
     assert "plain-110: 2 of 2 diverged (counted at chance error)." in v.sentence
+
+
+MAIN_COMMAND_SHAPES = {"second machine": ([0.0, 0.01], [45.29, 48.77]), "README machine": ([0.0, 0.03], [50.62, 62.42])}
+RESIDUAL_RISES = {"tie": [0.0, 0.0], "0.04": [0.04, 0.04], "0.1": [0.1, 0.1], "one at 0.1": [0.0, 0.1]}
+
+
+@pytest.fixture(scope="module")
+def main_command_store(tmp_path_factory):
+    """The main command's result shapes as real MLflow experiments (the fixture writer, 2 seeds per net)."""
+    uri = sqlite_uri(tmp_path_factory.mktemp("main-command"))
+    for machine, (plain_20, plain_56) in MAIN_COMMAND_SHAPES.items():
+        for rise, residual_56 in RESIDUAL_RISES.items():
+            write_fixture_experiment(uri, f"{machine}-{rise}", points=4, with_failed=False, with_diverged=False,
+                                     artifacts=False, train_errors={("plain", 20): plain_20, ("plain", 56): plain_56,
+                                                                    ("residual", 20): [0.0, 0.0],
+                                                                    ("residual", 56): residual_56})
+    return uri
+
+
+@pytest.mark.parametrize("machine", list(MAIN_COMMAND_SHAPES))
+@pytest.mark.parametrize("rise", list(RESIDUAL_RISES))
+def test_the_main_commands_report_degrades_plain_nets_and_says_residual_learning_removes_it(main_command_store,
+                                                                                          machine, rise):
+    found = {v.family: v for v in verdict.verdicts(*_read(main_command_store, f"{machine}-{rise}"))[1]}
+    assert found["plain"].label == verdict.DEGRADES, found["plain"].sentence
+    assert found["residual"].label != verdict.DEGRADES, found["residual"].sentence  # ≤ 0.1 pp off zero
+    assert found["interaction"].label == verdict.REMOVES, found["interaction"].sentence
