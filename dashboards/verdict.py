@@ -192,10 +192,22 @@ def css_class(label: str) -> str:
             TURNS: "turns"}.get(label, label)
 
 
+class _Tested:
+    """What every verdict shares: its label as a CSS class, and its test's interval at another confidence."""
+
+    @property
+    def css(self) -> str:
+        return css_class(self.label)
+
+    def at(self, confidence: float):
+        """The same verdict with its test's interval at ``confidence`` (a Holm step's)."""
+        return replace(self, comparison=self.comparison.at(confidence)) if self.comparison else self
+
+
 # ---------------------------------------------------------------------------------- the depth verdict
 
 @dataclass(frozen=True)
-class Verdict:
+class Verdict(_Tested):
     """One family's answer to "does training error change with depth?", the test behind it and its words."""
 
     family: str
@@ -220,14 +232,6 @@ class Verdict:
             return DEGRADES if c.direction > 0 else IMPROVES
         shallowest = [p for p in self.pairs if p.groups[0] == self.depths[0]]
         return NO_DIFFERENCE if all(p.within(EQUIVALENCE_PP) for p in [c, *shallowest]) else INCONCLUSIVE
-
-    @property
-    def css(self) -> str:
-        return css_class(self.label)
-
-    def at(self, confidence: float) -> Verdict:
-        """This verdict with its test's interval at ``confidence`` (Holm over a page's verdicts)."""
-        return replace(self, comparison=self.comparison.at(confidence)) if self.comparison else self
 
     @property
     def sentence(self) -> str:
@@ -372,7 +376,7 @@ def verdicts(history: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame, l
 # ---------------------------------------------------------------------------- the paper's claim, tested
 
 @dataclass(frozen=True)
-class InteractionVerdict:
+class InteractionVerdict(_Tested):
     """"Does residual learning remove the degradation?": plain trend − residual trend, one contrast."""
 
     comparison: Comparison | None
@@ -392,13 +396,6 @@ class InteractionVerdict:
             flat = self.residual.label not in (DEGRADES, TURNS) and abs(self.residual.comparison.effect) < EQUIVALENCE_PP
             return REMOVES if flat else REDUCES
         return INCONCLUSIVE
-
-    @property
-    def css(self) -> str:
-        return css_class(self.label)
-
-    def at(self, confidence: float) -> InteractionVerdict:
-        return replace(self, comparison=self.comparison.at(confidence)) if self.comparison else self
 
     @property
     def sentence(self) -> str:
@@ -447,7 +444,7 @@ def interaction_verdict(plain: pd.DataFrame, residual: pd.DataFrame, plain_verdi
 # --------------------------------------------------------------------------------- the shortcut verdict
 
 @dataclass(frozen=True)
-class PairVerdict:
+class PairVerdict(_Tested):
     """One pair of groups (e.g. shortcut options B vs A at one depth) and what the test says."""
 
     head: str  # "residual-20, shortcut B vs A"
@@ -460,13 +457,6 @@ class PairVerdict:
     @property
     def label(self) -> str:
         return ONE_SEED if self.comparison is None else _label(self.comparison, "higher", "lower")
-
-    @property
-    def css(self) -> str:
-        return css_class(self.label)
-
-    def at(self, confidence: float) -> PairVerdict:
-        return replace(self, comparison=self.comparison.at(confidence)) if self.comparison else self
 
     @property
     def sentence(self) -> str:
