@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 from resnet_core import TrainConfig, fit  # noqa: E402
 from sweeps.cli import plan_from_argv  # noqa: E402
 from sweeps.depth_vs_error import STUDY  # noqa: E402
-from sweeps.tracking.sweep_run import start_parent_run  # noqa: E402
-from sweeps.tracking.trial_run import TrialRun, TrialTracking  # noqa: E402
+from tracking.sweep_run import start_parent_run  # noqa: E402
+from tracking.trial_run import TrialRun, TrialTracking  # noqa: E402
 from sweeps.trial.identity import run_name, run_tags  # noqa: E402
 
 

@@ -28,7 +28,7 @@ from dashboards.paper import (IMAGENET_DATASETS, IMAGENET_PAPER_ITERATIONS, IMAG
                               ILSVRC2012_CLASSES, ILSVRC2012_TEST_IMAGES, named_datasets, recipe_caveats)
 from dashboards.stats import (FAMILIES, at_modal_setting, diverged, finished, layout_column, like_for_like,
                               run_counts, spread, still_running)
-from dashboards.verdict import chance_error
+from dashboards.stats import chance_error
 from resnet_core.config import net_name
 
 HISTORY_METRICS = ("val/error",)  # Fig. 4's bold curves, where the runs hold a validation split out

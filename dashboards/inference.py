@@ -102,15 +102,10 @@ class ContrastTest:
 
 
 def contrast(design: Design, weights: np.ndarray) -> ContrastTest:
-    """The guarded pooled-variance test of Σ wᵢ·meanᵢ (see the module docstring).
-
-    Pooled (equal seeds and Bartlett's test does not reject): the pooled variance, df halfway between the pooled
-    df and Welch–Satterthwaite's for ≥ 3 groups (Bartlett cannot see a 5× variance ratio at 2–3 seeds; pooled df
-    alone then gave up to 7.4 % false verdicts), Welch–Satterthwaite's for 2 (there the two standard errors are
-    equal). Otherwise (unequal seeds, or variances that differ): Welch's form with each group's variance at
-    least the pooled one, and Satterthwaite's df of it — a small group that happens to look quiet cannot make
-    the test overconfident (plain Welch gave 8 % false verdicts at 5 vs 2 seeds, the 2 noisier).
-    """
+    """The guarded pooled-variance test of Σ wᵢ·meanᵢ. Pooled (equal seeds, Bartlett does not reject): df halfway
+    between the pooled df and Welch–Satterthwaite's for ≥ 3 groups, Welch–Satterthwaite's for 2. Otherwise Welch's
+    form, each variance at least the pooled one (a quiet-looking small group cannot make the test overconfident),
+    with Satterthwaite's df. Why, with the false-verdict rates of the alternatives: docs/tracking.md."""
     w, n, v = np.asarray(weights, dtype=float), design.counts, design.variances
     effect = (w * design.means).sum(axis=-1)
     pooled_var = ((n - 1) * v).sum(axis=-1) / (n - 1).sum()

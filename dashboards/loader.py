@@ -74,7 +74,7 @@ def open_client(tracking_uri: str | None = None):
     """An ``MlflowClient`` for the URI; a SQLite file that does not exist is an error, not a new empty store."""
     from mlflow.tracking import MlflowClient
 
-    from sweeps.tracking.store import masked_uri
+    from tracking.store import masked_uri
 
     uri = tracking_uri or default_tracking_uri()
     parsed = urlparse(uri)
@@ -86,7 +86,7 @@ def open_client(tracking_uri: str | None = None):
 
 def find_experiment(client, name: str):
     """The experiment called ``name``; otherwise an error listing the experiments that exist."""
-    from sweeps.tracking.store import masked_uri
+    from tracking.store import masked_uri
 
     experiment = client.get_experiment_by_name(name)
     if experiment is None or experiment.lifecycle_stage != "active":

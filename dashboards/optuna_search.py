@@ -26,8 +26,8 @@ from dashboards import varied_runs
 from dashboards.inference import Comparison, paired_difference, signed
 from dashboards.varied_runs import MIN_IMPORTANCE_TRIALS
 from resnet_core.config import net_name
-from sweeps.study import expected_full_budget, samples_for_full_budget
-from sweeps.tracking.search_params import optuna_distribution, read_search_params
+from tracking.search_params import expected_full_budget, samples_for_full_budget
+from tracking.search_params import optuna_distribution, read_search_params
 
 VAL, TEST, TEST_IMAGES = "metrics.val/error", "metrics.test/error", "metrics.test/images"
 VALIDATION_ERROR = "final validation error (%)"  # what a search is scored on
@@ -42,7 +42,7 @@ def is_search(runs: pd.DataFrame) -> bool:
 
 
 def search_settings(sweeps: pd.DataFrame) -> dict:
-    """The newest sweep run's ``search.*`` params, decoded by their one schema (sweeps/tracking/search_params.py)."""
+    """The newest sweep run's ``search.*`` params, decoded by their one schema (tracking/search_params.py)."""
     row = sweeps.iloc[0]
     return read_search_params({c[len("params."):]: row[c] for c in sweeps.columns
                                if c.startswith("params.") and pd.notna(row[c])})
@@ -199,7 +199,7 @@ def optimisation_history(trials: pd.DataFrame) -> go.Figure:
 @dataclass(frozen=True)
 class BudgetOutlook:
     """What a search's budget lets importance expect per net: its trials, the full-budget trials ASHA lets
-    through on average (sweeps/study.py, ``expected_full_budget``), and the trials that would expect
+    through on average (tracking/search_params.py, ``expected_full_budget``), and the trials that would expect
     ``MIN_IMPORTANCE_TRIALS`` of them."""
 
     num_samples: int

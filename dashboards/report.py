@@ -60,7 +60,7 @@ def build_report(experiment: str, tracking_uri: str | None = None, out: str | Pa
 def checked_tracking_uri(tracking_uri: str | None) -> str:
     """The store to read (``tracking_uri``, else the default); SecretInURIError when it holds credentials, which
     the page and its copy logged to the sweep run would publish to every reader of the server."""
-    from sweeps.tracking.store import bound_http_retries, check_tracking_uri, refuse_password
+    from tracking.store import bound_http_retries, check_tracking_uri, refuse_password
 
     uri = tracking_uri or default_tracking_uri()
     flag = "--tracking-uri" if tracking_uri else "--tracking-uri (here $MLFLOW_TRACKING_URI)"
@@ -155,7 +155,7 @@ def report_sections(data: ExperimentData) -> set[str]:
 
 
 def _summary_line(data: ExperimentData, generated_at: datetime) -> str:
-    from sweeps.tracking.store import masked_uri
+    from tracking.store import masked_uri
 
     tags = data.sweep_tags
     described = ", ".join(f"{k} <b>{escape(tags[k])}</b>" for k in ("study", "preset", "dataset", "recipe") if k in tags)
@@ -206,7 +206,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from mlflow.exceptions import MlflowException
 
-    from sweeps.tracking.store import SecretInURIError, TrackingError, short_error
+    from tracking.store import SecretInURIError, TrackingError, short_error
 
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import pandas as pd
 
 FAMILIES = ("plain", "residual")
+CLASSES = {"cifar100": 100, "imagenet": 1000}  # every other data set here has 10 classes
 # "interrupted": left RUNNING by a dead driver; "stopped" / "stopped_early": ended before their budget (an ASHA
 # stop ends FINISHED, so the status alone does not tell)
 EXCLUDED_OUTCOMES = ("failed", "diverged", "interrupted", "stopped", "stopped_early")
@@ -187,10 +188,13 @@ def final_errors(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).dropna(subset=["error"])[columns]
 
 
+def chance_error(dataset: str | None) -> float:
+    """The error (%) of guessing among the data set's classes: what a diverged run is counted at."""
+    return 100.0 * (1 - 1 / CLASSES.get(str(dataset), 10))
+
+
 def _chance(runs: pd.DataFrame) -> pd.Series:
     """Each run's chance error (%), from its data set."""
-    from dashboards.verdict import chance_error  # its one home; dashboards.verdict imports this module
-
     datasets = runs["dataset"] if "dataset" in runs else pd.Series(None, index=runs.index, dtype=object)
     return datasets.map(chance_error).astype("float64")
 

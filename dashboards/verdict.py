@@ -28,40 +28,26 @@ answers into words.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from itertools import combinations
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from dashboards.inference import (ALPHA, MAX_SEEDS, POWER, Comparison, baseline_weights, group_comparison,
-                                  holm_levels, pair_weights, signed, stabilised, summarise, trend_weights,
-                                  turns)
-from dashboards.stats import (FAMILIES, comparison_candidates, comparison_runs, diverged, like_for_like,
+from dashboards.inference import (Comparison, baseline_weights, group_comparison, holm_levels, pair_weights,
+                                  signed, stabilised, summarise, trend_weights, turns)
+from dashboards.stats import (FAMILIES, chance_error, comparison_candidates, comparison_runs, diverged,
                               matched_iteration, spread, value_at)
+from dashboards.verdict_words import (DEGRADES, EQUIVALENCE_PP, IMPROVES, INCONCLUSIVE, NO_DIFFERENCE, NOT_MEASURED,
+                                      NOUN, ONE_SEED, REDUCES, REMOVES, TURNS, WORSENS, Tested, cannot_tell,
+                                      design_power)
 from resnet_core.config import net_name
 
 METRIC = "train/error"  # the degradation claim is about training error, not overfitting
 SHORTCUT_METRIC = "test/error"  # Table 3 compares shortcut options by (validation) error
-EQUIVALENCE_PP = 1.0  # "no difference larger than X pp": X, in percentage points
 DEFAULT_HELD_OUT_IMAGES = 10_000  # test/val images of runs logged before <split>/images existed (CIFAR's)
-CLASSES = {"cifar100": 100, "imagenet": 1000}  # every other data set here has 10 classes
-DEGRADES, IMPROVES = "degrades", "improves"
-NO_DIFFERENCE = f"no difference larger than {EQUIVALENCE_PP:g} pp"
-TURNS = "rises and falls"
-REMOVES, REDUCES, WORSENS = "removes", "reduces", "worsens"
-INCONCLUSIVE = "inconclusive"
-ONE_SEED = "inconclusive (one seed)"
-NOT_MEASURED = "not measured"
-_NOUN = {"plain": "plain nets", "residual": "residual nets"}
 
 
 # --------------------------------------------------------------------------------- the values tested
-
-def chance_error(dataset: str | None) -> float:
-    """The error (%) of guessing among the data set's classes: what a diverged run is counted at."""
-    return 100.0 * (1 - 1 / CLASSES.get(str(dataset), 10))
-
 
 def evaluated_images(runs: pd.DataFrame, metric: str) -> pd.Series:
     """Images each run's ``metric`` is over (by run_id): the logged ``<split>/images``, else what the params imply."""
@@ -148,66 +134,10 @@ def lost_runs(runs: pd.DataFrame, family: str) -> dict[int, str]:
     return out
 
 
-# ------------------------------------------------------------------------------------------- words
-
-def _label(comparison: Comparison, higher: str, lower: str) -> str:
-    if comparison.direction:
-        return higher if comparison.direction > 0 else lower
-    if comparison.within(EQUIVALENCE_PP):
-        return NO_DIFFERENCE
-    return INCONCLUSIVE
-
-
-def _change(pp: float | None, baseline_pct: float) -> str:
-    """"a rise of 3.21 pp (to 3.71 %)" — a change in the direction it can happen, with where it ends."""
-    if pp is None:
-        return "no change within 0–100 %"
-    return f"a {'rise' if pp >= 0 else 'fall'} of {abs(pp):.2f} pp (to {baseline_pct + pp:.2f} %)"
-
-
-def _seeds(comparison: Comparison) -> str:
-    counts = sorted(set(comparison.seeds))
-    return f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
-
-
-def _design_power(comparison: Comparison, unit: str) -> str:
-    """The power of this design, in the sentence's words."""
-    return (f"With {_seeds(comparison)} seeds per {unit}, {_change(comparison.detectable(), comparison.baseline_pct)}"
-            f" is found {100 * POWER:.0f} % of the time at the observed spread.")
-
-
-def _cannot_tell(comparison: Comparison, unit: str) -> str:
-    sign = comparison.possible_sign(comparison.shift)
-    room = 100 - comparison.baseline_pct if sign > 0 else comparison.baseline_pct
-    gap = sign * min(max(abs(comparison.effect), EQUIVALENCE_PP), room)
-    needed = comparison.seeds_needed(gap)
-    more = f"about {needed} would" if needed else f"more than {MAX_SEEDS} would"
-    return (f"{_seeds(comparison)} seeds per {unit} cannot tell {_change(gap, comparison.baseline_pct)} from none; "
-            f"{more} ({100 * POWER:.0f} % power at the observed spread).")
-
-
-def css_class(label: str) -> str:
-    """A label as an HTML class name."""
-    return {NO_DIFFERENCE: "no-difference", ONE_SEED: "one-seed", NOT_MEASURED: "not-measured",
-            TURNS: "turns"}.get(label, label)
-
-
-class _Tested:
-    """What every verdict shares: its label as a CSS class, and its test's interval at another confidence."""
-
-    @property
-    def css(self) -> str:
-        return css_class(self.label)
-
-    def at(self, confidence: float):
-        """The same verdict with its test's interval at ``confidence`` (a Holm step's)."""
-        return replace(self, comparison=self.comparison.at(confidence)) if self.comparison else self
-
-
 # ---------------------------------------------------------------------------------- the depth verdict
 
 @dataclass(frozen=True)
-class Verdict(_Tested):
+class Verdict(Tested):
     """One family's answer to "does training error change with depth?", the test behind it and its words."""
 
     family: str
@@ -235,7 +165,7 @@ class Verdict(_Tested):
 
     @property
     def sentence(self) -> str:
-        noun, c = _NOUN.get(self.family, f"{self.family} nets"), self.comparison
+        noun, c = NOUN.get(self.family, f"{self.family} nets"), self.comparison
         at = f"at iteration {self.iteration:,}" if self.iteration is not None else ""
         lost = "".join(f" {net_name(self.family, d)}: {text}{_counted(text)}." for d, text in self.lost)
         if self.label == NOT_MEASURED:
@@ -253,7 +183,7 @@ class Verdict(_Tested):
             basis += f"; left out with one seed: {', '.join(map(str, self.left_out))} layers"
         head = {DEGRADES: f"{noun} degrade", IMPROVES: f"{noun} improve",
                 TURNS: f"{noun} rise and fall with depth"}.get(self.label, f"{noun}: {self.label} —")
-        tail = _cannot_tell(c, "depth") if self.label == INCONCLUSIVE else _design_power(c, "depth")
+        tail = cannot_tell(c, "depth") if self.label == INCONCLUSIVE else design_power(c, "depth")
         if self.label == TURNS:
             change = f"{self._turning_pairs()}; deepest − shallowest {signed(self._ends().effect)} pp"
             basis = f"{self._ends().sentence_tail('seeds per depth')}; {at}"
@@ -376,7 +306,7 @@ def verdicts(history: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame, l
 # ---------------------------------------------------------------------------- the paper's claim, tested
 
 @dataclass(frozen=True)
-class InteractionVerdict(_Tested):
+class InteractionVerdict(Tested):
     """"Does residual learning remove the degradation?": plain trend − residual trend, one contrast."""
 
     comparison: Comparison | None
@@ -408,10 +338,10 @@ class InteractionVerdict(_Tested):
                 WORSENS: "Residual nets degrade more than plain nets",
                 }.get(self.label, "Residual learning and degradation: inconclusive —")
         why = "" if self.label != INCONCLUSIVE or c.direction == 0 else " (plain nets do not degrade here)"
-        changes = "; ".join(f"{_NOUN[v.family]} {signed(v.comparison.effect)} pp ({v.label})"
+        changes = "; ".join(f"{NOUN[v.family]} {signed(v.comparison.effect)} pp ({v.label})"
                             for v in (self.plain, self.residual) if v.comparison is not None)
         test = c.sentence_tail("seeds per depth")
-        tail = _cannot_tell(c, "depth") if self.label == INCONCLUSIVE else _design_power(c, "depth")
+        tail = cannot_tell(c, "depth") if self.label == INCONCLUSIVE else design_power(c, "depth")
         return (f"{head}{':' if self.label != INCONCLUSIVE else ''} plain trend − residual trend "
                 f"{signed(c.effect)} pp from {self.depths[0]} to {self.depths[-1]} layers{why} ({test}; read from "
                 f"both families' mean fitted error at {self.depths[0]} layers, {c.baseline_pct:.2f} %). Each family "
@@ -439,98 +369,3 @@ def interaction_verdict(plain: pd.DataFrame, residual: pd.DataFrame, plain_verdi
                             trends[0].shift - trends[1].shift, float(np.sqrt(variance)), float(df),
                             (trends[0].baseline + trends[1].baseline) / 2)
     return InteractionVerdict(comparison, depths, plain_verdict, residual_verdict)
-
-
-# --------------------------------------------------------------------------------- the shortcut verdict
-
-@dataclass(frozen=True)
-class PairVerdict(_Tested):
-    """One pair of groups (e.g. shortcut options B vs A at one depth) and what the test says."""
-
-    head: str  # "residual-20, shortcut B vs A"
-    what: str  # "test error"
-    comparison: Comparison | None = None
-    iteration: int | None = None
-    gap: float | None = None  # without a test: the raw gap (pp)
-    single: str = ""  # without a test: which group has one seed
-
-    @property
-    def label(self) -> str:
-        return ONE_SEED if self.comparison is None else _label(self.comparison, "higher", "lower")
-
-    @property
-    def sentence(self) -> str:
-        c = self.comparison
-        if c is None:
-            return (f"{self.head}: {ONE_SEED} — {self.what} {signed(self.gap)} pp, but {self.single} has one seed, "
-                    f"so its noise is unknown.")
-        result = f"{self.label} {self.what}" if self.label in ("higher", "lower") else self.label
-        at = f"; at iteration {self.iteration:,}" if self.iteration is not None else ""
-        tail = _cannot_tell(c, "option") if self.label == INCONCLUSIVE else _design_power(c, "option")
-        return f"{self.head}: {result} — {signed(c.effect)} pp ({c.sentence_tail('seeds per option')}{at}). {tail}"
-
-
-def judge_pairs(values: pd.DataFrame, group: str, value: str = "value", subject: str = "",
-                what: str = "error", iteration: int | None = None) -> list[PairVerdict]:
-    """A verdict for every pair of groups (second against first), the variance pooled over every group with
-    ≥ 2 seeds (each at 95 %; ``page_verdicts`` corrects a page's verdicts together)."""
-    values = values.dropna(subset=[group, value])
-    keys = sorted(values[group].unique())
-    counts = values.groupby(group)[value].count()
-    testable = [k for k in keys if counts.get(k, 0) >= 2]
-    out = []
-    for a, b in combinations(keys, 2):
-        head = f"{subject}{group} {b} vs {a}"
-        if a in testable and b in testable:
-            weights = np.array([{a: -1.0, b: 1.0}.get(k, 0.0) for k in testable])
-            baseline = np.array([1.0 if k == a else 0.0 for k in testable])
-            comparison = _comparison(values, group, value, testable, "difference", weights, baseline,
-                                     fresh_draws=False)
-            out.append(PairVerdict(head, what, replace(comparison, groups=(a, b)), iteration))
-            continue
-        single = ", ".join(f"{group} {k}" for k in (a, b) if counts.get(k, 0) < 2)
-        gap = float(values.loc[values[group].eq(b), value].mean() - values.loc[values[group].eq(a), value].mean())
-        out.append(PairVerdict(head, what, None, iteration, gap, single))
-    return out
-
-
-def shortcut_verdicts(history: pd.DataFrame, runs: pd.DataFrame) -> dict[int, list[PairVerdict]]:
-    """Per depth with ≥ 2 shortcut options: pairwise verdicts on test error at the matched iteration."""
-    table = like_for_like(runs)
-    residual = table[table["family"].eq("residual") & table["shortcut"].notna() & table["depth"].notna()]
-    out = {}
-    for depth, members in residual.groupby("depth"):
-        if members["shortcut"].nunique() < 2:
-            continue
-        values, iteration = values_at_matched_iteration(history, members, SHORTCUT_METRIC, ["shortcut"],
-                                                        _diverged_like(runs, members))
-        if iteration is not None:
-            out[int(depth)] = judge_pairs(values, "shortcut", subject=f"{net_name('residual', depth)}, ", what="test error",
-                                          iteration=iteration)
-    return out
-
-
-# ----------------------------------------------------------------------------------- a page's verdicts
-
-def page_verdicts(history: pd.DataFrame, runs: pd.DataFrame, depth: bool = True, shortcuts: bool = True
-                  ) -> tuple[pd.DataFrame, list[Verdict], dict[int, list[PairVerdict]], int]:
-    """Every verdict a page shows: (depth table, depth verdicts, shortcut verdicts, the number of shortcut tests).
-
-    Tests are corrected per question. Each family's depth verdict answers its own question ("does this family's
-    training error change with depth?") at 95 %; the pairs of shortcut options, at every depth on the page,
-    answer one question ("do the options differ?") and are Holm-corrected together.
-    """
-    table, found = verdicts(history, runs) if depth else (pd.DataFrame(), [])
-    pairs = shortcut_verdicts(history, runs) if shortcuts else {}
-    tested = [p for ps in pairs.values() for p in ps if p.comparison is not None]
-    levels = dict(zip(map(id, tested), holm_levels([p.comparison.p for p in tested])))
-    pairs = {d: [p.at(levels[id(p)]) if id(p) in levels else p for p in ps] for d, ps in pairs.items()}
-    return table, found, pairs, len(tested)
-
-
-def holm_note(tests: int) -> str:
-    """How the page's shortcut verdicts were corrected, in one sentence."""
-    if tests < 2:
-        return "One test of the options: its interval is at 95 %."
-    return (f"Holm's correction over all {tests} pairs of options on this page: each interval is drawn at its Holm "
-            f"step's level (from {100 * (1 - ALPHA / tests):.2f} % up to 95 %), so a verdict and its interval agree.")

@@ -1,7 +1,8 @@
 """The project's import graph, read with ``ast``: every module of the packages and the project modules it
-imports (at the top or inside functions), its import circles, and the modules over the line limit.
+imports (at the top or inside functions), its import circles, the imports that run against the documented
+direction (docs/architecture.md), and the modules over the line limit.
 
-    python scripts/import_graph.py            # prints circles and long modules; exit 1 if there are any
+    python scripts/import_graph.py            # prints circles, wrong-way imports, long modules; exit 1 if any
     python scripts/import_graph.py --edges    # also every edge, module -> module
 """
 
@@ -13,8 +14,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("resnet_core", "sweeps", "dashboards")
+PACKAGES = ("resnet_core", "tracking", "sweeps", "dashboards")
 MAX_LINES = 400
+# Which package may import which: the science none of the others; the tracking schema (what runs, tags and
+# params mean) only the science; the report the science and the schema; the sweeps all three (a sweep builds
+# its report when it ends).
+ALLOWED = {"resnet_core": set(), "tracking": {"resnet_core"}, "dashboards": {"resnet_core", "tracking"},
+           "sweeps": {"resnet_core", "tracking", "dashboards"}}
+# Rooms that must not reach into another: a trial process never imports the driver's code, nor the report.
+FORBIDDEN = [("sweeps.trial", "sweeps.driver"), ("sweeps.trial", "dashboards")]
 
 
 def module_name(path: Path) -> str:
@@ -83,6 +91,25 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def wrong_way(edges: dict[str, set[str]]) -> list[str]:
+    """Every import against ALLOWED or FORBIDDEN, as "source -> target (why)"."""
+    found = []
+    for source in sorted(edges):
+        package = source.split(".")[0]
+        for target in sorted(edges[source]):
+            other = target.split(".")[0]
+            if other != package and other not in ALLOWED[package]:
+                found.append(f"{source} -> {target} ({package} may import only {sorted(ALLOWED[package])})")
+            for room, barred in FORBIDDEN:
+                if _inside(source, room) and _inside(target, barred):
+                    found.append(f"{source} -> {target} ({room} never imports {barred})")
+    return found
+
+
+def _inside(module: str, room: str) -> bool:
+    return module == room or module.startswith(room + ".")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--edges", action="store_true", help="print every edge")
@@ -92,15 +119,17 @@ def main(argv: list[str] | None = None) -> int:
         for source in sorted(edges):
             for target in sorted(edges[source]):
                 print(f"{source} -> {target}")
-    found = circles(edges)
+    found, backwards = circles(edges), wrong_way(edges)
     long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
     print(f"{len(edges)} modules, {sum(map(len, edges.values()))} imports, {len(found)} circle(s), "
-          f"{len(long)} module(s) over {MAX_LINES} lines")
+          f"{len(backwards)} wrong-way import(s), {len(long)} module(s) over {MAX_LINES} lines")
     for component in found:
         print("circle: " + " -> ".join(component))
+    for line in backwards:
+        print("wrong way: " + line)
     for name, n in long.items():
         print(f"long: {name} ({n} lines)")
-    return 1 if found or long else 0
+    return 1 if found or backwards or long else 0
 
 
 if __name__ == "__main__":

@@ -35,9 +35,9 @@ from sweeps.driver.security import (check_private_storage, check_ray_security, c
                                     security_lines)
 from sweeps.study import GridStudy, Preset, SearchStudy
 from sweeps.trial.trainable import TrialHooks
-from sweeps.tracking.store import TrackingError
-from sweeps.tracking.system_metrics import DEFAULT_EVERY_S
-from sweeps.tracking.sweep_run import ConcurrentSweepError, close_interrupted_sweep
+from tracking.store import TrackingError
+from tracking.system_metrics import DEFAULT_EVERY_S
+from tracking.sweep_run import ConcurrentSweepError, close_interrupted_sweep
 
 
 def study_arg_parser(study: GridStudy) -> argparse.ArgumentParser:

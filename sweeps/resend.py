@@ -24,7 +24,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sweeps.tracking.spool import send_spools, spool_files
+from tracking.spool import send_spools, spool_files
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 
 from resnet_core.config import TrainConfig
 from resnet_core.flags import flag_name
+from tracking.search_params import expected_full_budget
 
 # The TrainConfig fields every study offers as flags (help, type and validation come from resnet_core.config).
 CONFIG_FLAGS = ("data.dataset", "data.data_dir", "data.download", "optim.iterations", "run.eval_every",
@@ -214,26 +215,6 @@ class SearchBudget:
         """About how many of a net's trials this budget lets ASHA train to the full budget (``rungs``: how many
         rungs lie before it): see ``expected_full_budget``."""
         return expected_full_budget(self.num_samples, self.reduction_factor, rungs)
-
-
-def expected_full_budget(num_samples: int, reduction_factor: float, rungs: int = 1) -> float:
-    """About how many of ``num_samples`` trials of one net ASHA lets train to the full budget, with ``rungs`` rungs.
-
-    At a rung ASHA lets the first trial through and each later one that is no worse than the (1 − 1/F) quantile
-    of the values the trials before it recorded there (Ray's AsyncHyperBand cutoff), so of k trials arriving in
-    random order 1 + (k − 1)/F pass on average, rung after rung. With one rung, 32 trials and F = 2 that is 16.5
-    (a simulation of Ray's rule: 16.5, and 20 or more in 14 % of searches). A sampler whose later trials are
-    better than its first lets more through; a count to plan on, not a promise.
-    """
-    passed = float(num_samples)
-    for _ in range(rungs):
-        passed = 1 + (passed - 1) / reduction_factor if passed >= 1 else passed
-    return passed
-
-
-def samples_for_full_budget(wanted: int, reduction_factor: float, rungs: int = 1) -> int:
-    """The fewest trials per net whose ``expected_full_budget`` is at least ``wanted``."""
-    return max(wanted, math.ceil((wanted - 1) * reduction_factor ** rungs + 1 - 1e-9))
 
 
 @dataclass(frozen=True)

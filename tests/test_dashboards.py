@@ -451,7 +451,7 @@ def test_build_report_logs_to_newest_parent_and_cli(store, tmp_path):
 
 def test_the_sweep_run_carries_the_pages_verdicts_as_tags_and_metrics(store, tmp_path):
     """So sweeps compare in the MLflow runs table: the label and sentence the page shows, the effect, interval, p."""
-    from dashboards.verdict import css_class
+    from dashboards.verdict_words import css_class
 
     uri, _ = store
     fx = write_fixture_experiment(uri, "verdict_tags")

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from support import REPO
 from support.faults import FaultHooks, write_faults
 from sweeps.driver.grid import run_sweep
-from sweeps.tracking.store import TrackingError
+from tracking.store import TrackingError
 from support.plans import plan_for, tiny_args
 from support.processes import free_port, stop_group, wait_for
 from support.tracking import METRICS, steps
@@ -167,7 +167,7 @@ def test_tracking_server_outage_loses_no_metric(ray_runtime, tmp_path, server, m
 
 def test_a_trial_that_starts_during_an_outage_waits_for_the_server(ray_runtime, tmp_path, server, monkeypatch):
     """The server is down when the second trial starts, for longer than a tracking call's retries last: the
-    trial waits for it (sweeps/tracking/trial_run.py OPEN_PATIENCE) instead of failing, so it spends none of
+    trial waits for it (tracking/trial_run.py OPEN_PATIENCE) instead of failing, so it spends none of
     --max-failures (0 here), and then trains and logs every step once."""
     for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
                         ("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")):

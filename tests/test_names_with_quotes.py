@@ -11,8 +11,8 @@ from mlflow.utils.search_utils import SearchUtils
 
 from dashboards import report
 from sweeps import depth_vs_error
-from sweeps.tracking.store import filter_value
-from sweeps.tracking.trial_run import TrialTracking, find_trial_run
+from tracking.store import filter_value
+from tracking.trial_run import TrialTracking, find_trial_run
 from support.plans import store_args, tiny_args
 
 EXPERIMENT = "bob's sweep"

@@ -22,7 +22,7 @@ from support.mlflow_fixtures import sqlite_uri, write_fixture_experiment  # noqa
 from support.plans import tiny_args  # noqa: E402
 from sweeps.cli import plan_from_argv  # noqa: E402
 from sweeps.depth_vs_error import STUDY  # noqa: E402
-from sweeps.tracking.store import masked_uri, refuse_password  # noqa: E402
+from tracking.store import masked_uri, refuse_password  # noqa: E402
 
 ADVICE = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 

@@ -29,7 +29,7 @@ from sweeps import cli
 from sweeps.cli import plan_from_argv
 from sweeps.driver.search.asha import asha_scheduler
 from sweeps.regularization import STUDY, main
-from sweeps.study import expected_full_budget, samples_for_full_budget
+from tracking.search_params import expected_full_budget, samples_for_full_budget
 from support import REPO
 from support.mlflow_fixtures import sqlite_uri, write_fixture_experiment, write_search_experiment
 

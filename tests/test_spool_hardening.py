@@ -12,8 +12,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sweeps import resend as resend_cli
-from sweeps.tracking import operations
-from sweeps.tracking.spool import Spool, SpoolFileError
+from tracking import operations
+from tracking.spool import Spool, SpoolFileError
 
 
 def _store(tmp_path: Path) -> tuple[str, MlflowClient, str]:
@@ -77,7 +77,7 @@ def test_bad_lines_move_aside_and_the_honest_ones_arrive(tmp_path, caplog):
              _metrics(run_id, 3)]
     with spool.path.open("a") as f:
         f.write("\n".join(lines) + "\n")
-    with caplog.at_level(logging.ERROR, logger="sweeps.tracking.spool"):
+    with caplog.at_level(logging.ERROR, logger="tracking.spool"):
         assert spool.flush(client) == 0
     assert _steps(client, run_id) == [1, 2, 3]
     assert spool.rejected.read_text().splitlines() == [lines[0], lines[1], lines[3]]
@@ -98,7 +98,7 @@ def test_a_missing_spooled_file_is_not_a_store_outage(tmp_path, caplog):
     spool.append(json.loads(_metrics(run_id, 4)))
     for kept in spool.files.iterdir():
         kept.unlink()
-    with caplog.at_level(logging.WARNING, logger="sweeps.tracking.spool"):
+    with caplog.at_level(logging.WARNING, logger="tracking.spool"):
         assert spool.flush(client) == 0
     assert _steps(client, run_id) == [4]
     assert not any("unreachable" in r.getMessage() for r in caplog.records)
@@ -136,7 +136,7 @@ def test_a_line_for_another_run_is_rejected_and_the_sweep_still_closes(tmp_path,
     sweep.append(operations.status_entry(victim, "KILLED"))
     sweep.append(operations.close_orphans_entry(parent, "999"))
     sweep.append(operations.status_entry(parent, "FINISHED"))
-    with caplog.at_level(logging.ERROR, logger="sweeps.tracking.spool"):
+    with caplog.at_level(logging.ERROR, logger="tracking.spool"):
         assert resend_cli.main([str(spool_dir), "--tracking-uri", uri]) == 0
     assert _steps(client, run_id) == [1]
     assert client.get_run(parent).info.status == "FINISHED"

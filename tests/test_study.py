@@ -13,8 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from sweeps.cli import plan_from_argv, study_arg_parser
 from sweeps.depth_vs_error import STUDY
-from sweeps.tracking import operations
-from sweeps.tracking.spool import Spool, resend
+from tracking import operations
+from tracking.spool import Spool, resend
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -250,7 +250,7 @@ def test_a_symbolic_link_planted_in_a_spool_is_never_followed(tmp_path):
 def test_a_spool_that_cannot_be_written_loses_the_call_with_an_error_but_not_the_trial(tmp_path, monkeypatch, caplog):
     """The store is unreachable and the spool's disk is full (here: its directory cannot be created): the call
     is lost, said in the log as LOST, and the trial goes on instead of crashing mid-training."""
-    from sweeps.tracking.trial_run import TrialRun, TrialTracking
+    from tracking.trial_run import TrialRun, TrialTracking
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

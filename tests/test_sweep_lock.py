@@ -16,9 +16,9 @@ from sweeps import depth_vs_error
 from sweeps.cli import plan_from_argv
 from sweeps.depth_vs_error import STUDY
 from sweeps.driver.sweep_lock import check_sweep_unlocked
-from sweeps.tracking import sweep_run
-from sweeps.tracking.store import experiment_id_for
-from sweeps.tracking.sweep_run import ConcurrentSweepError
+from tracking import sweep_run
+from tracking.store import experiment_id_for
+from tracking.sweep_run import ConcurrentSweepError
 from support.plans import store_args, tiny_args
 
 ARGS = tiny_args("--depths", "8", "--families", "plain", "--seeds", "1")

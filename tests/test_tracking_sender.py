@@ -16,9 +16,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from support.stalling_proxy import StallingProxy, start_mlflow_server, stop_mlflow_server
-from sweeps.tracking.sender import WAIT
-from sweeps.tracking.spool import resend
-from sweeps.tracking.trial_run import TrialRun, TrialTracking
+from tracking.sender import WAIT
+from tracking.spool import resend
+from tracking.trial_run import TrialRun, TrialTracking
 
 SLACK = 1.5  # seconds: a thread switch and a local spool write on a busy machine
 KEYS = ("train/loss", "test/error", "train/error")
@@ -157,8 +157,8 @@ def test_a_call_spooled_while_the_spool_is_flushed_to_a_hung_server_returns_at_o
     """The sender re-sends the spool to a server that hangs, holding the spool's lock: a call the training thread
     spools meanwhile (a stuck send taken over, the run's end) is written at once, not after the flush, and the
     flush keeps it, behind what it could not send."""
-    from sweeps.tracking.operations import metrics_entry
-    from sweeps.tracking.spool import Spool
+    from tracking.operations import metrics_entry
+    from tracking.spool import Spool
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
     client = MlflowClient(server)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
-from sweeps.tracking.trial_run import TrialRun, TrialTracking
+from tracking.trial_run import TrialRun, TrialTracking
 
 
 def test_a_reopened_run_without_params_gets_them(tmp_path):

@@ -12,7 +12,7 @@ from scipy import stats as scipy_stats
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from dashboards import inference, verdict  # noqa: E402
+from dashboards import inference, option_verdicts, verdict  # noqa: E402
 from dashboards.loader import load_experiment  # noqa: E402
 from support.mlflow_fixtures import sqlite_uri, write_fixture_experiment  # noqa: E402
 
@@ -263,7 +263,7 @@ def test_holm_levels_agree_with_holms_rejections():
 def test_pairs_pool_the_options_of_a_depth_and_page_verdicts_correct_them_together():
     values = _values({"A": [7.0, 7.2, 7.1], "B": [7.05, 7.15, 7.1], "C": [5.0, 5.1, 5.05]}, group="shortcut",
                      images=10_000)
-    pairs = {p.comparison.groups: p for p in verdict.judge_pairs(values, "shortcut", subject="ResNet-20, ",
+    pairs = {p.comparison.groups: p for p in option_verdicts.judge_pairs(values, "shortcut", subject="ResNet-20, ",
                                                                   what="test error", iteration=2000)}
     assert pairs[("A", "C")].label == "lower" and pairs[("B", "C")].label == "lower"
     assert pairs[("A", "B")].label in (verdict.NO_DIFFERENCE, verdict.INCONCLUSIVE)
@@ -271,7 +271,7 @@ def test_pairs_pool_the_options_of_a_depth_and_page_verdicts_correct_them_togeth
     assert "seed variance pooled" in pooled.test and 2 < pooled.df <= 6  # pooled over A, B and C: up to 9 − 3
     assert pairs[("A", "C")].sentence.startswith("ResNet-20, shortcut C vs A: lower test error — ")
     assert "a fall of" in pairs[("A", "C")].sentence and "is found 80 % of the time" in pairs[("A", "C")].sentence
-    one = verdict.judge_pairs(_values({"A": [7.0, 7.2], "B": [6.0]}, group="shortcut"), "shortcut")
+    one = option_verdicts.judge_pairs(_values({"A": [7.0, 7.2], "B": [6.0]}, group="shortcut"), "shortcut")
     assert [p.label for p in one] == [verdict.ONE_SEED] and "shortcut B has one seed" in one[0].sentence
 
 
@@ -309,9 +309,9 @@ def test_page_verdicts_correct_every_pair_of_options_at_every_depth_together():
                              "metrics.test/images": 10_000.0})
                 points.append({"run_id": run_id, "metric": "test/error", "step": 1000, "value": final})
     runs, history = pd.DataFrame(runs).astype({"depth": "Int64", "seed": "Int64"}), pd.DataFrame(points)
-    _, _, pairs, tests = verdict.page_verdicts(history, runs, depth=False)
+    _, _, pairs, tests = option_verdicts.page_verdicts(history, runs, depth=False)
     assert tests == 6 and sorted(pairs) == [20, 32]
-    raw = {(d, p.comparison.groups): p.comparison for d, ps in verdict.shortcut_verdicts(history, runs).items()
+    raw = {(d, p.comparison.groups): p.comparison for d, ps in option_verdicts.shortcut_verdicts(history, runs).items()
            for p in ps}
     corrected = {(d, p.comparison.groups): p.comparison for d, ps in pairs.items() for p in ps}
     levels = inference.holm_levels([c.p for c in raw.values()])

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from dashboards import figures, imagenet, verdict
+from dashboards import figures, imagenet, option_verdicts, verdict
 from dashboards.html import escape, figure, section, table
 from dashboards.inference import POWER, signed
 from dashboards.loader import ExperimentData
@@ -101,7 +101,7 @@ def _seeds_note(data: ExperimentData) -> str:
                      f"no seed-to-seed spread can be estimated from one run, so the degradation and shortcut "
                      f"verdicts say “{verdict.ONE_SEED}” for them — they state the gap and test nothing."
                      + _binomial_clause(data.runs))
-    _, found, pairs, _ = verdict.page_verdicts(data.history, data.runs)
+    _, found, pairs, _ = option_verdicts.page_verdicts(data.history, data.runs)
     tested = [v.comparison for v in [*found, *(p for ps in pairs.values() for p in ps)] if v.comparison is not None]
     if tested:
         dfs = sorted(c.df for c in tested)

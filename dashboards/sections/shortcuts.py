@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dashboards import figures, verdict
+from dashboards import figures, option_verdicts
 from dashboards.html import escape, figure, section, table
 from dashboards.loader import ExperimentData
 from dashboards.shortcuts import TABLE3_COLUMN, shortcut_table, table3_elsewhere_note
@@ -12,14 +12,14 @@ from dashboards.stats import residual_shortcuts
 def render(data: ExperimentData) -> str:
     if len(residual_shortcuts(data.runs)) < 2:
         return ""
-    _, _, found, tests = verdict.page_verdicts(data.history, data.runs, depth=False)  # Holm over all pairs
+    _, _, found, tests = option_verdicts.page_verdicts(data.history, data.runs, depth=False)  # Holm over all pairs
     sentences = "".join(f'<li class="verdict verdict-{v.css}">{escape(v.sentence)}</li>'
                         for pairs in found.values() for v in pairs)
     tests = (f'<ul class="verdicts shortcut-verdicts">{sentences}</ul><p class="note rule">Same test as the '
              f'degradation verdict, per pair of options at one depth: the test error at the matched iteration '
              f'across seeds, as counts on the arcsine-root scale (every seed scores the same test images, so no '
              f'count noise is added but a tie\'s), the seed variance pooled over the options of that depth '
-             f'(guarded as there). {escape(verdict.holm_note(tests))} Each sentence states the gap its seeds find '
+             f'(guarded as there). {escape(option_verdicts.holm_note(tests))} Each sentence states the gap its seeds find '
              f'80 % of the time; a pair with a one-seed option is inconclusive.</p>') if sentences else ""
     options = shortcut_table(data.runs)
     reference = (f'<p class="note" id="table3-reference">{escape(table3_elsewhere_note())}</p>'

@@ -25,11 +25,11 @@ from resnet_core.device import check_device_assignment
 from resnet_core.flags import overrides_from_args, refuse_unused_data_dir
 from sweeps.driver.sweep_lock import check_sweep_unlocked
 from sweeps.study import GridStudy, Preset
-from sweeps.tracking.spool import SPOOL_DIRNAME, node_spool_root
-from sweeps.tracking.system_metrics import DEFAULT_EVERY_S
-from sweeps.tracking.store import (TrackingError, absolute_tracking_uri, check_tracking_uri, filter_value,
+from tracking.spool import SPOOL_DIRNAME, node_spool_root
+from tracking.system_metrics import DEFAULT_EVERY_S
+from tracking.store import (TrackingError, absolute_tracking_uri, check_tracking_uri, filter_value,
                                    refuse_password, sqlite_path)
-from sweeps.tracking.sweep_run import (ConcurrentSweepError, EarlierSweep, concurrent_sweep_message,
+from tracking.sweep_run import (ConcurrentSweepError, EarlierSweep, concurrent_sweep_message,
                                        earlier_sweep, running_sweeps)
 from sweeps.trial.identity import trial_config
 

@@ -12,7 +12,7 @@ from typing import Any
 import ray
 
 from sweeps.driver.plan import SweepPlan
-from sweeps.tracking.store import is_local_store
+from tracking.store import is_local_store
 
 log = logging.getLogger(__name__)
 

@@ -32,13 +32,13 @@ from sweeps.driver.plan import COORDINATOR_CPUS, SweepPlan
 from sweeps.driver.resources import concurrent_trials, worker_placement
 from sweeps.driver.security import scrubbed
 from sweeps.driver.sweep_lock import holding_sweep_lock
-from sweeps.tracking import operations
-from sweeps.tracking.run_source import source_tags, sweep_description
-from sweeps.tracking.spool import Spool, resend
-from sweeps.tracking.store import TrackingError, bound_http_retries, is_transient, sqlite_path
-from sweeps.tracking.sweep_run import (HEARTBEAT_EVERY, close_orphaned_trial_runs, finish_run, heartbeat,
+from tracking import operations
+from tracking.run_source import source_tags, sweep_description
+from tracking.spool import Spool, resend
+from tracking.store import TrackingError, bound_http_retries, is_transient, sqlite_path
+from tracking.sweep_run import (HEARTBEAT_EVERY, close_orphaned_trial_runs, finish_run, heartbeat,
                                        mark_trial_run_failed, start_parent_run)
-from sweeps.tracking.trial_run import TrialTracking
+from tracking.trial_run import TrialTracking
 from sweeps.trial.trainable import TrialHooks, train_trial
 from sweeps.trial.workers import Workers, train_on_workers
 from sweeps.trial.identity import META_KEY, trial_name
@@ -201,7 +201,7 @@ class CloseDeadTrialRuns(tune.Callback):
 
 class DriverHeartbeat(tune.Callback):
     """Renew the driver's heartbeat on the parent run while Tune runs, so that a command on another host can
-    tell a live driver from a dead one (sweeps.tracking.sweep_run)."""
+    tell a live driver from a dead one (tracking.sweep_run)."""
 
     def __init__(self, tracking: TrialTracking):
         self.tracking = tracking

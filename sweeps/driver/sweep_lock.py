@@ -16,13 +16,17 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from sweeps.tracking.spool import SpoolFileError, open_own_file
-from sweeps.tracking.sweep_run import ConcurrentSweepError
+from tracking.spool import SpoolFileError, open_own_file
+from tracking.sweep_run import ConcurrentSweepError
 
-if TYPE_CHECKING:  # plan.py checks the lock before anything starts
-    from sweeps.driver.plan import SweepPlan
+
+class SweepPlan(Protocol):
+    """What the lock reads of a sweep's plan (sweeps/driver/plan.py checks the lock before anything starts)."""
+
+    sweep_id: str
+    is_local_storage: bool
 
 LOCK_FILE = "driver.lock"
 

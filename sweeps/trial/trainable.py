@@ -35,8 +35,8 @@ from resnet_core import Result, TrainConfig, fit, save_checkpoint
 from resnet_core.checkpoint import CheckpointError, load_latest_checkpoint
 from resnet_core.data_identity import data_identity
 from resnet_core.device import assigned_device, device_record, prepare_device
-from sweeps.tracking.system_metrics import system_metrics
-from sweeps.tracking.trial_run import TrialRun, TrialTracking
+from tracking.system_metrics import system_metrics
+from tracking.trial_run import TrialRun, TrialTracking
 from sweeps.trial.progress import (DIVERGED, DIVERGED_KEY, ITERATION, MINUTES_LEFT, MLFLOW_RUN, SPOOL, STATUS,
                                    UNSENT)
 from sweeps.trial.identity import trial_config, trial_meta, trial_name, trial_tags

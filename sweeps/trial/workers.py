@@ -37,9 +37,9 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from resnet_core import fit
 from resnet_core.device import assigned_device
-from sweeps.tracking.store import bound_http_retries
-from sweeps.tracking.system_metrics import STOP_WAIT_S, system_metrics
-from sweeps.tracking.trial_run import TrialTracking, find_trial_run
+from tracking.store import bound_http_retries
+from tracking.system_metrics import STOP_WAIT_S, system_metrics
+from tracking.trial_run import TrialTracking, find_trial_run
 from sweeps.trial.identity import trial_config
 from sweeps.trial.trainable import TrialHooks, evaluation_report, quiet_checkpoint_logs, restore, run_trial
 

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param
 
-from sweeps.tracking.store import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+from tracking.store import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 from mlflow.tracking import MlflowClient
 
 from resnet_core.config import TrainConfig
@@ -139,7 +139,7 @@ def write_fixture_experiment(
 
     client = MlflowClient(tracking_uri)
     location = _artifact_location(tracking_uri, name, artifact_root)
-    # Tagged with its kind as the sweep tags the experiments it creates (sweeps/tracking/store.py).
+    # Tagged with its kind as the sweep tags the experiments it creates (tracking/store.py).
     experiment_id = client.create_experiment(name, artifact_location=location,
                                              tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     now = start_time_ms or int(time.time() * 1000) - 3_600_000

@@ -157,7 +157,7 @@ def measure_hung_log_call(directory: Path) -> float:
     """Seconds one ``log_metrics`` call takes once the tracking server hangs (after a first, healthy one)."""
     from mlflow.tracking import MlflowClient
 
-    from sweeps.tracking.trial_run import TrialRun, TrialTracking
+    from tracking.trial_run import TrialRun, TrialTracking
 
     process, port = start_mlflow_server(directory)
     proxy = StallingProxy(port)

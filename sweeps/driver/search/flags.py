@@ -17,8 +17,8 @@ from typing import Any
 from sweeps.driver.plan import SweepPlan, default_home
 from sweeps.driver.search.settings import SearchPlan, SearchSettings, last_lr_drop
 from sweeps.study import Knob, SearchBudget, SearchPreset, SearchStudy
-from sweeps.tracking.search_params import search_params as search_params_schema
-from sweeps.tracking.store import absolute_tracking_uri, refuse_password, sqlite_path, unwritable_directory
+from tracking.search_params import search_params as search_params_schema
+from tracking.store import absolute_tracking_uri, refuse_password, sqlite_path, unwritable_directory
 
 OPTUNA_DB = "optuna.db"  # beside the MLflow store's SQLite file by default
 SEARCH_SCHEDULES = ("steps",)  # the lr schedules (optim.schedule) ASHA's rungs can be placed after the drops of

@@ -34,7 +34,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from sweeps.study import Knob
-from sweeps.tracking.search_params import optuna_distribution
+from tracking.search_params import optuna_distribution
 from sweeps.trial.progress import COMPLETED, DIVERGED, ITERATION, MLFLOW_RUN, RUNNING, reported_status
 from sweeps.trial.identity import META_KEY, TrialMeta
 
@@ -46,7 +46,7 @@ MLFLOW_RUN_URL = "mlflow_run_url"  # user attribute of each finished Optuna tria
 
 
 def distribution(knob: Knob) -> BaseDistribution:
-    """The Optuna distribution a knob is drawn from (the rule: sweeps/tracking/search_params.py)."""
+    """The Optuna distribution a knob is drawn from (the rule: tracking/search_params.py)."""
     return optuna_distribution(knob.kind, knob.values)
 
 

@@ -39,7 +39,7 @@ from sweeps.trial.progress import COMPLETED, ITERATION, RUNNING, reported_status
 from sweeps.trial.trainable import TrialHooks
 from resnet_core.config import config_net_name
 from sweeps.trial.identity import META_KEY, TrialMeta, trial_config, trial_meta
-from sweeps.tracking.sweep_run import mark_trial_run
+from tracking.sweep_run import mark_trial_run
 
 
 @dataclass

@@ -19,7 +19,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from sweeps.tracking.store import filter_value
+from tracking.store import filter_value
 
 Entry = dict[str, Any]
 

@@ -20,9 +20,9 @@ from typing import Any
 from mlflow.entities import Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from sweeps.tracking.operations import close_running_children, param_value
-from sweeps.tracking.store import experiment_id_for, filter_value, with_retries
-from sweeps.tracking.trial_run import TrialTracking, find_trial_run
+from tracking.operations import close_running_children, param_value
+from tracking.store import experiment_id_for, filter_value, with_retries
+from tracking.trial_run import TrialTracking, find_trial_run
 
 ROLE_SWEEP = "sweep"
 HEARTBEAT_TAG = "driver_heartbeat"  # seconds since the epoch, on the driver's clock

@@ -19,11 +19,11 @@ from mlflow.entities import Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from sweeps.tracking import operations
-from sweeps.tracking.operations import Entry, param_value
-from sweeps.tracking.sender import Sender
-from sweeps.tracking.spool import Spool, node_spool_root
-from sweeps.tracking.store import bound_http_retries, filter_value, with_retries
+from tracking import operations
+from tracking.operations import Entry, param_value
+from tracking.sender import Sender
+from tracking.spool import Spool, node_spool_root
+from tracking.store import bound_http_retries, filter_value, with_retries
 
 
 ROLE_TRIAL = "trial"
@@ -43,7 +43,7 @@ class TrialTracking:
     parent_run_id: str
     tags: tuple[tuple[str, str], ...] = ()  # sweep-wide tags (preset, study)
     spool_dir: str = ""  # where unsent tracking calls are kept (see Spool); empty: a temporary directory
-    system_metrics_every: float = 0.0  # seconds between system-metrics samples (sweeps/tracking/system_metrics.py)
+    system_metrics_every: float = 0.0  # seconds between system-metrics samples (tracking/system_metrics.py)
 
 
 def find_trial_run(client: MlflowClient, tracking: TrialTracking, trial_id: str):

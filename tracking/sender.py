@@ -30,10 +30,10 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from sweeps.tracking import operations
-from sweeps.tracking.operations import Entry
-from sweeps.tracking.spool import Spool
-from sweeps.tracking.store import STORE_ERRORS, is_transient, short_error, with_retries
+from tracking import operations
+from tracking.operations import Entry
+from tracking.spool import Spool
+from tracking.store import STORE_ERRORS, is_transient, short_error, with_retries
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from sweeps.tracking.operations import Entry, check_entry, send
-from sweeps.tracking.store import STORE_ERRORS, bound_http_retries, is_transient, short_error, with_retries
+from tracking.operations import Entry, check_entry, send
+from tracking.store import STORE_ERRORS, bound_http_retries, is_transient, short_error, with_retries
 
 log = logging.getLogger(__name__)
 
