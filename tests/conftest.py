@@ -16,6 +16,8 @@ from torchvision.datasets import CIFAR10
 from support.cifar import TRAIN_FILES, write_cifar10
 from support.imagenet import write_imagenet
 
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage pings from any test, however it is run
+
 RAY_FIXTURES = {"ray_runtime", "ray_tmp"}
 
 

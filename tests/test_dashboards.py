@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import html
 
-import os
 import re
 import subprocess
 import sys
@@ -20,7 +19,6 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage pings from tests
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 

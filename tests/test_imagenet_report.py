@@ -6,12 +6,10 @@ CIFAR study that must get no ImageNet section."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 
 import pytest
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage pings from tests
 
 from dashboards import figures, imagenet, paper, report  # noqa: E402
 from dashboards.inference import signed  # noqa: E402

@@ -16,7 +16,6 @@ from urllib.parse import urlparse
 
 import pytest
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import pandas as pd  # noqa: E402
 

@@ -6,13 +6,11 @@ sweep refuses it; and the page (and its copy logged to the sweep run) shows the 
 from __future__ import annotations
 
 import dataclasses
-import os
 import secrets
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no usage pings from tests
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 

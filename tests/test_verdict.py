@@ -3,14 +3,12 @@ with known gaps, on the main command's own numbers, and by hand against scipy.""
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from dashboards import inference, option_verdicts, verdict  # noqa: E402
 from dashboards.loader import load_experiment  # noqa: E402
