@@ -35,7 +35,7 @@ from support.faults import Exploit, FaultHooks, write_faults
 from support.plans import plan_for, store_args, tiny_args
 from support.processes import (driver_env, free_port, kill_driver, kill_ray_session, session_pids, sweep_command,
                                terminated_in_saved_state, wait_for)
-from support.tracking import METRICS, steps, trial_runs
+from support.logged_runs import METRICS, steps, trial_runs
 
 BIN = Path(sys.executable).parent
 TINY = tiny_args()

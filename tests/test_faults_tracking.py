@@ -27,7 +27,7 @@ from sweeps.driver.grid import run_sweep
 from tracking.store import TrackingError
 from support.plans import plan_for, tiny_args
 from support.processes import free_port, stop_group, wait_for
-from support.tracking import METRICS, steps
+from support.logged_runs import METRICS, steps
 
 BIN = Path(sys.executable).parent
 TINY = tiny_args()

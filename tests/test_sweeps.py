@@ -15,7 +15,7 @@ from resnet_core.device import resolve_precision
 from sweeps import depth_vs_error
 from sweeps.driver.grid import run_sweep
 from support.plans import plan_for, store_args, tiny_args
-from support.tracking import METRICS
+from support.logged_runs import METRICS
 
 TINY = tiny_args("--depths", "8,14", "--families", "plain,residual", "--seeds", "1", "--cpus-per-trial", "1",
                  eval_every=4)

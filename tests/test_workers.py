@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from sweeps.driver.grid import run_sweep
 from support.faults import FaultHooks, write_faults
 from support.plans import plan_for, store_args, tiny_args
-from support.tracking import METRICS, steps, trial_runs
+from support.logged_runs import METRICS, steps, trial_runs
 
 STEPS = [3, 6, 9, 12]  # tiny_args()'s evaluations
 

@@ -196,6 +196,24 @@ def mark_trial_run(tracking: TrialTracking, trial_id: str, outcome: str, status:
     return True
 
 
+def wait_until_closed(tracking: TrialTracking, trial_ids: list[str], timeout: float, poll: float = 0.5) -> list[str]:
+    """Wait, at most ``timeout`` seconds in all, until the runs of these trials are no longer RUNNING; returns the
+    trial ids still RUNNING then.
+
+    Why: a trial Tune stopped closes its own run (KILLED, ``outcome=stopped``) from its process, which may still
+    be ending when the stage returns; a driver's mark written before that close would be overwritten by it.
+    """
+    client = MlflowClient(tracking.tracking_uri)
+    deadline, pending = time.monotonic() + timeout, list(trial_ids)
+    while pending:
+        runs = {t: with_retries(lambda t=t: find_trial_run(client, tracking, t), "find trial run") for t in pending}
+        pending = [t for t, run in runs.items() if run is not None and run.info.status == "RUNNING"]
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(poll)
+    return pending
+
+
 def mark_trial_run_failed(tracking: TrialTracking, trial_id: str, attempts: int = 3) -> bool:
     """Close a trial's run as FAILED if it is still RUNNING (its process died without closing it, e.g.
     killed by the OS). True if the run was changed."""

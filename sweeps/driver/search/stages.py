@@ -39,7 +39,7 @@ from sweeps.trial.progress import COMPLETED, ITERATION, RUNNING, reported_status
 from sweeps.trial.trainable import TrialHooks
 from resnet_core.config import config_net_name
 from sweeps.trial.identity import META_KEY, TrialMeta, trial_config, trial_meta
-from tracking.sweep_run import mark_trial_run
+from tracking.sweep_run import mark_trial_run, wait_until_closed
 
 
 @dataclass
@@ -105,6 +105,9 @@ def _fit_stage(plan: SearchPlan, sweep: TrackedSweep, name: str, new_tuner: Call
     return list(grid), grid.num_terminated + grid.num_errors == len(grid)
 
 
+STOPPED_CLOSE_WAIT = 30.0  # seconds, in all, for the trials ASHA stopped to close their own runs
+
+
 def _search_stage(plan: SearchPlan, sweep: TrackedSweep, cell: dict[str, Any],
                   net: str) -> tuple[list[tune.Result], bool]:
     """One net's search; its trials ASHA stopped then end in MLflow as FINISHED with ``outcome=stopped_early``,
@@ -118,12 +121,13 @@ def _search_stage(plan: SearchPlan, sweep: TrackedSweep, cell: dict[str, Any],
     results, finished = _fit_stage(plan, sweep, name, partial(_search_tuner, plan, sweep, cell, net, name),
                                    resume_errored=False)
     iterations = plan.base["optim.iterations"]
-    for result in results:
-        if result.error is None and reported_status(result.metrics) == RUNNING:
-            stopped_at = result.metrics[ITERATION]
-            mark_trial_run(sweep.tracking, result.metrics["trial_id"], "stopped_early", "FINISHED",
-                           {"stopped_at_iteration": stopped_at,
-                            "stop_reason": plan.search.stop_reason(stopped_at, iterations)}, only_running=False)
+    stopped = [r for r in results if r.error is None and reported_status(r.metrics) == RUNNING]
+    wait_until_closed(sweep.tracking, [r.metrics["trial_id"] for r in stopped], STOPPED_CLOSE_WAIT)
+    for result in stopped:  # after the trials' own close, so that the driver's words are the last ones
+        stopped_at = result.metrics[ITERATION]
+        mark_trial_run(sweep.tracking, result.metrics["trial_id"], "stopped_early", "FINISHED",
+                       {"stopped_at_iteration": stopped_at,
+                        "stop_reason": plan.search.stop_reason(stopped_at, iterations)}, only_running=False)
     return results, finished
 
 
