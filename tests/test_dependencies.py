@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-OWN = {"resnet_core", "sweeps", "dashboards", "__future__"}
+OWN = {"resnet_core", "tracking", "sweeps", "dashboards", "__future__"}
 
 
 def _name(requirement: str) -> str:
@@ -32,7 +32,7 @@ def _imports(package: str) -> set[str]:
     return found - set(sys.stdlib_module_names) - OWN
 
 
-@pytest.mark.parametrize("package", ["resnet_core", "sweeps"])
+@pytest.mark.parametrize("package", ["resnet_core", "tracking", "sweeps"])
 def test_every_imported_package_is_a_declared_dependency(package):
     """Not merely present through another package (psutil came only through Ray's vendored copy, and only once
     ``ray`` had been imported)."""
