@@ -754,7 +754,8 @@ def test_main_install_has_every_package_the_dashboards_import():
                 imported |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 imported.add(node.module.split(".")[0])
-    third_party = imported - set(sys.stdlib_module_names) - {"dashboards", "resnet_core", "sweeps", "__future__"}
+    own = {"dashboards", "resnet_core", "tracking", "sweeps", "__future__"}
+    third_party = imported - set(sys.stdlib_module_names) - own
     provided_by = {module: {d.lower().replace("_", "-") for d in dists}
                    for module, dists in importlib.metadata.packages_distributions().items()}
     extras = {re.split(r"[\[<>=!~; ]", d, maxsplit=1)[0].lower().replace("_", "-")

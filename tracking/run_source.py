@@ -20,7 +20,7 @@ def source_tags(argv: list[str], commit: str | None) -> dict[str, str]:
     the repository), JOB under ``ray job submit`` (else LOCAL), the commit, and the user (the tracking server's
     user name where one is set, else the login)."""
     script = Path(argv[0]) if argv else Path("unknown")
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]
     try:
         name = str(script.resolve().relative_to(root))
     except ValueError:
