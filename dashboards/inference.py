@@ -18,8 +18,6 @@ Why this shape (docs/tracking.md, "How the report judges", has the numbers):
   **Bartlett's test** of equal variances over all k groups at ``GUARD_LEVEL`` (it holds that level at 2 seeds
   per group and any k); when it rejects, or the groups have unequal seeds, the test uses Welch's standard error
   (each variance at least the pooled one) with Satterthwaite's df (``contrast`` says why each choice).
-- **Paired** differences (the same seeds under two recipes) and a difference from **one published run** (its
-  own per-run spread) use the same scale.
 - **Holm** over the tests that answer one question (the shortcut pairs of a page, the pairs of depths behind a
   "rises then falls"); each interval is drawn at its Holm step's level so a verdict and its interval agree.
 
@@ -120,12 +118,16 @@ def contrast(design: Design, weights: np.ndarray) -> ContrastTest:
 
 
 def difference(first: ContrastTest, second: ContrastTest) -> ContrastTest:
-    """first − second of two independent contrasts (two families' trends): Welch's combination, each keeping its
-    own guarded variance — pooling across families would let a family near 0 % lend the noisy one its quiet."""
-    variance = first.se ** 2 + second.se ** 2
-    df = variance ** 2 / (first.se ** 4 / first.df + second.se ** 4 / second.df)
-    return ContrastTest(first.effect - second.effect, np.sqrt(variance), df, first.pooled & second.pooled,
+    """first − second of two independent contrasts (two families' trends), each keeping its own guarded variance."""
+    se, df = welch_combination(first.se, first.df, second.se, second.df)
+    return ContrastTest(first.effect - second.effect, se, df, first.pooled & second.pooled,
                         np.fmin(first.guard_p, second.guard_p))
+
+
+def welch_combination(se_a, df_a, se_b, df_b):
+    """The standard error and Satterthwaite df of the difference of two independent estimates."""
+    variance = se_a ** 2 + se_b ** 2
+    return np.sqrt(variance), variance ** 2 / (se_a ** 4 / df_a + se_b ** 4 / df_b)
 
 
 def _satterthwaite(w: np.ndarray, n: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -369,11 +371,9 @@ def reference_difference(ours: Sequence[float], images: Sequence[int], reference
 # ------------------------------------------------------------------------------------- many tests
 
 def holm_levels(p_values: Sequence[float], alpha: float = ALPHA) -> list[float]:
-    """The confidence of each test's interval under Holm's step-down procedure over all of them.
-
-    Test j in order of p is judged at level α / (m − j + 1); after the first test that is not rejected, every
-    later one is judged at that step's level, so an interval excludes 0 exactly when Holm rejects.
-    """
+    """The confidence of each test's interval under Holm's step-down procedure: test j in order of p at level
+    α / (m − j + 1), every test after the first not rejected at that step's level (an interval excludes 0 exactly
+    when Holm rejects)."""
     order = sorted(range(len(p_values)), key=lambda i: p_values[i])
     levels, m, stopped = [0.0] * len(p_values), len(p_values), None
     for step, index in enumerate(order):

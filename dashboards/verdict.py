@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from dashboards.inference import (Comparison, baseline_weights, group_comparison, holm_levels, pair_weights,
-                                  signed, stabilised, summarise, trend_weights, turns)
+                                  signed, stabilised, trend_weights, welch_combination)
 from dashboards.stats import (FAMILIES, chance_error, comparison_candidates, comparison_runs, diverged,
                               matched_iteration, spread, value_at)
 from dashboards.verdict_words import (DEGRADES, EQUIVALENCE_PP, IMPROVES, INCONCLUSIVE, NO_DIFFERENCE, NOT_MEASURED,
@@ -244,7 +244,8 @@ def judge_depth(values: pd.DataFrame, family: str, iteration: int | None, value:
     name = "difference" if len(tested) == 2 else f"linear trend against log2 depth over {len(tested)} depths"
     comparison = _comparison(values, group, value, tested, name, trend_weights(x), baseline_weights(x), fresh_draws)
     pairs = _pairs(values, group, value, tested, fresh_draws)
-    turning = len(tested) >= 3 and bool(turns(summarise(*_scaled(values, group, value, tested), fresh_draws)))
+    # the pairs' intervals are at their Holm levels: a definite direction is a Holm rejection (inference.turns)
+    turning = len(tested) >= 3 and {p.direction for p in pairs} >= {1, -1}
     return Verdict(family, comparison, tested, iteration, left_out, lost_items, pairs=pairs, turning=turning)
 
 
@@ -359,13 +360,12 @@ def interaction_verdict(plain: pd.DataFrame, residual: pd.DataFrame, plain_verdi
     x = np.log2(np.asarray(depths, dtype=float))
     trends = [_comparison(values, "depth", "value", depths, "trend", trend_weights(x), baseline_weights(x),
                           fresh_draws) for values in (plain, residual)]
-    variance = trends[0].se ** 2 + trends[1].se ** 2
-    df = variance ** 2 / (trends[0].se ** 4 / trends[0].df + trends[1].se ** 4 / trends[1].df)
+    se, df = welch_combination(trends[0].se, trends[0].df, trends[1].se, trends[1].df)
     pooled = " (each family's seed variance pooled over its depths)" if all(
         "seed variance pooled" in t.test for t in trends) else " (Welch's form within a family whose variances differ)"
     name = "differences" if len(depths) == 2 else f"linear trends against log2 depth over {len(depths)} depths"
     comparison = Comparison(f"Welch's t-test of the difference of the two families' {name} on the arcsine-root "
                             f"scale{pooled}", depths, trends[0].seeds + trends[1].seeds,
-                            trends[0].shift - trends[1].shift, float(np.sqrt(variance)), float(df),
+                            trends[0].shift - trends[1].shift, float(se), float(df),
                             (trends[0].baseline + trends[1].baseline) / 2)
     return InteractionVerdict(comparison, depths, plain_verdict, residual_verdict)
